@@ -1,0 +1,145 @@
+"""``ssl-emp`` command line: ``pretrain``, ``eval knn|linear``.
+
+Bad input ends with one line on stderr naming the problem and exit code 2; a diverged run with
+exit code 1. Neither overwrites anything already written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from ssl_emp.errors import ConfigError, TrainingDiverged
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints the usage too)
+        self.exit(2, f"ssl-emp: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ssl-emp", description="Contrastive SSL pretraining with dynamic data pruning (EMP).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("pretrain", help="pretrain an encoder (default: digits, SimCLR, CPU, < 3 min)")
+    p.add_argument("--config", help="YAML config (default: the embedded digits SimCLR run)")
+    p.add_argument("--output-dir", help="run folder (default: the config's output_dir)")
+    p.add_argument("--epochs", type=_positive_int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--method", help="pruning method: full, random-static, random-dynamic, eps-greedy, ucb, infobatch, emp")
+    p.add_argument("--pruning-rate", type=float, help="fraction of the data set pruned each epoch, in [0, 0.95]")
+    p.add_argument("--data-dir", help="data folder (sets data.data_dir)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set optim.batch_size=256 (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint's backbone: kNN or linear probe")
+    e.add_argument("protocol", choices=["knn", "linear"])
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--dataset", help="data set to evaluate on (default: the checkpoint's)")
+    e.add_argument("--data-dir")
+    e.add_argument("--k", type=_positive_int, default=200)
+    e.add_argument("--temperature", type=float, default=0.1)
+    e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    e.add_argument("--output", help="write the result and protocol as JSON here")
+    return parser
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from ssl_emp.config import load_config
+    from ssl_emp.train import pretrain
+
+    overrides = list(args.overrides)
+    for flag, key in (("output_dir", "output_dir"), ("epochs", "epochs"), ("seed", "seed"), ("device", "device"),
+                      ("method", "pruning.method"), ("pruning_rate", "pruning.rate"), ("data_dir", "data.data_dir")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value) if isinstance(value, str) else value}")
+    if args.no_progress:
+        overrides.append("progress=false")
+    if args.resume and not args.config and args.output_dir:
+        saved = Path(args.output_dir) / "config.yaml"
+        cfg = load_config(saved if saved.is_file() else None, overrides)
+    else:
+        cfg = load_config(args.config, overrides)
+    summary = pretrain(cfg, resume=args.resume)
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_rank() != 0:
+        return 0
+    if summary["knn_top1"] is not None:
+        print(f"final kNN top-1 {summary['knn_top1']:.4f} (epoch 0: {summary['knn_top1_epoch0']:.4f}), "
+              f"{summary['wall_time_s']:.0f} s, achieved pruning rate {summary['achieved_rate']:.3f}; "
+              f"results in {cfg.output_dir}")
+    else:
+        print(f"done in {summary['wall_time_s']:.0f} s (no labelled test split: no kNN); results in {cfg.output_dir}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from ssl_emp.eval.from_checkpoint import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.checkpoint, args.protocol, dataset=args.dataset, data_dir=args.data_dir,
+                                 k=args.k, temperature=args.temperature, device=args.device)
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(json.dumps(result, indent=2))
+        os.replace(tmp, out)
+    print(f"{args.protocol} top-1 {result['top1']:.4f} top-5 {result['top5']:.4f} "
+          f"on {result['dataset']} ({result['num_test']} test images)")
+    return 0
+
+
+def _init_distributed() -> bool:
+    """Join the process group when launched by ``torchrun`` (it sets WORLD_SIZE > 1)."""
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return False
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    started = args.command == "pretrain" and _init_distributed()
+    try:
+        return _pretrain(args) if args.command == "pretrain" else _eval(args)
+    except ConfigError as exc:
+        print(f"ssl-emp: error: {exc}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as exc:
+        print(f"ssl-emp: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ssl-emp: interrupted; the last checkpoint is intact (continue with --resume)", file=sys.stderr)
+        return 130
+    finally:
+        if started:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

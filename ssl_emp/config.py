@@ -1,0 +1,229 @@
+"""Run configuration: typed sections, YAML files, ``--set key=value`` overrides, validation.
+
+A config file holds only the keys it changes; everything else keeps the defaults below, which are
+the embedded default run (digits, SimCLR, CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ssl_emp.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "digits"  # digits | cifar10 | cifar100 | stl10 | imagefolder
+    data_dir: str | None = None  # folder (or .tar/.tar.gz of an image-folder tree)
+    download: bool = False  # torchvision sets only, and only when asked
+    image_size: int = 32
+    train_split: str = "train"  # stl10: "train+unlabeled" trains on the unlabelled images too
+    train_subset: int | None = None  # keep a fixed random subset of N training images
+    test_subset: int | None = None
+    in_memory: bool = True  # hold decoded uint8 images in RAM (small-image sets)
+    cache_dir: str | None = None  # decoded-image cache; default ~/.cache/ssl-emp/decoded
+    num_workers: int = 0
+
+
+@dataclass
+class AugmentConfig:
+    """View pipeline; ``None`` takes the preset's value (lightly's SimCLR / MoCo v2 transforms)."""
+
+    preset: str = "simclr"  # simclr | mocov2
+    min_scale: float | None = None
+    cj_prob: float | None = None
+    cj_strength: float | None = None
+    gray_prob: float | None = None
+    blur_prob: float | None = None
+    hflip_prob: float | None = None
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet18"
+    backbone_kwargs: dict[str, Any] = field(
+        # A narrow one-block-per-stage ResNet: the CPU-friendly default.
+        default_factory=lambda: {"layers": [1, 1, 1, 1], "channels": [32, 64, 128, 256]}
+    )
+    cifar_stem: bool = True
+    proj_hidden_dim: int = 512
+    proj_out_dim: int = 128
+    temperature: float = 0.5
+    queue_size: int = 4096  # MoCo negatives
+    momentum_start: float = 0.99  # MoCo momentum, cosine schedule to momentum_end
+    momentum_end: float = 1.0
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd | lars | adamw
+    lr: float = 0.06  # for a batch of 256; scaled linearly with batch_size
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    warmup_epochs: float = 0.0
+    batch_size: int = 128
+
+
+@dataclass
+class PruningConfig:
+    method: str = "full"
+    rate: float = 0.0
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvalConfig:
+    eval_every: int = 5  # kNN monitor every N epochs (and at epoch 0); 0 = only at the end
+    knn_k: int = 200
+    knn_temperature: float = 0.1
+    batch_size: int = 512
+
+
+@dataclass
+class Config:
+    algorithm: str = "simclr"  # simclr | moco
+    epochs: int = 40
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    output_dir: str = "runs/pretrain"
+    progress: bool = True
+    log_every: int = 10  # steps between progress-bar / CSV updates (each one syncs the device)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+ALGORITHMS = ("simclr", "moco")
+DATASETS = ("digits", "cifar10", "cifar100", "stl10", "imagefolder")
+OPTIMIZERS = ("sgd", "lars", "adamw")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _merge(obj: Any, values: dict[str, Any], prefix: str = "", update_dicts: bool = False) -> None:
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section '{prefix.rstrip('.') or '<root>'}' must be a mapping")
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(f"unknown config key '{prefix}{key}'")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _merge(current, value, f"{prefix}{key}.", update_dicts)
+        elif update_dicts and isinstance(current, dict) and isinstance(value, dict):
+            setattr(obj, key, {**current, **value})  # --set a.b.c=1 changes one entry of dict a.b
+        else:
+            setattr(obj, key, _coerce(value, str(fields[key].type)))
+
+
+def _coerce(value: Any, annotation: str) -> Any:
+    # YAML 1.1 reads "1e-4" (no dot) as a string; accept it wherever a float is expected.
+    if isinstance(value, str) and "float" in annotation:
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(values: dict[str, Any] | None) -> Config:
+    cfg = Config()
+    _merge(cfg, values or {})
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the YAML file, then ``key=value`` overrides (values parsed as YAML)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    cfg = config_from_dict(values)
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got '{item}'")
+        nested: Any = yaml.safe_load(raw) if raw else None
+        for part in reversed(key.split(".")):
+            nested = {part: nested}
+        _merge(cfg, nested, update_dicts=True)
+    validate(cfg)
+    return cfg
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(_to_dict(cfg), sort_keys=False))
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def validate(cfg: Config) -> None:
+    """Reject values that cannot work, naming the key and the value."""
+    _require(cfg.algorithm in ALGORITHMS, f"unknown algorithm '{cfg.algorithm}' (choose from {', '.join(ALGORITHMS)})")
+    _require(_is_int(cfg.epochs) and cfg.epochs > 0, f"epochs must be a positive integer, got {cfg.epochs!r}")
+    _require(_is_int(cfg.seed), f"seed must be an integer, got {cfg.seed!r}")
+    _require(cfg.device in DEVICES, f"unknown device '{cfg.device}' (choose from {', '.join(DEVICES)})")
+    _require(_is_int(cfg.log_every) and cfg.log_every > 0, f"log_every must be > 0, got {cfg.log_every!r}")
+    d = cfg.data
+    _require(d.dataset in DATASETS, f"unknown dataset '{d.dataset}' (choose from {', '.join(DATASETS)})")
+    _require(_is_int(d.image_size) and d.image_size >= 8, f"data.image_size must be an integer >= 8, got {d.image_size!r}")
+    for name in ("train_subset", "test_subset"):
+        value = getattr(d, name)
+        _require(value is None or (_is_int(value) and value > 0), f"data.{name} must be a positive integer, got {value!r}")
+    _require(_is_int(d.num_workers) and d.num_workers >= 0, f"data.num_workers must be >= 0, got {d.num_workers!r}")
+    a = cfg.augment
+    _require(a.preset in ("simclr", "mocov2"), f"unknown augment.preset '{a.preset}' (choose from simclr, mocov2)")
+    for name in ("cj_prob", "gray_prob", "blur_prob", "hflip_prob"):
+        value = getattr(a, name)
+        _require(value is None or (_is_num(value) and 0 <= value <= 1), f"augment.{name} must be in [0, 1], got {value!r}")
+    _require(a.min_scale is None or (_is_num(a.min_scale) and 0 < a.min_scale <= 1), f"augment.min_scale must be in (0, 1], got {a.min_scale!r}")
+    _require(a.cj_strength is None or (_is_num(a.cj_strength) and a.cj_strength >= 0), f"augment.cj_strength must be >= 0, got {a.cj_strength!r}")
+    _require(len(a.mean) == 3 and len(a.std) == 3 and all(s > 0 for s in a.std), "augment.mean and augment.std must be 3 values each, std > 0")
+    m = cfg.model
+    _require(_is_num(m.temperature) and m.temperature > 0, f"model.temperature must be > 0, got {m.temperature!r}")
+    _require(_is_int(m.queue_size) and m.queue_size > 0, f"model.queue_size must be a positive integer, got {m.queue_size!r}")
+    _require(_is_num(m.momentum_start) and 0 <= m.momentum_start <= m.momentum_end <= 1, "model.momentum_start <= model.momentum_end must lie in [0, 1]")
+    _require(isinstance(m.backbone_kwargs, dict), "model.backbone_kwargs must be a mapping")
+    o = cfg.optim
+    _require(o.name in OPTIMIZERS, f"unknown optimizer '{o.name}' (choose from {', '.join(OPTIMIZERS)})")
+    _require(_is_num(o.lr) and o.lr > 0, f"optim.lr must be > 0, got {o.lr!r}")
+    _require(_is_num(o.weight_decay) and o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay!r}")
+    _require(_is_int(o.batch_size) and o.batch_size >= 2, f"optim.batch_size must be an integer >= 2, got {o.batch_size!r}")
+    _require(_is_num(o.warmup_epochs) and 0 <= o.warmup_epochs < cfg.epochs, f"optim.warmup_epochs must be in [0, epochs), got {o.warmup_epochs!r}")
+    p = cfg.pruning
+    _require(isinstance(p.params, dict), "pruning.params must be a mapping")
+    _require(_is_num(p.rate), f"pruning.rate must be a number, got {p.rate!r}")
+    e = cfg.eval
+    _require(_is_int(e.eval_every) and e.eval_every >= 0, f"eval.eval_every must be >= 0, got {e.eval_every!r}")
+    _require(_is_int(e.knn_k) and e.knn_k > 0, f"eval.knn_k must be a positive integer, got {e.knn_k!r}")
+    _require(_is_num(e.knn_temperature) and e.knn_temperature > 0, f"eval.knn_temperature must be > 0, got {e.knn_temperature!r}")

@@ -1,0 +1,70 @@
+"""Evaluate a pretraining checkpoint's backbone: the code behind ``ssl-emp eval``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from ssl_emp.augment import eval_transform
+from ssl_emp.checkpoint import load_checkpoint
+from ssl_emp.config import config_from_dict, validate
+from ssl_emp.data import Labelled, load_data
+from ssl_emp.errors import ConfigError
+from ssl_emp.eval.features import extract_features
+from ssl_emp.eval.knn import knn_accuracy
+from ssl_emp.eval.linear import linear_probe
+from ssl_emp.models import build_backbone
+
+
+def load_backbone(path: str) -> tuple[torch.nn.Module, Any]:
+    """The backbone of a checkpoint and the run's config."""
+    ckpt = load_checkpoint(path)
+    cfg = config_from_dict(ckpt["config"])
+    backbone = build_backbone(cfg.model.backbone, cfg.model.cifar_stem, **cfg.model.backbone_kwargs)
+    state = {k.removeprefix("backbone."): v for k, v in ckpt["model"].items() if k.startswith("backbone.")}
+    try:
+        backbone.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ConfigError(f"checkpoint {path} does not match backbone '{cfg.model.backbone}' of its config: "
+                          f"{str(exc).splitlines()[0]}") from exc
+    return backbone, cfg
+
+
+def evaluate_checkpoint(path: str, protocol: str, dataset: str | None = None, data_dir: str | None = None,
+                        k: int = 200, temperature: float = 0.1, device: str = "auto", seed: int = 0) -> dict[str, Any]:
+    """kNN or linear-probe accuracy of a checkpoint's frozen backbone, with the protocol used."""
+    from ssl_emp.train import resolve_device
+
+    backbone, cfg = load_backbone(path)
+    if dataset is not None:
+        cfg.data.dataset, cfg.data.data_dir = dataset, data_dir
+    elif data_dir is not None:
+        cfg.data.data_dir = data_dir
+    cfg.data.train_split = "train"
+    validate(cfg)
+    dev = resolve_device(device)
+    data = load_data(cfg.data)
+    if data.bank is None or data.test is None:
+        raise ConfigError(f"data set '{cfg.data.dataset}' has no labelled train and test splits to evaluate on")
+    transform = eval_transform(cfg.augment, cfg.data.image_size).to(dev)
+    feats = [
+        extract_features(backbone.to(dev), DataLoader(Labelled(split), batch_size=cfg.eval.batch_size), device=dev, transform=transform)
+        for split in (data.bank, data.test)
+    ]
+    (train_x, train_y), (test_x, test_y) = feats
+    if protocol == "knn":
+        result = knn_accuracy(train_x, train_y, test_x, test_y, k=k, temperature=temperature)
+        protocol_info: dict[str, Any] = {"k": k, "temperature": temperature, "features": "backbone, L2-normalised",
+                                         "voting": "similarity-weighted exp(sim/T)", "index": "faiss IndexFlatIP"}
+    elif protocol == "linear":
+        result = linear_probe(train_x, train_y, test_x, test_y, seed=seed, device=dev)
+        protocol_info = result.get("protocol", {})
+    else:
+        raise ConfigError(f"unknown evaluation protocol '{protocol}' (choose from knn, linear)")
+    return {
+        "protocol_name": protocol, "top1": result["top1"], "top5": result["top5"], "checkpoint": str(path),
+        "dataset": cfg.data.dataset, "num_train": len(train_y), "num_test": len(test_y),
+        "feature_dim": train_x.shape[1], "protocol": protocol_info,
+    }

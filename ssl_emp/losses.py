@@ -1,0 +1,69 @@
+"""Per-sample contrastive losses and view alignment.
+
+lightly's ``NTXentLoss`` returns only the batch mean; data pruning needs the loss of every image,
+so the same InfoNCE is written here per sample (lightly stays the reference in the tests).
+
+- SimCLR / NT-Xent: Chen et al., "A Simple Framework for Contrastive Learning of Visual
+  Representations", ICML 2020, https://arxiv.org/abs/2002.05709
+- MoCo: He et al., "Momentum Contrast for Unsupervised Visual Representation Learning",
+  CVPR 2020, https://arxiv.org/abs/1911.05722 (v2: https://arxiv.org/abs/2003.04297)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ssl_emp.errors import ConfigError
+
+
+def _check_temperature(temperature: float) -> None:
+    if not temperature > 0:
+        raise ConfigError(f"temperature must be > 0, got {temperature}")
+
+
+def info_nce_per_sample(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> tuple[Tensor, Tensor]:
+    """NT-Xent per image: ``(loss, align)``, each of shape [B].
+
+    ``loss_i = ½[ℓ(z¹ᵢ→z²ᵢ) + ℓ(z²ᵢ→z¹ᵢ)]`` over the 2B−1 in-batch candidates, so
+    ``loss.mean()`` equals lightly's ``NTXentLoss(temperature)(z1, z2)``.
+    ``align_i = ⟨z¹ᵢ, z²ᵢ⟩`` of the L2-normalised projections, in [−1, 1].
+    """
+    _check_temperature(temperature)
+    if z1.shape != z2.shape or z1.ndim != 2:
+        raise ConfigError(f"z1 and z2 must both be [B, D], got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    batch_size = z1.shape[0]
+    # float32 logits: under bf16 autocast the log-sum-exp over 2B candidates loses too much.
+    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+    sim = z @ z.T
+    logits = (sim / temperature).fill_diagonal_(float("-inf"))
+    targets = torch.arange(2 * batch_size, device=z.device).roll(batch_size)
+    per_view = F.cross_entropy(logits, targets, reduction="none")
+    loss = 0.5 * (per_view[:batch_size] + per_view[batch_size:])
+    align = sim.diagonal(offset=batch_size)
+    return loss, align.detach()
+
+
+def moco_info_nce_per_sample(
+    q1: Tensor, q2: Tensor, k1: Tensor, k2: Tensor, queue: Tensor, temperature: float = 0.2
+) -> tuple[Tensor, Tensor]:
+    """Symmetric MoCo InfoNCE per image: ``(loss, align)``, each of shape [B].
+
+    Query ``q¹ᵢ`` is scored against its positive key ``k²ᵢ`` (momentum encoder, other view) and the
+    queue of negatives ``[Q, D]``, and symmetrically ``q²ᵢ`` against ``k¹ᵢ``; the loss is the mean of
+    the two directions. ``align_i = ½(⟨q¹ᵢ, k²ᵢ⟩ + ⟨q²ᵢ, k¹ᵢ⟩)``.
+    """
+    _check_temperature(temperature)
+    queue = F.normalize(queue.float(), dim=1)
+
+    def one_direction(q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        q = F.normalize(q.float(), dim=1)
+        k = F.normalize(k.float(), dim=1)
+        pos = (q * k).sum(dim=1)
+        logits = torch.cat([pos[:, None], q @ queue.T], dim=1) / temperature
+        return torch.logsumexp(logits, dim=1) - logits[:, 0], pos
+
+    loss_a, pos_a = one_direction(q1, k2)
+    loss_b, pos_b = one_direction(q2, k1)
+    return 0.5 * (loss_a + loss_b), (0.5 * (pos_a + pos_b)).detach()

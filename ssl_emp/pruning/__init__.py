@@ -1,0 +1,12 @@
+"""Dynamic data pruning for contrastive pretraining: EMP and its baselines.
+
+EMP (Xiao et al., arXiv 2408.16031), random / ε-greedy / UCB dynamic pruning (Raju et al.,
+arXiv 2111.12621) and InfoBatch (Qin et al., arXiv 2303.04947); definitions in docs/EMP_SSL.md.
+"""
+
+from ssl_emp.pruning.methods import METHODS
+from ssl_emp.pruning.pruner import DynamicPruner
+from ssl_emp.pruning.sampler import PrunedSampler
+from ssl_emp.pruning.score import emp_score, memory_strength
+
+__all__ = ["METHODS", "DynamicPruner", "PrunedSampler", "emp_score", "memory_strength"]

@@ -1,0 +1,185 @@
+"""Selection rules: method name -> function choosing an epoch's kept set.
+
+Baselines and EMP as defined in docs/EMP_SSL.md:
+- uniform random dynamic pruning, ε-greedy and UCB from Raju et al., "Accelerating Deep Learning
+  with Dynamic Data Pruning" (arXiv 2111.12621);
+- InfoBatch from Qin et al., ICLR 2024 (arXiv 2303.04947);
+- EMP from Xiao et al., "EMP: Enhance Memory in Data Pruning" (arXiv 2408.16031).
+
+Every rule is a pure function of (table, epoch, seed, params): all randomness comes from the
+generator in the context, seeded from (seed, epoch), so every rank and every resumed run picks
+the same set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+
+import torch
+from torch import Tensor
+
+from ssl_emp.pruning.score import emp_score, memory_strength
+from ssl_emp.pruning.state import SampleTable
+
+#: Defaults from docs/EMP_SSL.md.
+DEFAULTS: dict[str, float] = {
+    "alpha": 0.5,
+    "gamma": 0.5,
+    "rho": 0.9,
+    "beta": 1.0,
+    "epsilon": 0.2,
+    "ucb_c": 1.0,
+    "infobatch_prune_prob": 0.5,
+    "infobatch_delta": 0.875,
+}
+
+# The table (loss/align EMAs) and the memory diagnostics exist for every method, so their rates
+# are accepted everywhere; InfoBatch scores by the latest loss (alpha fixed to 1), so no alpha.
+_TABLE = ("alpha", "gamma", "rho")
+METHOD_PARAMS: dict[str, tuple[str, ...]] = {
+    "full": _TABLE,
+    "random-static": _TABLE,
+    "random-dynamic": _TABLE,
+    "eps-greedy": (*_TABLE, "epsilon"),
+    "ucb": (*_TABLE, "ucb_c"),
+    "infobatch": ("gamma", "rho", "infobatch_prune_prob", "infobatch_delta"),
+    "emp": (*_TABLE, "beta", "epsilon"),
+}
+
+
+@dataclass(frozen=True)
+class SelectionContext:
+    """Everything a rule may look at."""
+
+    table: SampleTable
+    epoch: int
+    epochs: int
+    budget: int  # K = ceil((1 - r) N); ignored by full and infobatch
+    params: dict[str, float]
+    seed: int
+    generator: torch.Generator  # seeded from (seed, epoch)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """An epoch's kept set (sorted int64) and the samples whose loss is up-weighted."""
+
+    kept: Tensor
+    upweight: Tensor | None = None  # bool mask over all samples (InfoBatch only)
+
+
+Rule = Callable[[SelectionContext], Selection]
+
+
+def make_generator(seed: int, *keys: object) -> torch.Generator:
+    """A CPU generator seeded by hashing (seed, *keys): independent streams, no global RNG."""
+    digest = hashlib.blake2b(repr((int(seed), *keys)).encode(), digest_size=8).digest()
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(int.from_bytes(digest, "little") >> 1)
+    return gen
+
+
+def exact_fraction(value: float) -> Fraction:
+    """The decimal the user typed (0.7, not 0.69999…), so budgets round the intended way."""
+    return Fraction(repr(float(value)))
+
+
+def _sorted(idx: Tensor) -> Tensor:
+    return torch.sort(idx).values
+
+
+def eps_greedy_pick(score: Tensor, seen: Tensor, budget: int, epsilon: float, gen: torch.Generator) -> Tensor:
+    """Exactly ``budget`` indices: unseen first, then ε-greedy over the seen samples.
+
+    Unseen samples (score +inf) always come first, so the data set is swept before any sample
+    repeats. The R slots left after them go to the top R − ⌊εR⌋ seen scores plus ⌊εR⌋ drawn
+    uniformly from the remaining seen samples. Ties break by a seeded random permutation.
+    """
+    perm = torch.randperm(score.numel(), generator=gen)
+    # A stable sort of a randomly permuted array = sort by (score desc, random key).
+    order = perm[torch.sort(score[perm], descending=True, stable=True).indices]
+    unseen = int((~seen).sum())
+    if unseen >= budget:
+        return _sorted(order[:budget])
+    rest_budget = budget - unseen
+    explore = math.floor(exact_fraction(epsilon) * rest_budget)
+    top = unseen + rest_budget - explore
+    rest = order[top:]
+    drawn = rest[torch.randperm(rest.numel(), generator=gen)[:explore]]
+    return _sorted(torch.cat([order[:top], drawn]))
+
+
+def select_full(ctx: SelectionContext) -> Selection:
+    return Selection(torch.arange(ctx.table.num_samples))
+
+
+def select_random_static(ctx: SelectionContext) -> Selection:
+    # Own stream independent of the epoch: the same subset every epoch of the run.
+    gen = make_generator(ctx.seed, "random-static")
+    return Selection(_sorted(torch.randperm(ctx.table.num_samples, generator=gen)[: ctx.budget]))
+
+
+def select_random_dynamic(ctx: SelectionContext) -> Selection:
+    perm = torch.randperm(ctx.table.num_samples, generator=ctx.generator)
+    return Selection(_sorted(perm[: ctx.budget]))
+
+
+def _emp(ctx: SelectionContext, beta: float) -> Selection:
+    t = ctx.table
+    seen = t.seen()
+    memory = memory_strength(t.align, t.last_epoch, t.count, ctx.epoch, ctx.params["rho"])
+    score = emp_score(t.loss, memory, seen, beta)
+    return Selection(eps_greedy_pick(score, seen, ctx.budget, ctx.params["epsilon"], ctx.generator))
+
+
+def select_emp(ctx: SelectionContext) -> Selection:
+    return _emp(ctx, ctx.params["beta"])
+
+
+def select_eps_greedy(ctx: SelectionContext) -> Selection:
+    # Literally EMP with beta = 0, so the ablation is exact by construction.
+    return _emp(ctx, 0.0)
+
+
+def select_ucb(ctx: SelectionContext) -> Selection:
+    t = ctx.table
+    seen = t.seen()
+    score = t.loss_mean + ctx.params["ucb_c"] * t.loss_std()
+    score = torch.where(seen, score, torch.full_like(score, float("inf")))
+    return Selection(eps_greedy_pick(score, seen, ctx.budget, 0.0, ctx.generator))
+
+
+def infobatch_full_from(epochs: int, delta: float) -> int:
+    """First epoch of InfoBatch's full-data annealing phase: ceil(δ·E)."""
+    return math.ceil(exact_fraction(delta) * epochs)
+
+
+def select_infobatch(ctx: SelectionContext) -> Selection:
+    n = ctx.table.num_samples
+    if ctx.epoch >= infobatch_full_from(ctx.epochs, ctx.params["infobatch_delta"]):
+        return Selection(torch.arange(n))
+    seen = ctx.table.seen()
+    draw = torch.rand(n, generator=ctx.generator, dtype=torch.float64)
+    if not bool(seen.any()):
+        return Selection(torch.arange(n))
+    score = ctx.table.loss  # latest loss: the table runs with alpha = 1 for InfoBatch
+    low = seen & (score < score[seen].mean())
+    pruned = low & (draw < ctx.params["infobatch_prune_prob"])
+    return Selection((~pruned).nonzero().flatten(), upweight=low & ~pruned)
+
+
+RULES: dict[str, Rule] = {
+    "full": select_full,
+    "random-static": select_random_static,
+    "random-dynamic": select_random_dynamic,
+    "eps-greedy": select_eps_greedy,
+    "ucb": select_ucb,
+    "infobatch": select_infobatch,
+    "emp": select_emp,
+}
+
+METHODS: tuple[str, ...] = tuple(RULES)

@@ -1,0 +1,63 @@
+"""The Sampler that feeds a DataLoader with the pruner's kept set for the current epoch.
+
+Dynamic data pruning (Raju et al., arXiv 2111.12621; EMP, arXiv 2408.16031; InfoBatch,
+arXiv 2303.04947): the set changes every epoch, so the sampler reads it from the pruner each time
+the DataLoader creates an iterator, i.e. after ``pruner.set_epoch(epoch)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from torch import Tensor
+from torch.utils.data import Sampler
+
+from ssl_emp.errors import ConfigError
+from ssl_emp.pruning.distributed import shard, world_info
+
+if TYPE_CHECKING:
+    from ssl_emp.pruning.pruner import DynamicPruner
+
+
+class PrunedSampler(Sampler[int]):
+    """Yields this rank's share of the current epoch's kept indices in a seeded random order.
+
+    The order is drawn from a generator seeded by (seed, epoch), identical on every rank; the
+    list is sharded like DistributedSampler (padded by repeating from the start, rank::world).
+    Rank and world size default to torch.distributed's, read at iteration time so the sampler
+    may be created before the process group.
+    """
+
+    def __init__(self, pruner: DynamicPruner, rank: int | None = None, world_size: int | None = None) -> None:
+        if (rank is None) != (world_size is None):
+            raise ConfigError(f"give both rank and world_size or neither, got {rank}, {world_size}")
+        if world_size is not None and not (
+            isinstance(world_size, int) and isinstance(rank, int) and 0 <= rank < world_size
+        ):
+            raise ConfigError(f"need 0 <= rank < world_size, got rank={rank}, world={world_size}")
+        self._pruner = pruner
+        self._rank = rank
+        self._world = world_size
+
+    def _rank_world(self) -> tuple[int, int]:
+        if self._world is not None and self._rank is not None:
+            return self._rank, self._world
+        return world_info()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Same as ``pruner.set_epoch`` (for loops written for DistributedSampler)."""
+        self._pruner.set_epoch(epoch)
+
+    def indices(self) -> Tensor:
+        """This rank's indices for the current epoch, in iteration order."""
+        rank, world = self._rank_world()
+        return shard(self._pruner.epoch_order(), rank, world)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices().tolist())
+
+    def __len__(self) -> int:
+        _, world = self._rank_world()
+        return math.ceil(self._pruner.epoch_size() / world)

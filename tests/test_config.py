@@ -1,0 +1,56 @@
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from ssl_emp.config import Config, load_config
+from ssl_emp.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_digits_simclr_yaml_is_the_embedded_default():
+    assert dataclasses.asdict(load_config(CONFIGS / "digits_simclr.yaml")) == dataclasses.asdict(Config())
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    load_config(path)
+
+
+def test_set_overrides_parse_yaml_values_and_update_dicts():
+    cfg = load_config(None, ["optim.lr=0.5", "data.train_subset=100", "model.backbone_kwargs.channels=[8,16,32,64]"])
+    assert cfg.optim.lr == 0.5 and cfg.data.train_subset == 100
+    assert load_config(None, ["optim.weight_decay=1e-4"]).optim.weight_decay == 1e-4  # YAML 1.1 reads a string
+    assert cfg.model.backbone_kwargs == {"layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64]}
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("epochs=0", "epochs"),
+        ("epochs=-3", "epochs"),
+        ("model.temperature=0", "temperature"),
+        ("optim.lr=-1", "optim.lr"),
+        ("optim.batch_size=1", "batch_size"),
+        ("data.dataset=imagenet21k", "unknown dataset 'imagenet21k'"),
+        ("algorithm=byol", "unknown algorithm 'byol'"),
+        ("optim.name=rmsprop", "unknown optimizer"),
+        ("augment.cj_prob=1.5", "augment.cj_prob"),
+        ("nonsense=1", "unknown config key 'nonsense'"),
+        ("model.nonsense=1", "unknown config key 'model.nonsense'"),
+        ("noequals", "key=value"),
+    ],
+)
+def test_bad_values_name_the_problem(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_missing_and_invalid_config_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
