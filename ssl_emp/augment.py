@@ -17,18 +17,22 @@ from ssl_emp.config import AugmentConfig
 
 # (cj_bright, cj_contrast, cj_sat, cj_hue) and the rest, as in lightly's transforms.
 PRESETS: dict[str, dict[str, object]] = {
-    "simclr": dict(jitter=(0.8, 0.8, 0.8, 0.2), min_scale=0.08, cj_prob=0.8, cj_strength=1.0, gray_prob=0.2, blur_prob=0.5, hflip_prob=0.5),
-    "mocov2": dict(jitter=(0.4, 0.4, 0.4, 0.1), min_scale=0.2, cj_prob=0.8, cj_strength=1.0, gray_prob=0.2, blur_prob=0.5, hflip_prob=0.5),
+    "simclr": dict(jitter=(0.8, 0.8, 0.8, 0.2), min_scale=0.08, cj_prob=0.8, cj_strength=1.0, gray_prob=0.2, blur_prob=0.5, hflip_prob=0.5, rotate_prob=0.0, rotate_degrees=0.0),
+    "mocov2": dict(jitter=(0.4, 0.4, 0.4, 0.1), min_scale=0.2, cj_prob=0.8, cj_strength=1.0, gray_prob=0.2, blur_prob=0.5, hflip_prob=0.5, rotate_prob=0.0, rotate_degrees=0.0),
+    # Grayscale handwritten digits: no flips (2 and 5 are mirror images), small rotations and
+    # milder crops instead; measured on the digits validation runs in benchmarks/README.md.
+    "digits": dict(jitter=(0.8, 0.8, 0.0, 0.0), min_scale=0.5, cj_prob=0.8, cj_strength=0.5, gray_prob=0.0, blur_prob=0.0, hflip_prob=0.0, rotate_prob=0.5, rotate_degrees=15.0),
 }
 SMALL_IMAGE_OVERRIDES = dict(cj_strength=0.5, blur_prob=0.0)  # lightly's CIFAR-10 benchmark
 
 
 def resolve(cfg: AugmentConfig, image_size: int) -> dict[str, object]:
     """Preset values, the small-image recipe at <= 32 px, then whatever the config sets."""
-    values = dict(PRESETS[cfg.preset])
-    if image_size <= 32:
+    # "auto" is resolved from the data set by config.finalize; without that context, SimCLR's.
+    values = dict(PRESETS["simclr" if cfg.preset == "auto" else cfg.preset])
+    if image_size <= 32 and cfg.preset != "digits":
         values.update(SMALL_IMAGE_OVERRIDES)
-    for key in ("min_scale", "cj_prob", "cj_strength", "gray_prob", "blur_prob", "hflip_prob"):
+    for key in ("min_scale", "cj_prob", "cj_strength", "gray_prob", "blur_prob", "hflip_prob", "rotate_prob", "rotate_degrees"):
         if getattr(cfg, key) is not None:
             values[key] = getattr(cfg, key)
     return values
@@ -42,7 +46,7 @@ class ToFloat(nn.Module):
 
 
 def view_augmentation(cfg: AugmentConfig, image_size: int) -> nn.Sequential:
-    """One random view per call: crop, flip, colour jitter, grayscale, blur, normalise."""
+    """One random view per call: crop, flip, rotation, colour jitter, grayscale, blur, normalise."""
     v = resolve(cfg, image_size)
     s = float(v["cj_strength"])
     b, c, sat, h = (s * j for j in v["jitter"])
@@ -50,6 +54,7 @@ def view_augmentation(cfg: AugmentConfig, image_size: int) -> nn.Sequential:
         ToFloat(),
         K.RandomResizedCrop((image_size, image_size), scale=(float(v["min_scale"]), 1.0)),
         K.RandomHorizontalFlip(p=float(v["hflip_prob"])),
+        K.RandomRotation(float(v["rotate_degrees"]), p=float(v["rotate_prob"])),
         K.ColorJitter(b, c, sat, min(h, 0.5), p=float(v["cj_prob"])),
         K.RandomGrayscale(p=float(v["gray_prob"])),
     ]

@@ -121,7 +121,10 @@ def _init_distributed() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: bad arguments (2) or --help (0)
+        return int(exc.code or 0)
     started = args.command == "pretrain" and _init_distributed()
     try:
         return _pretrain(args) if args.command == "pretrain" else _eval(args)

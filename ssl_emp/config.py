@@ -22,7 +22,7 @@ class DataConfig:
     dataset: str = "digits"  # digits | cifar10 | cifar100 | stl10 | imagefolder
     data_dir: str | None = None  # folder (or .tar/.tar.gz of an image-folder tree)
     download: bool = False  # torchvision sets only, and only when asked
-    image_size: int = 32
+    image_size: int = 16
     train_split: str = "train"  # stl10: "train+unlabeled" trains on the unlabelled images too
     train_subset: int | None = None  # keep a fixed random subset of N training images
     test_subset: int | None = None
@@ -35,13 +35,15 @@ class DataConfig:
 class AugmentConfig:
     """View pipeline; ``None`` takes the preset's value (lightly's SimCLR / MoCo v2 transforms)."""
 
-    preset: str = "simclr"  # simclr | mocov2
+    preset: str = "auto"  # auto | simclr | mocov2 | digits; auto: digits for digits, else the algorithm's
     min_scale: float | None = None
     cj_prob: float | None = None
     cj_strength: float | None = None
     gray_prob: float | None = None
     blur_prob: float | None = None
     hflip_prob: float | None = None
+    rotate_prob: float | None = None  # lightly's rr_prob / rr_degrees
+    rotate_degrees: float | None = None
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
 
@@ -51,12 +53,12 @@ class ModelConfig:
     backbone: str = "resnet18"
     backbone_kwargs: dict[str, Any] = field(
         # A narrow one-block-per-stage ResNet: the CPU-friendly default.
-        default_factory=lambda: {"layers": [1, 1, 1, 1], "channels": [32, 64, 128, 256]}
+        default_factory=lambda: {"layers": [1, 1, 1, 1], "channels": [16, 32, 64, 128]}
     )
     cifar_stem: bool = True
     proj_hidden_dim: int = 512
     proj_out_dim: int = 128
-    temperature: float = 0.5
+    temperature: float = 0.2
     queue_size: int = 4096  # MoCo negatives
     momentum_start: float = 0.99  # MoCo momentum, cosine schedule to momentum_end
     momentum_end: float = 1.0
@@ -65,11 +67,11 @@ class ModelConfig:
 @dataclass
 class OptimConfig:
     name: str = "sgd"  # sgd | lars | adamw
-    lr: float = 0.06  # for a batch of 256; scaled linearly with batch_size
+    lr: float = 0.3  # for a batch of 256; scaled linearly with batch_size
     weight_decay: float = 5e-4
     momentum: float = 0.9
     warmup_epochs: float = 0.0
-    batch_size: int = 128
+    batch_size: int = 64
 
 
 @dataclass
@@ -90,7 +92,7 @@ class EvalConfig:
 @dataclass
 class Config:
     algorithm: str = "simclr"  # simclr | moco
-    epochs: int = 40
+    epochs: int = 20
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     output_dir: str = "runs/pretrain"
@@ -108,6 +110,7 @@ ALGORITHMS = ("simclr", "moco")
 DATASETS = ("digits", "cifar10", "cifar100", "stl10", "imagefolder")
 OPTIMIZERS = ("sgd", "lars", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
+PRESETS = ("auto", "simclr", "mocov2", "digits")
 
 
 def _merge(obj: Any, values: dict[str, Any], prefix: str = "", update_dicts: bool = False) -> None:
@@ -166,6 +169,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         for part in reversed(key.split(".")):
             nested = {part: nested}
         _merge(cfg, nested, update_dicts=True)
+    return finalize(cfg)
+
+
+def finalize(cfg: Config) -> Config:
+    """Resolve ``auto`` values from the rest of the config, then validate."""
+    if cfg.augment.preset == "auto":
+        auto = "digits" if cfg.data.dataset == "digits" else ("mocov2" if cfg.algorithm == "moco" else "simclr")
+        cfg.augment.preset = auto
     validate(cfg)
     return cfg
 
@@ -202,11 +213,12 @@ def validate(cfg: Config) -> None:
         _require(value is None or (_is_int(value) and value > 0), f"data.{name} must be a positive integer, got {value!r}")
     _require(_is_int(d.num_workers) and d.num_workers >= 0, f"data.num_workers must be >= 0, got {d.num_workers!r}")
     a = cfg.augment
-    _require(a.preset in ("simclr", "mocov2"), f"unknown augment.preset '{a.preset}' (choose from simclr, mocov2)")
-    for name in ("cj_prob", "gray_prob", "blur_prob", "hflip_prob"):
+    _require(a.preset in PRESETS, f"unknown augment.preset '{a.preset}' (choose from {', '.join(PRESETS)})")
+    for name in ("cj_prob", "gray_prob", "blur_prob", "hflip_prob", "rotate_prob"):
         value = getattr(a, name)
         _require(value is None or (_is_num(value) and 0 <= value <= 1), f"augment.{name} must be in [0, 1], got {value!r}")
     _require(a.min_scale is None or (_is_num(a.min_scale) and 0 < a.min_scale <= 1), f"augment.min_scale must be in (0, 1], got {a.min_scale!r}")
+    _require(a.rotate_degrees is None or (_is_num(a.rotate_degrees) and 0 <= a.rotate_degrees <= 180), f"augment.rotate_degrees must be in [0, 180], got {a.rotate_degrees!r}")
     _require(a.cj_strength is None or (_is_num(a.cj_strength) and a.cj_strength >= 0), f"augment.cj_strength must be >= 0, got {a.cj_strength!r}")
     _require(len(a.mean) == 3 and len(a.std) == 3 and all(s > 0 for s in a.std), "augment.mean and augment.std must be 3 values each, std > 0")
     m = cfg.model
@@ -219,7 +231,7 @@ def validate(cfg: Config) -> None:
     _require(_is_num(o.lr) and o.lr > 0, f"optim.lr must be > 0, got {o.lr!r}")
     _require(_is_num(o.weight_decay) and o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay!r}")
     _require(_is_int(o.batch_size) and o.batch_size >= 2, f"optim.batch_size must be an integer >= 2, got {o.batch_size!r}")
-    _require(_is_num(o.warmup_epochs) and 0 <= o.warmup_epochs < cfg.epochs, f"optim.warmup_epochs must be in [0, epochs), got {o.warmup_epochs!r}")
+    _require(_is_num(o.warmup_epochs) and 0 <= o.warmup_epochs <= cfg.epochs, f"optim.warmup_epochs must be in [0, epochs], got {o.warmup_epochs!r}")
     p = cfg.pruning
     _require(isinstance(p.params, dict), "pruning.params must be a mapping")
     _require(_is_num(p.rate), f"pruning.rate must be a number, got {p.rate!r}")

@@ -62,7 +62,8 @@ class SimCLR(nn.Module):
 class MoCo(nn.Module):
     """MoCo v2: query encoder, momentum key encoder, a queue of negatives (lightly's memory bank).
 
-    The queue is a buffer of the bank module, so it is saved in every checkpoint.
+    lightly registers the bank as a non-persistent buffer; the queue is training state, so it
+    enters ``state_dict()`` (and every checkpoint) through torch's extra-state hook.
     """
 
     def __init__(self, backbone: nn.Module, cfg: ModelConfig, gather_distributed: bool = False):
@@ -75,6 +76,13 @@ class MoCo(nn.Module):
         deactivate_requires_grad(self.head_momentum)
         self.queue = MemoryBankModule(size=(cfg.queue_size, cfg.proj_out_dim), gather_distributed=gather_distributed, feature_dim_first=False)
         self.temperature = cfg.temperature
+
+    def get_extra_state(self) -> dict[str, Tensor]:
+        return {"queue": self.queue.bank.clone(), "queue_ptr": self.queue.bank_ptr.clone()}
+
+    def set_extra_state(self, state: dict[str, Tensor]) -> None:
+        self.queue.bank.copy_(state["queue"])
+        self.queue.bank_ptr.copy_(state["queue_ptr"])
 
     @torch.no_grad()
     def momentum_update(self, m: float) -> None:

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from ssl_emp.augment import eval_transform, view_augmentation
 from ssl_emp.checkpoint import load_checkpoint, save_atomic
-from ssl_emp.config import Config, config_from_dict, save_config, validate
+from ssl_emp.config import Config, config_from_dict, finalize, save_config
 from ssl_emp.data import DataSplits, Labelled, load_data
 from ssl_emp.errors import ConfigError, TrainingDiverged
 from ssl_emp.eval import extract_features, knn_accuracy
@@ -116,7 +116,7 @@ class Run:
 
 def pretrain(cfg: Config, resume: bool = False) -> dict[str, Any]:
     """Pretrain an encoder as configured; returns the summary (also written to summary.json)."""
-    validate(cfg)
+    finalize(cfg)
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     run = Run(cfg.output_dir, rank == 0)
@@ -152,7 +152,7 @@ def pretrain(cfg: Config, resume: bool = False) -> dict[str, Any]:
     augment = view_augmentation(cfg.augment, cfg.data.image_size).to(device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
-    start_epoch, wall_before, eval_time, history = 0, 0.0, 0.0, []
+    start_epoch, wall_before, eval_time, pruner_time, history = 0, 0.0, 0.0, 0.0, []
     t_start = time.perf_counter()
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -161,7 +161,8 @@ def pretrain(cfg: Config, resume: bool = False) -> dict[str, Any]:
         torch.set_rng_state(ckpt["rng"]["torch"])
         if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
-        start_epoch, wall_before, eval_time = ckpt["epoch"] + 1, ckpt["wall_time"], ckpt["eval_time"]
+        start_epoch, wall_before = ckpt["epoch"] + 1, ckpt["wall_time"]
+        eval_time, pruner_time = ckpt["eval_time"], ckpt["pruner_time"]
         history = ckpt["knn_history"]
         run.truncate_logs(ckpt["epoch"])
     elif run.is_main:
@@ -177,7 +178,9 @@ def pretrain(cfg: Config, resume: bool = False) -> dict[str, Any]:
         run.log("steps.csv", "step,epoch,lr,loss")
 
     for epoch in range(start_epoch, cfg.epochs):
+        t_pruner = time.perf_counter()
         pruner.set_epoch(epoch)
+        pruner_time += time.perf_counter() - t_pruner
         model.train()
         steps_this_epoch = len(loader)
         loss_sum = torch.zeros((), device=device)
@@ -204,7 +207,9 @@ def pretrain(cfg: Config, resume: bool = False) -> dict[str, Any]:
                     f"non-finite loss at epoch {epoch + 1}, step {i + 1}; stopped, "
                     f"the last good checkpoint is {run.last if run.last.exists() else 'none (diverged in epoch 1)'}"
                 )
+            t_pruner = time.perf_counter()
             weights = pruner.update(idx, loss=loss_i.detach(), align=align_i.detach())
+            pruner_time += time.perf_counter() - t_pruner
             loss = (weights * loss_i).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -242,7 +247,7 @@ def pretrain(cfg: Config, resume: bool = False) -> dict[str, Any]:
                 "optimizer": optimizer.state_dict(), "pruner": pruner.state_dict(),
                 "rng": {"torch": torch.get_rng_state(),
                         "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
-                "wall_time": wall, "eval_time": eval_time, "knn_history": history,
+                "wall_time": wall, "eval_time": eval_time, "pruner_time": pruner_time, "knn_history": history,
             }, run.last)
 
     wall = wall_before + time.perf_counter() - t_start
@@ -251,7 +256,8 @@ def pretrain(cfg: Config, resume: bool = False) -> dict[str, Any]:
     summary = {
         "knn_top1": final.get("knn_top1"), "knn_top5": final.get("knn_top5"),
         "knn_top1_epoch0": history[0]["knn_top1"] if history and history[0]["epoch"] == -1 else None,
-        "wall_time_s": wall, "eval_time_s": eval_time, "train_time_s": wall - eval_time, "images_seen": stats["sample_visits"], "optimizer_steps": stats["optimizer_steps"],
+        "wall_time_s": wall, "eval_time_s": eval_time, "train_time_s": wall - eval_time,
+        "pruner_time_s": pruner_time, "images_seen": stats["sample_visits"], "optimizer_steps": stats["optimizer_steps"],
         "pruning_method": cfg.pruning.method, "target_rate": cfg.pruning.rate, "achieved_rate": stats["achieved_rate"],
         "num_samples": n, "epochs": cfg.epochs, "algorithm": cfg.algorithm, "world_size": world,
         "device": str(device), "machine": machine(), "versions": versions(),

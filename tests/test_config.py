@@ -10,7 +10,15 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def test_digits_simclr_yaml_is_the_embedded_default():
-    assert dataclasses.asdict(load_config(CONFIGS / "digits_simclr.yaml")) == dataclasses.asdict(Config())
+    assert dataclasses.asdict(load_config(CONFIGS / "digits_simclr.yaml")) == dataclasses.asdict(load_config(None))
+    assert load_config(None).augment.preset == "digits"
+
+
+def test_auto_preset_follows_data_set_and_algorithm():
+    assert load_config(None, ["data.dataset=cifar10"]).augment.preset == "simclr"
+    assert load_config(None, ["data.dataset=cifar10", "algorithm=moco"]).augment.preset == "mocov2"
+    assert load_config(None, ["augment.preset=simclr"]).augment.preset == "simclr"
+    assert dataclasses.asdict(Config())["augment"]["preset"] == "auto"
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)

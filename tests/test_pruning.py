@@ -1,4 +1,4 @@
-"""Tests for ssl_emp.pruning (docs/EMP_SSL.md): budgets, scores, baselines, state, errors."""
+"""Tests for ssl_emp.pruning (EMP_SSL.md (the method spec; summary in README "Method")): budgets, scores, baselines, state, errors."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Dynamic data pruning for contrastive pretraining: EMP and its baselines.
 
 EMP (Xiao et al., arXiv 2408.16031), random / ε-greedy / UCB dynamic pruning (Raju et al.,
-arXiv 2111.12621) and InfoBatch (Qin et al., arXiv 2303.04947); definitions in docs/EMP_SSL.md.
+arXiv 2111.12621) and InfoBatch (Qin et al., arXiv 2303.04947); definitions in EMP_SSL.md (the method spec; summary in README "Method").
 """
 
 from ssl_emp.pruning.methods import METHODS

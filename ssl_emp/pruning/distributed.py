@@ -1,6 +1,6 @@
 """torch.distributed helpers: rank info, the all-gather of per-sample statistics, sharding.
 
-Every rank keeps an identical copy of the state table (docs/EMP_SSL.md, "Distributed
+Every rank keeps an identical copy of the state table (EMP_SSL.md (the method spec; summary in README "Method"), "Distributed
 training"), so each step's (index, loss, align) from all ranks is gathered and applied everywhere.
 Dynamic data pruning after Raju et al. (arXiv 2111.12621) and EMP (arXiv 2408.16031).
 """

@@ -1,6 +1,6 @@
 """Selection rules: method name -> function choosing an epoch's kept set.
 
-Baselines and EMP as defined in docs/EMP_SSL.md:
+Baselines and EMP as defined in EMP_SSL.md (the method spec; summary in README "Method"):
 - uniform random dynamic pruning, ε-greedy and UCB from Raju et al., "Accelerating Deep Learning
   with Dynamic Data Pruning" (arXiv 2111.12621);
 - InfoBatch from Qin et al., ICLR 2024 (arXiv 2303.04947);
@@ -25,7 +25,7 @@ from torch import Tensor
 from ssl_emp.pruning.score import emp_score, memory_strength
 from ssl_emp.pruning.state import SampleTable
 
-#: Defaults from docs/EMP_SSL.md.
+#: Defaults from EMP_SSL.md (the method spec; summary in README "Method").
 DEFAULTS: dict[str, float] = {
     "alpha": 0.5,
     "gamma": 0.5,

@@ -1,6 +1,6 @@
 """DynamicPruner: per-epoch sample selection for contrastive pretraining.
 
-Implements docs/EMP_SSL.md: EMP (Xiao et al., "EMP: Enhance Memory in Data Pruning",
+Implements EMP_SSL.md (the method spec; summary in README "Method"): EMP (Xiao et al., "EMP: Enhance Memory in Data Pruning",
 arXiv 2408.16031), the dynamic pruning baselines of Raju et al. (arXiv 2111.12621) and InfoBatch
 (Qin et al., ICLR 2024, arXiv 2303.04947), with exact budgets, seeded selection, checkpointable
 state and identical state on every rank under torch.distributed.
@@ -286,7 +286,7 @@ class DynamicPruner:
 
     # ------------------------------------------------------------------ reporting
     def stats(self) -> dict[str, Any]:
-        """Budget accounting (docs/EMP_SSL.md): visits, steps and achieved pruning rates."""
+        """Budget accounting (EMP_SSL.md): visits, steps and achieved pruning rates."""
         done = self._epoch + 1
         n = self.num_samples
         return {

@@ -1,7 +1,7 @@
 """Memory strength and the EMP selection score.
 
 EMP: "Enhance Memory in Data Pruning" (Xiao et al., arXiv 2408.16031). The formulas are the
-project's definition in docs/EMP_SSL.md ("Memory term", "EMP score and selection").
+project's definition in EMP_SSL.md, the method spec ("Memory term", "EMP score and selection").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Per-sample state table for dynamic data pruning.
 
-One row per training image, kept on the CPU and saved in every checkpoint (docs/EMP_SSL.md,
+One row per training image, kept on the CPU and saved in every checkpoint (EMP_SSL.md (the method spec; summary in README "Method"),
 "Per-sample state"). The columns feed the EMP score (Xiao et al., arXiv 2408.16031), ε-greedy
 and UCB selection (Raju et al., arXiv 2111.12621) and InfoBatch (Qin et al., arXiv 2303.04947).
 """
