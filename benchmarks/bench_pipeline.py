@@ -1,4 +1,4 @@
-"""Throughput of the augmentation pipeline and of one training step, for a config.
+"""Throughput of the augmentation pipeline, one training step and feature extraction, for a config.
 
     python benchmarks/bench_pipeline.py --config configs/digits_simclr.yaml --output benchmarks/results/pipeline_digits.json
 
@@ -13,10 +13,12 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
 
-from ssl_emp.augment import view_augmentation
+from ssl_emp.augment import eval_transform, view_augmentation
 from ssl_emp.config import load_config
-from ssl_emp.data import load_data
+from ssl_emp.data import Labelled, load_data
+from ssl_emp.eval import extract_features
 from ssl_emp.models import build_model
 from ssl_emp.train import TIMM_OPT, machine, resolve_device, versions
 
@@ -77,6 +79,14 @@ def main() -> None:
         loss.float().mean().backward()
         optimizer.step()
 
+    n_feat = min(len(train), 4096)
+    feat_loader = DataLoader(Labelled(train), batch_size=cfg.eval.batch_size,
+                             sampler=range(n_feat))  # the first n_feat images, in order
+    transform = eval_transform(cfg.augment, cfg.data.image_size).to(device)
+
+    def features() -> None:
+        extract_features(model.backbone, feat_loader, device=device, transform=transform)
+
     b = cfg.optim.batch_size
     result = {
         "config": args.config or "embedded default (digits, SimCLR)",
@@ -88,13 +98,16 @@ def main() -> None:
         "augment_images_per_s": b / _timed(aug_only, args.repeats, 2, device),
         "model_step_images_per_s": b / _timed(model_step, args.repeats, 2, device),
         "train_step_images_per_s": b / _timed(full_step, args.repeats, 2, device),
+        "feature_extraction_images_per_s": n_feat / _timed(features, 2, 1, device),
+        "feature_extraction_batch_size": cfg.eval.batch_size,
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
         "machine": machine(),
         "versions": versions(),
     }
     print(f"| {result['config']} | batch {b} @ {cfg.data.image_size}px | augment {result['augment_images_per_s']:.0f} img/s "
-          f"| model step {result['model_step_images_per_s']:.0f} img/s | train step {result['train_step_images_per_s']:.0f} img/s |")
+          f"| model step {result['model_step_images_per_s']:.0f} img/s | train step {result['train_step_images_per_s']:.0f} img/s "
+          f"| features {result['feature_extraction_images_per_s']:.0f} img/s |")
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(result, indent=2))

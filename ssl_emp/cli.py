@@ -1,4 +1,4 @@
-"""``ssl-emp`` command line: ``pretrain``, ``eval knn|linear``.
+"""``ssl-emp`` command line: ``pretrain``, ``eval knn|linear``, ``benchmark``.
 
 Bad input ends with one line on stderr naming the problem and exit code 2; a diverged run with
 exit code 1. Neither overwrites anything already written.
@@ -57,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--temperature", type=float, default=0.1)
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     e.add_argument("--output", help="write the result and protocol as JSON here")
+
+    b = sub.add_parser("benchmark", help="run a method x rate x seed grid resumably; results table, report, plots")
+    b.add_argument("--config", required=True, help="benchmark YAML (base pretrain config, overrides, grid)")
+    b.add_argument("--output-dir", help="benchmark folder (default: runs/benchmark/<config name>)")
+    b.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="grid.* / linear_probe change the benchmark, other keys every run's config (repeatable)")
+    b.add_argument("--dry-run", action="store_true", help="print the expanded run list and exit")
     return parser
 
 
@@ -107,6 +114,13 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _benchmark(args: argparse.Namespace) -> int:
+    from ssl_emp.benchmark import run_benchmark
+
+    output_dir = args.output_dir or str(Path("runs") / "benchmark" / Path(args.config).stem)
+    return run_benchmark(args.config, output_dir, args.overrides, dry_run=args.dry_run)
+
+
 def _init_distributed() -> bool:
     """Join the process group when launched by ``torchrun`` (it sets WORLD_SIZE > 1)."""
     import torch
@@ -127,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     started = args.command == "pretrain" and _init_distributed()
     try:
-        return _pretrain(args) if args.command == "pretrain" else _eval(args)
+        return {"pretrain": _pretrain, "eval": _eval, "benchmark": _benchmark}[args.command](args)
     except ConfigError as exc:
         print(f"ssl-emp: error: {exc}", file=sys.stderr)
         return 2
@@ -135,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ssl-emp: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("ssl-emp: interrupted; the last checkpoint is intact (continue with --resume)", file=sys.stderr)
+        hint = "rerun the same command to continue" if args.command == "benchmark" else "continue with --resume"
+        print(f"ssl-emp: interrupted; the last checkpoint is intact ({hint})", file=sys.stderr)
         return 130
     finally:
         if started:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -184,7 +185,7 @@ def pretrain(cfg: Config, resume: bool = False) -> dict[str, Any]:
         model.train()
         steps_this_epoch = len(loader)
         loss_sum = torch.zeros((), device=device)
-        seen, t_epoch = 0, time.perf_counter()
+        seen, steps, t_epoch = 0, 0, time.perf_counter()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and run.is_main), leave=False)
         for i, (idx, images) in enumerate(bar):
             if len(idx) < 2:  # a batch of one has no negatives and breaks batch norm; skip it
@@ -216,6 +217,7 @@ def pretrain(cfg: Config, resume: bool = False) -> dict[str, Any]:
             optimizer.step()
             loss_sum += loss.detach()
             seen += len(idx)
+            steps += 1
             if (i + 1) % cfg.log_every == 0:
                 value = loss.item()
                 bar.set_postfix(loss=f"{value:.3f}", img_s=f"{seen * world / (time.perf_counter() - t_epoch):.0f}")
@@ -225,12 +227,13 @@ def pretrain(cfg: Config, resume: bool = False) -> dict[str, Any]:
 
         epoch_time = time.perf_counter() - t_epoch
         record: dict[str, Any] = {
-            "epoch": epoch, "loss": loss_sum.item() / max(steps_this_epoch, 1), "lr": optimizer.param_groups[0]["lr"],
+            "epoch": epoch, "loss": loss_sum.item() / max(steps, 1), "lr": optimizer.param_groups[0]["lr"],
             "images_per_s": seen * world / epoch_time, "epoch_time_s": epoch_time,
             **{f"pruning/{k}": v for k, v in pruner.epoch_diagnostics().items()},
         }
         last_epoch = epoch == cfg.epochs - 1
-        if cfg.eval.eval_every and ((epoch + 1) % cfg.eval.eval_every == 0) or last_epoch:
+        # Rank 0 evaluates; the other ranks wait for it at the next collective.
+        if run.is_main and (cfg.eval.eval_every and (epoch + 1) % cfg.eval.eval_every == 0 or last_epoch):
             t_eval = time.perf_counter()
             metrics = knn_monitor(model.backbone, data, cfg, device)
             eval_time += time.perf_counter() - t_eval
@@ -263,8 +266,6 @@ def pretrain(cfg: Config, resume: bool = False) -> dict[str, Any]:
         "device": str(device), "machine": machine(), "versions": versions(),
     }
     if run.is_main:
-        import shutil
-
         shutil.copyfile(run.last, run.ckpt_dir / ".final.tmp")
         os.replace(run.ckpt_dir / ".final.tmp", run.ckpt_dir / "final.pt")
         labels = data.train.labels.tolist() if data.train.labels is not None else None

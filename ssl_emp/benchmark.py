@@ -1,0 +1,453 @@
+"""``ssl-emp benchmark``: expand a (method × rate × seed) grid, run it resumably, collect results.
+
+A benchmark file names a pretrain config (``base:``, relative to the benchmark file, or an inline
+``pretrain:`` mapping), optional ``overrides`` merged into it, the ``grid`` and ``linear_probe``.
+Every run trains into ``DIR/runs/<id>/``; after each run ``DIR/results.json``, ``DIR/results.csv``
+and the report (``DIR/report.md`` + plots) are rewritten, so a killed sweep loses at most the run
+in progress and a rerun of the same command continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import os
+import shutil
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# _merge with update_dicts=True is exactly what `ssl-emp pretrain --set` applies: nested sections
+# and dict-valued keys (backbone_kwargs, pruning.params) are updated entry by entry, not replaced.
+from ssl_emp.config import Config, _merge, config_from_dict, finalize, load_config
+from ssl_emp.errors import ConfigError, TrainingDiverged
+from ssl_emp.pruning import METHODS, DynamicPruner
+
+TOP_KEYS = ("base", "pretrain", "overrides", "grid", "linear_probe")
+GRID_KEYS = ("methods", "rates", "seeds", "method_params")
+RATELESS = ("full", "infobatch")  # full trains at r = 0; InfoBatch's rate follows from its own p, δ
+
+COLUMNS = ("run_id", "method", "target_rate", "achieved_rate", "seed", "knn_top1", "linear_top1", "wall_time_s",
+           "train_time_s", "optimizer_steps", "sample_visits", "epochs", "num_samples", "versions", "machine")
+
+# Keys that may differ between invocations without changing what a run computes (paths, workers,
+# logging); everything else must match the runs already in the output folder.
+_IGNORED = ("output_dir", "progress", "device", "log_every", "data.data_dir", "data.num_workers", "data.cache_dir")
+
+
+@dataclass
+class Benchmark:
+    """A parsed, validated benchmark file."""
+
+    source: Path
+    base: Config  # the pretrain config every run starts from (not yet finalized)
+    methods: list[str]
+    rates: list[float]
+    seeds: list[int]
+    method_params: dict[str, dict[str, Any]]
+    linear_probe: bool
+
+
+@dataclass
+class RunSpec:
+    """One cell of the grid: its id and its complete, validated pretrain config."""
+
+    run_id: str
+    method: str
+    target_rate: float | None  # None: the method picks its own rate (infobatch)
+    seed: int
+    config: Config
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def _read_yaml(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+
+
+def _mapping(value: Any, name: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"benchmark key '{name}' must be a mapping, got {value!r}")
+    return value
+
+
+def _unique_list(value: Any, name: str, check: Callable[[Any], bool], kind: str) -> list[Any]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"benchmark key '{name}' must be a non-empty list of {kind}, got {value!r}")
+    for item in value:
+        if not check(item):
+            raise ConfigError(f"benchmark key '{name}' must hold {kind}, got {item!r}")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"benchmark key '{name}' has duplicates: {value!r}")
+    return list(value)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _deep_update(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in new.items():
+        out[key] = _deep_update(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _split_overrides(items: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``--set`` items -> (benchmark-level values, pretrain-config values), both nested mappings.
+
+    ``grid.*`` and ``linear_probe`` change the benchmark; any other key changes the pretrain
+    config exactly as ``ssl-emp pretrain --set`` would.
+    """
+    bench: dict[str, Any] = {}
+    pretrain: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got '{item}'")
+        value: Any = yaml.safe_load(raw) if raw else None
+        parts = key.split(".")
+        target = bench if parts[0] in ("grid", "linear_probe") else pretrain
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"--set {key}: '{part}' is not a section")
+        target[parts[-1]] = value
+    return bench, pretrain
+
+
+def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> Benchmark:
+    """Read and validate a benchmark file; ``overrides`` are ``--set key=value`` items."""
+    path = Path(path)
+    doc = _read_yaml(path, "benchmark config")
+    if not isinstance(doc, dict):
+        raise ConfigError(f"benchmark config {path} must be a mapping of {', '.join(TOP_KEYS)}")
+    for key in doc:
+        if key not in TOP_KEYS:
+            raise ConfigError(f"unknown benchmark key '{key}' (allowed: {', '.join(TOP_KEYS)})")
+    bench_sets, pretrain_sets = _split_overrides(overrides or [])
+    grid = _deep_update(_mapping(doc.get("grid"), "grid"), _mapping(bench_sets.get("grid"), "grid"))
+    for key in grid:
+        if key not in GRID_KEYS:
+            raise ConfigError(f"unknown benchmark key 'grid.{key}' (allowed: {', '.join(GRID_KEYS)})")
+
+    if "base" in doc and "pretrain" in doc:
+        raise ConfigError("benchmark config has both 'base' and 'pretrain'; give one")
+    if "base" in doc:
+        if not isinstance(doc["base"], str):
+            raise ConfigError(f"benchmark key 'base' must be a file name, got {doc['base']!r}")
+        values = _read_yaml(path.parent / doc["base"], "base config") or {}
+    else:
+        values = _mapping(doc.get("pretrain"), "pretrain")
+    base = config_from_dict(values)
+    _merge(base, _mapping(doc.get("overrides"), "overrides"), update_dicts=True)
+    _merge(base, pretrain_sets, update_dicts=True)
+
+    methods = _unique_list(grid.get("methods"), "grid.methods", lambda m: isinstance(m, str), "method names")
+    for m in methods:
+        if m not in METHODS:
+            raise ConfigError(f"unknown pruning method '{m}' in grid.methods (choose from {', '.join(METHODS)})")
+    needs_rates = any(m not in RATELESS for m in methods)
+    rates = (_unique_list(grid.get("rates"), "grid.rates", _is_num, "numbers") if needs_rates or "rates" in grid else [])
+    rates = [float(r) for r in rates]
+    seeds = _unique_list(grid.get("seeds", [base.seed]), "grid.seeds", _is_int, "integers")
+    method_params = _mapping(grid.get("method_params"), "grid.method_params")
+    for m, params in method_params.items():
+        if m not in methods:
+            raise ConfigError(f"grid.method_params names '{m}', which is not in grid.methods")
+        _mapping(params, f"grid.method_params.{m}")
+    linear = bench_sets.get("linear_probe", doc.get("linear_probe", True))
+    if not isinstance(linear, bool):
+        raise ConfigError(f"benchmark key 'linear_probe' must be true or false, got {linear!r}")
+    return Benchmark(path, base, methods, rates, seeds, {m: dict(p or {}) for m, p in method_params.items()}, linear)
+
+
+def run_id(method: str, rate: float | None, seed: int) -> str:
+    """Stable folder name of a run: ``emp_r0.7_s0``; rate-less methods: ``full_s0``."""
+    return f"{method}_s{seed}" if rate is None else f"{method}_r{rate:g}_s{seed}"
+
+
+def expand_grid(bench: Benchmark, output_dir: str | Path) -> list[RunSpec]:
+    """All runs, seed-major so a partial sweep holds whole seeds: per seed the rate-less methods
+    (full, infobatch), then each rate in the listed order with every method at that rate.
+
+    Every run's config is finalized and its pruner arguments checked here, before anything runs.
+    """
+    cells: list[tuple[str, float | None]] = [(m, None) for m in bench.methods if m in RATELESS]
+    cells += [(m, r) for r in bench.rates for m in bench.methods if m not in RATELESS]
+    runs = []
+    for seed in bench.seeds:
+        for method, rate in cells:
+            rid = run_id(method, rate, seed)
+            cfg = copy.deepcopy(bench.base)
+            cfg.seed = seed
+            cfg.pruning.method = method
+            cfg.pruning.rate = 0.0 if rate is None else rate
+            cfg.pruning.params = {**cfg.pruning.params, **bench.method_params.get(method, {})}
+            cfg.output_dir = str(Path(output_dir) / "runs" / rid)
+            cfg.progress = False  # per-epoch lines only; bars across dozens of runs are noise in a log
+            try:
+                finalize(cfg)
+                DynamicPruner(num_samples=1, method=method, pruning_rate=cfg.pruning.rate, epochs=cfg.epochs,
+                              seed=seed, **cfg.pruning.params)
+            except ConfigError as exc:
+                raise ConfigError(f"run {rid}: {exc}") from exc
+            runs.append(RunSpec(rid, method, 0.0 if method == "full" else rate, seed, cfg))
+    return runs
+
+
+# ----------------------------------------------------------------------------- output folder
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and key not in ("backbone_kwargs", "params"):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _config_diff(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    a, b = _flat(saved), _flat(wanted)
+    return [f"{k} ({a.get(k)!r} -> {b.get(k)!r})" for k in sorted(set(a) | set(b))
+            if k not in _IGNORED and a.get(k) != b.get(k)]
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _base_dict(bench: Benchmark) -> dict[str, Any]:
+    cfg = finalize(copy.deepcopy(bench.base))
+    return asdict(cfg)
+
+
+def check_output_dir(bench: Benchmark, runs: list[RunSpec], out: Path) -> None:
+    """Refuse a folder that holds something else: another benchmark's base config, a run trained
+    with a different config, or files that are not a benchmark's."""
+    plan = out / "benchmark.json"
+    if out.is_dir() and any(out.iterdir()) and not plan.is_file():
+        raise ConfigError(f"{out} exists and is not a benchmark folder (no benchmark.json); choose another --output-dir")
+    if plan.is_file():
+        saved = json.loads(plan.read_text())["base"]
+        diff = _config_diff(saved, _base_dict(bench))
+        if diff:
+            raise ConfigError(f"{out} holds a benchmark of a different base config: {', '.join(diff)}; "
+                              "choose another --output-dir")
+    for run in runs:
+        saved_cfg = Path(run.config.output_dir) / "config.yaml"
+        if saved_cfg.is_file():
+            diff = _config_diff(asdict(load_config(saved_cfg)), asdict(run.config))
+            if diff:
+                raise ConfigError(f"{saved_cfg.parent} holds a run with a different config: {', '.join(diff)}; "
+                                  "choose another --output-dir")
+
+
+def _write_plan(bench: Benchmark, runs: list[RunSpec], out: Path) -> None:
+    plan = {
+        "source": str(bench.source), "base": _base_dict(bench),
+        "grid": {"methods": bench.methods, "rates": bench.rates, "seeds": bench.seeds,
+                 "method_params": bench.method_params},
+        "linear_probe": bench.linear_probe,
+        "runs": [{"run_id": r.run_id, "method": r.method, "target_rate": r.target_rate, "seed": r.seed} for r in runs],
+    }
+    _atomic_write(out / "benchmark.json", json.dumps(plan, indent=2))
+
+
+def load_rows(out: str | Path) -> list[dict[str, Any]]:
+    """The rows of ``DIR/results.json`` (empty when the sweep has not finished a run yet)."""
+    path = Path(out) / "results.json"
+    if not path.is_file():
+        return []
+    try:
+        rows = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(rows, list):
+        raise ConfigError(f"{path} must hold a list of result rows")
+    return rows
+
+
+def write_results(out: Path, rows: list[dict[str, Any]]) -> None:
+    """``results.json`` (all fields) and ``results.csv`` (``COLUMNS``), each replaced atomically."""
+    _atomic_write(out / "results.json", json.dumps(rows, indent=2))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS} for row in rows)
+    _atomic_write(out / "results.csv", buf.getvalue())
+
+
+# ----------------------------------------------------------------------------- one run
+
+
+def _versions(v: dict[str, str] | str | None) -> str:
+    if isinstance(v, dict):
+        return " ".join(f"{k}={val}" for k, val in v.items())
+    return v or ""
+
+
+def count_histogram(table: Path) -> list[int]:
+    """``h[c]`` = number of samples trained ``c`` times, from a run's pruning_table.csv."""
+    if not table.is_file():
+        return []
+    with open(table, newline="") as f:
+        counts = [int(row["count"]) for row in csv.DictReader(f)]
+    hist = [0] * (max(counts) + 1)
+    for c in counts:
+        hist[c] += 1
+    return hist
+
+
+def make_row(run: RunSpec, summary: dict[str, Any], linear: dict[str, Any] | None) -> dict[str, Any]:
+    """One result row: the ``COLUMNS`` plus a few extras kept in results.json only.
+
+    The training-count histogram travels in the row so that the report survives the deletion of
+    the bulky per-run folders (checkpoints, tables).
+    """
+    return {
+        "run_id": run.run_id, "method": run.method, "target_rate": run.target_rate,
+        "achieved_rate": summary["achieved_rate"], "seed": run.seed, "knn_top1": summary["knn_top1"],
+        "linear_top1": linear["top1"] if linear else None, "wall_time_s": summary["wall_time_s"],
+        "train_time_s": summary["train_time_s"], "optimizer_steps": summary["optimizer_steps"],
+        "sample_visits": summary["images_seen"], "epochs": summary["epochs"], "num_samples": summary["num_samples"],
+        "versions": _versions(summary.get("versions")), "machine": summary.get("machine", ""),
+        "knn_top5": summary.get("knn_top5"), "knn_top1_epoch0": summary.get("knn_top1_epoch0"),
+        "linear_top5": linear["top5"] if linear else None, "linear_time_s": linear.get("time_s") if linear else None,
+        "eval_time_s": summary.get("eval_time_s"), "pruner_time_s": summary.get("pruner_time_s"),
+        "device": summary.get("device"), "dataset": run.config.data.dataset, "algorithm": run.config.algorithm,
+        "count_histogram": count_histogram(Path(run.config.output_dir) / "pruning_table.csv"),
+    }
+
+
+def execute_run(run: RunSpec, linear_probe: bool) -> dict[str, Any]:
+    """Train (or resume, or reuse a finished) run and evaluate it; returns its result row."""
+    from ssl_emp.eval.from_checkpoint import evaluate_checkpoint
+    from ssl_emp.train import pretrain
+
+    run_dir = Path(run.config.output_dir)
+    summary_path = run_dir / "summary.json"
+    try:
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    except json.JSONDecodeError:  # killed while writing it: the final checkpoint resumes to the end
+        summary = None
+    if summary is None:
+        resume = (run_dir / "checkpoints" / "last.pt").is_file()
+        if not resume and run_dir.exists():
+            shutil.rmtree(run_dir)  # killed before its first checkpoint: nothing to continue, logs would repeat
+        summary = pretrain(copy.deepcopy(run.config), resume=resume)
+    linear = None
+    if linear_probe:
+        linear_path = run_dir / "linear.json"
+        if linear_path.is_file():
+            linear = json.loads(linear_path.read_text())
+        else:
+            t0 = time.perf_counter()
+            linear = evaluate_checkpoint(str(run_dir / "checkpoints" / "final.pt"), "linear",
+                                         device=run.config.device, seed=run.seed)
+            linear["time_s"] = time.perf_counter() - t0
+            _atomic_write(linear_path, json.dumps(linear, indent=2))
+    return make_row(run, summary, linear)
+
+
+# ----------------------------------------------------------------------------- the sweep
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def format_plan(runs: list[RunSpec], done: set[str]) -> str:
+    """The expanded grid, one line per run, for ``--dry-run``."""
+    lines = [f"{len(runs)} runs ({len(done & {r.run_id for r in runs})} already in results.json):"]
+    width = max(len(r.run_id) for r in runs)
+    for i, r in enumerate(runs, 1):
+        rate = "own" if r.target_rate is None else f"{r.target_rate:g}"
+        state = "done" if r.run_id in done else "todo"
+        lines.append(f"{i:4d}  {r.run_id:<{width}}  method={r.method} rate={rate} seed={r.seed} "
+                     f"epochs={r.config.epochs}  [{state}]")
+    return "\n".join(lines)
+
+
+def run_benchmark(config: str | Path, output_dir: str | Path, overrides: list[str] | None = None,
+                  dry_run: bool = False) -> int:
+    """Run (or continue) a benchmark sweep; returns the exit code (1 if a run diverged)."""
+    from ssl_emp.report import write_report
+
+    bench = load_benchmark(config, overrides)
+    out = Path(output_dir)
+    runs = expand_grid(bench, out)
+    done = {row["run_id"] for row in load_rows(out)}
+    if dry_run:
+        print(format_plan(runs, done))
+        return 0
+    check_output_dir(bench, runs, out)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_plan(bench, runs, out)
+
+    # Rows of runs outside the current grid (e.g. a grid since narrowed) are kept, after the grid's.
+    rows = {row["run_id"]: row for row in load_rows(out)}
+    order = {r.run_id: i for i, r in enumerate(runs)}
+    todo = [r for r in runs if r.run_id not in rows]
+    _say(f"benchmark {bench.source} -> {out}: {len(runs)} runs, {len(runs) - len(todo)} done, {len(todo)} to run")
+    durations: list[float] = []
+    failed: list[str] = []
+    for k, run in enumerate(todo):
+        index = f"[{order[run.run_id] + 1}/{len(runs)}]"
+        _say(f"{index} start {run.run_id}")
+        t0 = time.perf_counter()
+        try:
+            row = execute_run(run, bench.linear_probe)
+        except TrainingDiverged as exc:
+            failed.append(run.run_id)
+            _say(f"{index} FAILED {run.run_id}: {exc}")
+            continue
+        rows[run.run_id] = row
+        write_results(out, sorted(rows.values(), key=lambda r: (order.get(r["run_id"], len(order)), r["run_id"])))
+        write_report(out)
+        durations.append(time.perf_counter() - t0)
+        left = len(todo) - k - 1
+        _say(f"{index} done {run.run_id}: kNN top-1 {_pct(row['knn_top1'])}, linear top-1 {_pct(row['linear_top1'])}, "
+             f"achieved rate {row['achieved_rate']:.3f}, {_duration(durations[-1])}; "
+             f"{left} left, ETA {_duration(statistics.mean(durations) * left)}")
+    if not todo:
+        write_report(out)  # refresh the report (e.g. after an edit of report.py)
+    if failed:
+        _say(f"{len(failed)} run(s) diverged and have no row: {', '.join(failed)} (rerun to retry them)")
+        return 1
+    _say(f"all {len(runs)} runs done: {out / 'results.csv'}, {out / 'report.md'}")
+    return 0
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)

@@ -1,0 +1,218 @@
+"""`ssl-emp benchmark`: grid expansion, resumable runner, results files and the report."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+import ssl_emp.eval.from_checkpoint
+import ssl_emp.train
+from ssl_emp.benchmark import COLUMNS
+from ssl_emp.cli import main
+from ssl_emp.report import group_cells, render_markdown, write_report
+from ssl_emp.report import main as report_main
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SMOKE_IDS = ["full_s0", "random-dynamic_r0.5_s0", "emp_r0.5_s0"]
+HAVE_MPL = importlib.util.find_spec("matplotlib") is not None  # the `bench` extra; plots are skipped without it
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> Path:
+    """The smoke grid run once, end to end, through the CLI."""
+    out = tmp_path_factory.mktemp("bench") / "smoke"
+    assert main(["benchmark", "--config", str(CONFIGS / "bench_digits_smoke.yaml"), "--output-dir", str(out)]) == 0
+    return out
+
+
+@pytest.fixture
+def copy_of(smoke, tmp_path) -> Path:
+    """A private copy of the finished smoke sweep (moved folders must keep working)."""
+    return Path(shutil.copytree(smoke, tmp_path / "copy"))
+
+
+def _rows(out: Path) -> list[dict]:
+    return json.loads((out / "results.json").read_text())
+
+
+def _forbid_training(monkeypatch) -> None:
+    def fail(*args, **kwargs):
+        raise AssertionError("nothing should be retrained or re-evaluated")
+
+    monkeypatch.setattr(ssl_emp.train, "pretrain", fail)
+    monkeypatch.setattr(ssl_emp.eval.from_checkpoint, "evaluate_checkpoint", fail)
+
+
+def _bench(out: Path, *extra: str) -> int:
+    return main(["benchmark", "--config", str(CONFIGS / "bench_digits_smoke.yaml"), "--output-dir", str(out), *extra])
+
+
+def test_smoke_grid_writes_one_row_per_run_and_the_report(smoke):
+    rows = _rows(smoke)
+    assert [r["run_id"] for r in rows] == SMOKE_IDS
+    with open(smoke / "results.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert tuple(table[0]) == COLUMNS and [r["run_id"] for r in table] == SMOKE_IDS
+    by_id = {r["run_id"]: r for r in rows}
+    assert by_id["full_s0"]["achieved_rate"] == 0.0 and by_id["full_s0"]["target_rate"] == 0.0
+    for rid in SMOKE_IDS[1:]:
+        assert by_id[rid]["achieved_rate"] == pytest.approx(0.5, abs=0.05) and by_id[rid]["target_rate"] == 0.5
+    for r in rows:
+        assert 0 < r["knn_top1"] <= 1 and 0 < r["linear_top1"] <= 1 and r["epochs"] == 2 and r["num_samples"] == 640
+        assert r["sample_visits"] == round((1 - r["achieved_rate"]) * 2 * 640) and "torch=" in r["versions"]
+        assert (smoke / "runs" / r["run_id"] / "checkpoints" / "final.pt").is_file()
+        hist = r["count_histogram"]  # samples trained 0, 1, 2 times: the row alone feeds the count plot
+        assert sum(hist) == 640 and sum(c * n for c, n in enumerate(hist)) == r["sample_visits"]
+    report = (smoke / "report.md").read_text()
+    assert "| emp | 0.5 |" in report and "EMP vs random-dynamic" in report and "3 of 3 runs finished" in report
+    for png in ("accuracy_vs_rate.png", "train_counts_r0.5.png", "wall_time_vs_rate.png") if HAVE_MPL else ():
+        assert (smoke / png).stat().st_size > 1000 and f"({png})" in report
+
+
+def test_second_invocation_retrains_nothing(copy_of, monkeypatch, capsys):
+    before = _rows(copy_of)
+    stamps = {p: p.stat().st_mtime_ns for p in copy_of.glob("runs/*/checkpoints/*.pt")}
+    _forbid_training(monkeypatch)
+    assert _bench(copy_of) == 0
+    assert "3 done, 0 to run" in capsys.readouterr().out
+    assert _rows(copy_of) == before
+    assert {p: p.stat().st_mtime_ns for p in copy_of.glob("runs/*/checkpoints/*.pt")} == stamps
+
+
+def test_killed_sweep_reruns_only_the_missing_runs(copy_of, monkeypatch):
+    original = {r["run_id"]: r for r in _rows(copy_of)}
+    kept = [r for r in original.values() if r["run_id"] == "full_s0"]
+    (copy_of / "results.json").write_text(json.dumps(kept))
+    # random-dynamic was killed after its last epoch checkpoint (resumes); emp before it started.
+    rd = copy_of / "runs" / "random-dynamic_r0.5_s0"
+    for name in ("summary.json", "linear.json", "checkpoints/final.pt"):
+        (rd / name).unlink()
+    shutil.rmtree(copy_of / "runs" / "emp_r0.5_s0")
+
+    real = ssl_emp.train.pretrain
+    calls: list[tuple[str, bool]] = []
+
+    def killed_on_second(cfg, resume=False):
+        calls.append((Path(cfg.output_dir).name, resume))
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        return real(cfg, resume=resume)
+
+    monkeypatch.setattr(ssl_emp.train, "pretrain", killed_on_second)
+    with pytest.raises(RuntimeError, match="killed"):
+        _bench(copy_of)
+    assert calls == [("random-dynamic_r0.5_s0", True), ("emp_r0.5_s0", False)]
+    assert [r["run_id"] for r in _rows(copy_of)] == ["full_s0", "random-dynamic_r0.5_s0"]
+
+    calls.clear()
+
+    def recorded(cfg, resume=False):
+        calls.append((Path(cfg.output_dir).name, resume))
+        return real(cfg, resume=resume)
+
+    monkeypatch.setattr(ssl_emp.train, "pretrain", recorded)
+    assert _bench(copy_of) == 0
+    assert calls == [("emp_r0.5_s0", False)]
+    rows = _rows(copy_of)
+    assert [r["run_id"] for r in rows] == SMOKE_IDS
+    for r in rows:  # seeded runs and an exact resume reproduce the original numbers
+        assert r["knn_top1"] == pytest.approx(original[r["run_id"]]["knn_top1"])
+        assert r["achieved_rate"] == original[r["run_id"]]["achieved_rate"]
+
+
+def test_folder_of_a_different_config_is_refused(copy_of, monkeypatch, capsys):
+    _forbid_training(monkeypatch)
+    assert _bench(copy_of, "--set", "epochs=3") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "different" in err and "epochs (2 -> 3)" in err
+
+
+@pytest.mark.parametrize("name", ["bench_cifar10_cpu.yaml", "bench_cifar10_resnet18_gpu.yaml"])
+def test_dry_run_lists_the_whole_grid(tmp_path, monkeypatch, capsys, name):
+    _forbid_training(monkeypatch)
+    out = tmp_path / "never"
+    assert main(["benchmark", "--config", str(CONFIGS / name), "--output-dir", str(out), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("66 runs")
+    ids = [line.split()[1] for line in lines[1:]]
+    assert len(ids) == len(set(ids)) == 66 and not out.exists()
+    assert ids[:2] == ["full_s0", "infobatch_s0"] and "emp_r0.7_s2" in ids and "full_r0_s0" not in ids
+    seeds = [int(i.rsplit("_s", 1)[1]) for i in ids]
+    assert seeds == sorted(seeds)  # seed-major: a partial sweep holds whole seeds
+    # --set reaches the grid too: one seed, 22 runs
+    assert main(["benchmark", "--config", str(CONFIGS / name), "--output-dir", str(out), "--dry-run",
+                 "--set", "grid.seeds=[1]", "--set", "grid.method_params.emp.beta=0.5"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("22 runs") and all(line.split()[1].endswith("_s1") for line in lines[1:])
+
+
+BASE = str(CONFIGS / "digits_simclr.yaml")
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"base": BASE, "grid": {"methods": ["full"]}, "sweep": 1}, "unknown benchmark key 'sweep'"),
+    ({"base": BASE, "grid": {"methods": ["full"], "rate": [0.5]}}, "unknown benchmark key 'grid.rate'"),
+    ({"base": BASE, "grid": {"methods": ["emp", "magic"], "rates": [0.5]}}, "unknown pruning method 'magic'"),
+    ({"base": BASE, "overrides": {"optim": {"lrr": 1}}, "grid": {"methods": ["full"]}}, "unknown config key 'optim.lrr'"),
+    ({"base": BASE, "grid": {"methods": ["emp"], "rates": [1.5]}}, "pruning_rate must be in"),
+    ({"base": BASE, "grid": {"methods": ["emp"], "rates": [0.5], "method_params": {"emp": {"bta": 1}}}}, "'bta'"),
+    ({"base": "missing.yaml", "grid": {"methods": ["full"]}}, "base config not found"),
+])
+def test_bad_benchmark_config_exits_2_with_one_line(tmp_path, monkeypatch, capsys, body, message):
+    _forbid_training(monkeypatch)
+    import yaml
+
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(body))
+    assert main(["benchmark", "--config", str(path), "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and not (tmp_path / "out").exists()
+
+
+def _row(method, rate, seed, knn, linear=None, wall=100.0):
+    return {"run_id": f"{method}_r{rate}_s{seed}", "method": method, "target_rate": rate,
+            "achieved_rate": rate or 0.0, "seed": seed, "knn_top1": knn, "linear_top1": linear,
+            "wall_time_s": wall, "optimizer_steps": 10, "machine": "m", "versions": "v"}
+
+
+SYNTHETIC = [
+    *(_row("full", 0.0, s, k, k + 0.05, 200) for s, k in enumerate([0.80, 0.82, 0.84])),
+    *(_row("emp", 0.7, s, k, wall=70) for s, k in enumerate([0.78, 0.79, 0.80])),
+    *(_row("random-dynamic", 0.7, s, k, wall=65) for s, k in enumerate([0.76, 0.78, 0.80])),
+    _row("emp", 0.5, 0, 0.75),  # a partial cell: one seed so far
+    *(_row("random-dynamic", 0.5, s, k) for s, k in enumerate([0.77, 0.79])),
+]
+
+
+def test_report_means_stds_best_and_emp_difference():
+    text = render_markdown(SYNTHETIC)
+    lines = {ln.split("|")[1].strip() + "@" + ln.split("|")[2].strip(): ln for ln in text.splitlines()
+             if ln.startswith("| ") and ln.count("|") == 10}
+    assert "82.00 ± 2.00" in lines["full@0"] and "87.00 ± 2.00" in lines["full@0"] and "1.000" in lines["full@0"]
+    assert "**79.00 ± 1.00**" in lines["emp@0.7"] and "| 0.963 |" in lines["emp@0.7"]
+    assert "| 78.00 ± 2.00 |" in lines["random-dynamic@0.7"]
+    assert "**78.00 ± 1.41**" in lines["random-dynamic@0.5"]
+    assert "| 75.00 |" in lines["emp@0.5"] and lines["emp@0.5"].rstrip().endswith("| 1 |")
+    assert "At r = 0.7: emp kNN top-1 79.00 ± 1.00% (3 seeds) vs random-dynamic 78.00 ± 2.00% (3 seeds)" in text
+    assert "difference +1.00 pp (paired over seeds: +1.00 ± 1.00 (n=3))" in text
+    assert "| 0.5 | 75.00 | 78.00 ± 1.41 | -3.00 | -2.00 (n=1) |" in text
+    cells = group_cells(SYNTHETIC)
+    assert [(c.method, c.target_rate) for c in cells] == [
+        ("full", 0.0), ("random-dynamic", 0.5), ("emp", 0.5), ("random-dynamic", 0.7), ("emp", 0.7)]
+
+
+def test_report_from_a_partial_results_file(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps(SYNTHETIC[:4]))  # full x3 + one emp seed
+    assert report_main([str(tmp_path)]) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "4 runs finished" in text and "| emp | 0.7 |" in text and "No rate has both" in text
+    if HAVE_MPL:
+        assert (tmp_path / "accuracy_vs_rate.png").is_file() and (tmp_path / "wall_time_vs_rate.png").is_file()
+    assert not list(tmp_path.glob("train_counts_*.png"))  # no run folders: no count tables to plot
+    assert report_main([str(tmp_path / "absent")]) == 2
+    write_report(tmp_path)  # idempotent
