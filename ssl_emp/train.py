@@ -106,13 +106,17 @@ class Run:
                 f.write(line + "\n")
 
     def truncate_logs(self, epoch: int) -> None:
-        """On resume, drop metric lines of epochs after the checkpoint (they will be redone)."""
-        path = self.dir / "metrics.jsonl"
-        if self.is_main and path.is_file():
-            kept = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["epoch"] <= epoch]
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text("".join(ln + "\n" for ln in kept))
-            os.replace(tmp, path)
+        """On resume, drop log lines of epochs after the checkpoint (they will be redone)."""
+        if not self.is_main:
+            return
+        for name, epoch_of in (("metrics.jsonl", lambda ln: json.loads(ln)["epoch"]),
+                               ("steps.csv", lambda ln: int(ln.split(",")[1]) if ln[0].isdigit() else -1)):
+            path = self.dir / name
+            if path.is_file():
+                kept = [ln for ln in path.read_text().splitlines() if ln and epoch_of(ln) <= epoch]
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text("".join(ln + "\n" for ln in kept))
+                os.replace(tmp, path)
 
 
 def pretrain(cfg: Config, resume: bool = False) -> dict[str, Any]:

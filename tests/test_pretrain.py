@@ -32,7 +32,7 @@ def test_short_digits_run_learns_and_writes_its_outputs(tmp_path, tiny_args, cap
 
 @pytest.mark.parametrize("algorithm, method", [("simclr", "full"), ("moco", "emp"), ("simclr", "emp"), ("moco", "full")])
 def test_resume_equals_uninterrupted_run(tmp_path, tiny_args, algorithm, method):
-    common = [*tiny_args, "--set", f"algorithm={algorithm}", "--set", "data.train_subset=256",
+    common = [*tiny_args, "--set", f"algorithm={algorithm}", "--set", "log_every=1", "--set", "data.train_subset=256",
               "--set", "eval.eval_every=0", "--method", method, "--pruning-rate", "0.5" if method != "full" else "0"]
     assert _run(tmp_path, "straight", common, "--epochs", "3")[0] == 0
     # Interrupt the second run after two epochs (an exception from inside the step), then resume.
@@ -74,6 +74,7 @@ def test_resume_equals_uninterrupted_run(tmp_path, tiny_args, algorithm, method)
     split = [json.loads(ln) for ln in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
     assert [ln["epoch"] for ln in split] == [ln["epoch"] for ln in straight]
     assert [ln.get("loss") for ln in split] == [ln.get("loss") for ln in straight]
+    assert (tmp_path / "split" / "steps.csv").read_text() == (tmp_path / "straight" / "steps.csv").read_text()
 
 
 def test_existing_run_is_never_overwritten(tmp_path, tiny_args, capsys):
