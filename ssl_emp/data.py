@@ -86,7 +86,8 @@ class Labelled(Dataset):
 class DataSplits:
     train: IndexedImages | IndexedImageFiles  # what pretraining iterates over
     bank: IndexedImages | IndexedImageFiles | None  # labelled training images for kNN / probe
-    test: IndexedImages | IndexedImageFiles | None
+    test: IndexedImages | IndexedImageFiles | None  # the validation split when val_fraction > 0
+    test_is_validation: bool = False
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -116,7 +117,7 @@ def _subset(ds: IndexedImages, n: int | None) -> IndexedImages:
     if n is None or n >= len(ds):
         return ds
     keep = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:n].sort().values
-    return IndexedImages(ds.images[keep], None if ds.labels is None else ds.labels[keep], ds.classes)
+    return _take(ds, keep)
 
 
 def _nhwc_to_tensor(array: np.ndarray) -> Tensor:
@@ -263,11 +264,34 @@ def load_split(cfg: DataConfig, split: str) -> IndexedImages | IndexedImageFiles
     return ds
 
 
+def _hold_out(ds: IndexedImages, fraction: float) -> tuple[IndexedImages, IndexedImages]:
+    """A fixed (seed 0) stratified split of a labelled in-memory set: (rest, held out)."""
+    from sklearn.model_selection import train_test_split
+
+    if not isinstance(ds, IndexedImages) or ds.labels is None:
+        raise ConfigError("data.val_fraction needs a labelled training set held in memory (data.in_memory=true)")
+    rest, held = train_test_split(np.arange(len(ds)), test_size=fraction, stratify=ds.labels.numpy(), random_state=0)
+    return _take(ds, torch.from_numpy(np.sort(rest))), _take(ds, torch.from_numpy(np.sort(held)))
+
+
+def _take(ds: IndexedImages, keep: Tensor) -> IndexedImages:
+    return IndexedImages(ds.images[keep], None if ds.labels is None else ds.labels[keep], ds.classes)
+
+
 def load_data(cfg: DataConfig) -> DataSplits:
-    """Training set, labelled kNN bank (the train split) and test set of the configured data set."""
+    """Training set, labelled kNN bank (the train split) and test set of the configured data set.
+
+    With ``val_fraction`` > 0 the test set is never loaded: a held-out part of the training
+    images takes its place, and pretraining and the bank use the rest.
+    """
     train = load_split(cfg, cfg.train_split)
     if train is None or len(train) == 0:
         raise ConfigError(f"the training split of '{cfg.dataset}' is empty")
+    if cfg.val_fraction > 0:
+        if cfg.train_split != "train":
+            raise ConfigError("data.val_fraction needs data.train_split=train (a labelled training split)")
+        rest, val = _hold_out(train, cfg.val_fraction)
+        return DataSplits(train=rest, bank=rest, test=val, test_is_validation=True)
     bank = train if cfg.train_split == "train" else load_split(cfg, "train")
     test = load_split(cfg, "test")
     if bank is not None and bank.labels is None:

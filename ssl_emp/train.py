@@ -266,6 +266,7 @@ def pretrain(cfg: Config, resume: bool = False) -> dict[str, Any]:
         "wall_time_s": wall, "eval_time_s": eval_time, "train_time_s": wall - eval_time,
         "pruner_time_s": pruner_time, "images_seen": stats["sample_visits"], "optimizer_steps": stats["optimizer_steps"],
         "pruning_method": cfg.pruning.method, "target_rate": cfg.pruning.rate, "achieved_rate": stats["achieved_rate"],
+        "knn_split": "validation (held out of train)" if data.test_is_validation else "test",
         "num_samples": n, "epochs": cfg.epochs, "algorithm": cfg.algorithm, "world_size": world,
         "device": str(device), "machine": machine(), "versions": versions(),
     }

@@ -85,3 +85,26 @@ def test_missing_data_dir_is_a_clear_error(tmp_path, dataset):
 def test_torchvision_set_without_files_and_no_download(tmp_path):
     with pytest.raises(ConfigError, match="cifar10 files not found"):
         load_data(DataConfig(dataset="cifar10", data_dir=str(tmp_path)))
+
+
+def test_val_fraction_holds_out_a_fixed_stratified_part_and_never_loads_test(monkeypatch):
+    import ssl_emp.data as data_module
+
+    real = data_module.load_split
+
+    def no_test(cfg, split):
+        assert split != "test", "the test split must not be read while tuning on a validation split"
+        return real(cfg, split)
+
+    monkeypatch.setattr(data_module, "load_split", no_test)
+    cfg = DataConfig(image_size=8, val_fraction=0.2)
+    a, b = load_data(cfg), load_data(cfg)
+    assert a.test_is_validation and a.bank is a.train
+    assert len(a.test) == 288 and len(a.train) == 1437 - 288
+    assert torch.equal(a.test.images, b.test.images)  # fixed, not seeded by the run
+    assert a.test.labels.bincount().min() >= 27 and a.test.labels.bincount().max() <= 30  # stratified
+    full = real(DataConfig(image_size=8), "train").images.flatten(1)
+    rows = {tuple(r.tolist()): i for i, r in enumerate(full)}
+    train_rows = {rows[tuple(r.tolist())] for r in a.train.images.flatten(1)}
+    val_rows = {rows[tuple(r.tolist())] for r in a.test.images.flatten(1)}
+    assert not train_rows & val_rows
