@@ -13,7 +13,8 @@ bench() {  # name, extra --set args...
   local name=$1; shift
   .venv/bin/ssl-emp benchmark "${common[@]}" --output-dir "$OUT/$name" "$@" | grep -E "done|error"
 }
-bench random-dynamic --set "grid.methods=[random-dynamic]"
+# emp rides along: the grid names emp parameters, and its run repeats emp_beta1.0 (a determinism check).
+bench random-dynamic --set "grid.methods=[random-dynamic,emp]"
 for beta in 0.0 0.5 1.0 2.0; do bench "emp_beta$beta" --set "grid.methods=[emp]" --set "grid.method_params.emp.beta=$beta"; done
 for rho in 0.5 1.0; do bench "emp_rho$rho" --set "grid.methods=[emp]" --set "grid.method_params.emp.rho=$rho"; done
 for eps in 0.0 0.5; do bench "emp_eps$eps" --set "grid.methods=[emp]" --set "grid.method_params.emp.epsilon=$eps"; done
