@@ -142,10 +142,6 @@ def _coerce(value: Any, annotation: str) -> Any:
     return value
 
 
-def _to_dict(cfg: Config) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
-
-
 def config_from_dict(values: dict[str, Any] | None) -> Config:
     cfg = Config()
     _merge(cfg, values or {})
@@ -185,7 +181,7 @@ def finalize(cfg: Config) -> Config:
 
 
 def save_config(cfg: Config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(_to_dict(cfg), sort_keys=False))
+    path.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
 
 
 def _require(ok: bool, message: str) -> None:
