@@ -140,3 +140,14 @@ def test_cifar10_short_run_from_shared_archive(tmp_path, shared_cifar, capsys):
     assert code == 0, capsys.readouterr().err
     summary = json.loads((tmp_path / "c" / "summary.json").read_text())
     assert summary["num_samples"] == 1024 and 0.1 < summary["knn_top1"] <= 1.0
+
+
+@pytest.mark.parametrize("optimizer", ["lars", "adamw"])
+def test_other_optimizers_train(tmp_path, tiny_args, optimizer):
+    code, out = _run(tmp_path, optimizer, tiny_args, "--epochs", "2", "--set", f"optim.name={optimizer}",
+                     "--set", "optim.lr=0.01", "--set", "data.train_subset=256", "--set", "eval.eval_every=0")
+    assert code == 0
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["loss"] < lines[1]["loss"]  # it trained
+    ckpt = load_checkpoint(out / "checkpoints" / "final.pt")
+    assert ckpt["optimizer"]["state"], f"{optimizer} saved no optimizer state in the checkpoint"
