@@ -229,7 +229,9 @@ def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _config_diff(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    a, b = _flat(saved), _flat(wanted)
+    # A key the saved config lacks was added to Config after it was written; its default keeps the
+    # earlier behaviour, so a sweep started before the field existed can still be resumed.
+    a, b = {**_flat(asdict(Config())), **_flat(saved)}, _flat(wanted)
     return [f"{k} ({a.get(k)!r} -> {b.get(k)!r})" for k in sorted(set(a) | set(b))
             if k not in _IGNORED and a.get(k) != b.get(k)]
 

@@ -186,14 +186,64 @@ def emp_vs_random(cells: list[Cell], ours: str = "emp", ref: str = "random-dynam
     return "\n".join(out)
 
 
+def emp_vs_baselines(cells: list[Cell], ours: str = "emp") -> str:
+    """EMP minus every fixed-rate baseline at every rate: paired per-seed Δ kNN top-1 (pp), so the
+    report answers "does EMP beat X at rate r" for each X, not only for random-dynamic."""
+    rates = sorted({c.target_rate for c in cells if c.method == ours and c.target_rate is not None and c.rows})
+    refs = [m for m in dict.fromkeys(c.method for c in cells)
+            if m not in (ours, "full") and any(c.method == m and c.target_rate is not None for c in cells)]
+    if not rates or not refs:
+        return f"No rate has both {ours} and a baseline yet."
+    out = ["| target r | " + " | ".join(f"{ours} − {m}" for m in refs) + " |",
+           "| ---: |" + " ---: |" * len(refs)]
+    for rate in rates:
+        a = next(c for c in cells if c.method == ours and _same_rate(c.target_rate, rate))
+        row = []
+        for m in refs:
+            b = next((c for c in cells if c.method == m and _same_rate(c.target_rate, rate)), None)
+            row.append(_paired(a, b, "knn_top1") if b is not None else "—")
+        out.append(f"| {_rate(rate)} | " + " | ".join(row) + " |")
+    return "\n".join(out)
+
+
+def count_stats(counts: Sequence[int]) -> dict[str, float]:
+    """Mean, coefficient of variation, fraction never / once trained and the maximum of per-sample
+    training counts: the Low-Frequency-Learning signature (EMP_SSL.md, "Diagnostics")."""
+    mean = statistics.fmean(counts)
+    return {"mean": mean, "cv": statistics.pstdev(counts) / mean if mean else math.nan,
+            "never": counts.count(0) / len(counts), "once": counts.count(1) / len(counts), "max": max(counts)}
+
+
+def _pooled_counts(cells: list[Cell], out: Path, rate: float) -> dict[str, list[int]]:
+    """Per-sample training counts per method at one rate, all finished seeds pooled."""
+    series = {}
+    for c in cells:
+        if _same_rate(c.target_rate, rate):
+            counts = [n for row in c.rows for n in _counts(row, out)]
+            if counts:
+                series[c.method] = counts
+    return series
+
+
+def count_table(cells: list[Cell], out: Path, rate: float) -> str:
+    """The numbers behind the count plot, one row per method at ``rate``."""
+    lines = ["| method | mean count | CV of count | never trained (%) | trained once (%) | max count |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for method, counts in _pooled_counts(cells, out, rate).items():
+        st = count_stats(counts)
+        lines.append(f"| {method} | {st['mean']:.2f} | {st['cv']:.2f} | {100 * st['never']:.1f} | "
+                     f"{100 * st['once']:.1f} | {st['max']} |")
+    return "\n".join(lines)
+
+
 def render_markdown(rows: list[dict[str, Any]], plan: dict[str, Any] | None = None,
-                    plots: Sequence[str] | None = ()) -> str:
+                    plots: Sequence[str] | None = (), out: Path | None = None) -> str:
     """The whole report.md as a string; ``plots``: file names to embed, None if none could be drawn."""
     planned = plan.get("runs") if plan else None
     cells = group_cells(rows, planned)
     # Rows of runs outside the current plan (a grid since narrowed) still count as finished.
     total = f" of {len({p['run_id'] for p in planned} | {r['run_id'] for r in rows})}" if planned else ""
-    out = ["# Benchmark report", ""]
+    folder, out = out, ["# Benchmark report", ""]
     if plan:
         base = plan.get("base", {})
         data, model = base.get("data", {}), base.get("model", {})
@@ -209,7 +259,14 @@ def render_markdown(rows: list[dict[str, Any]], plan: dict[str, Any] | None = No
     if not rows:
         out.append("No finished runs yet.")
         return "\n".join(out) + "\n"
-    out += ["## Results", "", results_table(cells), "", "## EMP vs random-dynamic", "", emp_vs_random(cells), ""]
+    out += ["## Results", "", results_table(cells), "", "## EMP vs random-dynamic", "", emp_vs_random(cells), "",
+            "## EMP vs each baseline", "", "Paired per-seed difference of kNN top-1 (pp), mean ± std over the "
+            "seeds both finished; positive: EMP is better.", "", emp_vs_baselines(cells), ""]
+    rate = count_plot_rate(cells)
+    if rate is not None and _pooled_counts(cells, folder or Path("."), rate):
+        out += [f"## Training counts at r = {rate:g}", "", "Per-sample times trained, seeds pooled (the plot's "
+                "numbers). Low-Frequency Learning shows as many samples trained once or never.", "",
+                count_table(cells, folder or Path("."), rate), ""]
     if plots:
         out += ["## Plots", "", *(f"![{Path(p).stem}]({p})" for p in plots), ""]
     elif plots is None:
@@ -299,12 +356,7 @@ def plot_counts(cells: list[Cell], out: Path, rate: float, path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     colors = _colors()
-    series = {}
-    for c in cells:
-        if _same_rate(c.target_rate, rate):
-            counts = [n for row in c.rows for n in _counts(row, out)]
-            if counts:
-                series[c.method] = counts
+    series = _pooled_counts(cells, out, rate)
     if not series:
         return False
     top = max(max(v) for v in series.values())
@@ -314,10 +366,8 @@ def plot_counts(cells: list[Cell], out: Path, rate: float, path: Path) -> bool:
         hist = [0] * (top + 1)
         for n in counts:
             hist[n] += 1
-        mean = statistics.fmean(counts)
-        cv = statistics.pstdev(counts) / mean if mean else math.nan
-        never = hist[0] / len(counts)
-        label = f"{method} (CV {cv:.2f}, never trained {100 * never:.1f}%)"
+        st = count_stats(counts)
+        label = f"{method} (CV {st['cv']:.2f}, never trained {100 * st['never']:.1f}%)"
         frac = [h / len(counts) for h in hist]
         if top <= 30:  # few epochs: side-by-side bars per count
             ax.bar([k - 0.4 + width * (i + 0.5) for k in range(top + 1)], frac, width=width,
@@ -396,7 +446,7 @@ def write_report(out: str | Path) -> Path:
     plots = write_plots(group_cells(rows, plan.get("runs") if plan else None), out) if rows else []
     path = out / "report.md"
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(render_markdown(rows, plan, plots))
+    tmp.write_text(render_markdown(rows, plan, plots, out))
     os.replace(tmp, path)
     return path
 

@@ -132,6 +132,19 @@ def test_folder_of_a_different_config_is_refused(copy_of, monkeypatch, capsys):
     assert len(err.splitlines()) == 1 and "different" in err and "epochs (2 -> 3)" in err
 
 
+def test_plan_written_before_a_config_field_existed_still_resumes(copy_of, monkeypatch, capsys):
+    # A sweep started by an older version has no entry for a field added since; at its default the
+    # field changes nothing, so the folder is the same benchmark. A non-default value still differs.
+    plan = json.loads((copy_of / "benchmark.json").read_text())
+    del plan["base"]["data"]["val_fraction"]
+    (copy_of / "benchmark.json").write_text(json.dumps(plan))
+    _forbid_training(monkeypatch)
+    assert _bench(copy_of) == 0
+    assert "3 done, 0 to run" in capsys.readouterr().out
+    assert _bench(copy_of, "--set", "data.val_fraction=0.2") == 2
+    assert "data.val_fraction (0.0 -> 0.2)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("name", ["bench_cifar10_cpu.yaml", "bench_cifar10_resnet18_gpu.yaml"])
 def test_dry_run_lists_the_whole_grid(tmp_path, monkeypatch, capsys, name):
     _forbid_training(monkeypatch)
@@ -204,6 +217,20 @@ def test_report_means_stds_best_and_emp_difference():
     cells = group_cells(SYNTHETIC)
     assert [(c.method, c.target_rate) for c in cells] == [
         ("full", 0.0), ("random-dynamic", 0.5), ("emp", 0.5), ("random-dynamic", 0.7), ("emp", 0.7)]
+
+
+def test_report_compares_emp_with_every_baseline_and_tabulates_counts():
+    hist = {"emp": [0, 2, 2], "eps-greedy": [1, 2, 0, 1]}  # samples trained 0, 1, 2, 3 times
+    rows = [*SYNTHETIC, *(_row("eps-greedy", 0.7, s, k) for s, k in enumerate([0.77, 0.77, 0.77]))]
+    rows = [{**r, "count_histogram": hist[r["method"]]} if r["method"] in hist and r["target_rate"] == 0.7 else r
+            for r in rows]
+    text = render_markdown(rows)
+    assert "| target r | emp − random-dynamic | emp − eps-greedy |" in text
+    assert "| 0.7 | +1.00 ± 1.00 (n=3) | +2.00 ± 1.00 (n=3) |" in text
+    assert "| 0.5 | -2.00 (n=1) | — |" in text
+    # emp: counts {1, 1, 2, 2} per seed; eps-greedy: {0, 1, 1, 3}; pooled over 3 seeds
+    assert "| emp | 1.50 | 0.33 | 0.0 | 50.0 | 2 |" in text
+    assert "| eps-greedy | 1.25 | 0.87 | 25.0 | 50.0 | 3 |" in text
 
 
 def test_report_from_a_partial_results_file(tmp_path):

@@ -1,0 +1,66 @@
+"""Table of the EMP parameter study (``benchmarks/tune_emp.sh``): one row per setting.
+
+    python benchmarks/summarize_tune_emp.py [DIR]     (DIR: benchmarks/results/tune_emp)
+
+Each setting folder is a benchmark output; the reference is random-dynamic's row in the
+``random-dynamic`` folder. Δ is paired by seed (same seed, same held-out split, same init), which
+removes the seed-to-seed spread the settings share. Writes DIR/summary.md and prints it.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+REFERENCE = ("random-dynamic", "random-dynamic")  # (folder, method)
+
+
+def _knn_by_seed(folder: Path, method: str) -> dict[int, float]:
+    path = folder / "results.json"
+    rows = json.loads(path.read_text()) if path.is_file() else []
+    return {int(r["seed"]): 100 * float(r["knn_top1"]) for r in rows if r["method"] == method}
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def summarize(root: Path) -> str:
+    ref = _knn_by_seed(root / REFERENCE[0], REFERENCE[1])
+    settings = [(REFERENCE[0], REFERENCE[1])]
+    settings += [(d.name, "emp") for d in sorted(root.iterdir()) if d.is_dir() and d.name.startswith("emp_")]
+    lines = [
+        "| setting | seeds | validation kNN top-1 (%) | Δ vs random-dynamic, paired (pp) | per seed (%) |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    for folder, method in settings:
+        knn = _knn_by_seed(root / folder, method)
+        shared = sorted(set(knn) & set(ref))
+        delta = _mean_std([knn[s] - ref[s] for s in shared]) if folder != REFERENCE[0] else ""
+        if delta and not delta.startswith("—") and not delta.startswith("-"):
+            delta = f"+{delta}"
+        per_seed = ", ".join(f"s{s}: {v:.2f}" for s, v in sorted(knn.items()))
+        lines.append(f"| {folder} | {len(knn)} | {_mean_std(list(knn.values()))} | {delta} | {per_seed} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    root = Path(argv[0]) if argv else Path(__file__).resolve().parent / "results" / "tune_emp"
+    if not (root / REFERENCE[0]).is_dir():
+        print(f"summarize_tune_emp: error: {root} holds no {REFERENCE[0]}/ folder (run tune_emp.sh first)",
+              file=sys.stderr)
+        return 2
+    text = summarize(root)
+    (root / "summary.md").write_text(text)
+    print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
