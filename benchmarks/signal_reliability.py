@@ -1,6 +1,6 @@
 """How repeatable are the per-sample signals that the pruners rank by?
 
-    python benchmarks/signal_reliability.py --run RUN_DIR [--passes 3] --output results/FILE.json
+    python benchmarks/signal_reliability.py --run RUN_DIR [--passes 3] [--batch-size B] --output results/FILE.json
 
 Loss-based selection (ε-greedy, UCB, EMP's first term) assumes that an image's InfoNCE loss says
 something about the image. In SimCLR a sample's loss also depends on which negatives share its
@@ -84,27 +84,30 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="a pretrain run folder (config.yaml, checkpoints/final.pt)")
     parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the run's (more negatives per loss)")
     parser.add_argument("--output", required=True)
     args = parser.parse_args(argv)
     run = Path(args.run)
-    if not (run / "checkpoints" / "final.pt").is_file() or args.passes < 2:
-        print(f"signal_reliability: error: need {run}/checkpoints/final.pt and --passes >= 2", file=sys.stderr)
+    if not (run / "checkpoints" / "final.pt").is_file() or args.passes < 2 or (args.batch_size or 2) < 2:
+        print(f"signal_reliability: error: need {run}/checkpoints/final.pt, --passes >= 2 and --batch-size >= 2",
+              file=sys.stderr)
         return 2
     ckpt = load_checkpoint(run / "checkpoints" / "final.pt")
     cfg = config_from_dict(ckpt["config"])
     data = load_data(cfg.data)
     images = data.train.images
     augment = view_augmentation(cfg.augment, cfg.data.image_size)
+    batch_size = args.batch_size or cfg.optim.batch_size
     torch.manual_seed(cfg.seed)  # the run's own initialisation
     model = build_model(cfg.algorithm, cfg.model)
     t0 = time.perf_counter()
     torch.manual_seed(1234)  # augmentation draws: fixed, independent of the run's
-    result = {"init": measure(model, images, augment, cfg.optim.batch_size, args.passes, cfg.seed)}
+    result = {"init": measure(model, images, augment, batch_size, args.passes, cfg.seed)}
     model.load_state_dict(ckpt["model"])
-    result["final"] = measure(model, images, augment, cfg.optim.batch_size, args.passes, cfg.seed)
+    result["final"] = measure(model, images, augment, batch_size, args.passes, cfg.seed)
     report = {
         "command": "python " + " ".join([sys.argv[0], *argv]), "run": str(run), "images": int(images.shape[0]),
-        "batch_size": cfg.optim.batch_size, "passes": args.passes, "top_fraction": TOP_FRACTION,
+        "batch_size": batch_size, "passes": args.passes, "top_fraction": TOP_FRACTION,
         "seconds": round(time.perf_counter() - t0, 1), "machine": f"{platform.machine()}, "
         f"{torch.get_num_threads()} threads", "versions": versions(), **result,
     }
