@@ -23,12 +23,11 @@ def _knn_by_seed(folder: Path, method: str) -> dict[int, float]:
     return {int(r["seed"]): 100 * float(r["knn_top1"]) for r in rows if r["method"] == method}
 
 
-def _mean_std(values: list[float]) -> str:
+def _mean_std(values: list[float], sign: str = "") -> str:
     if not values:
         return "—"
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
+    mean = f"{statistics.fmean(values):{sign}.2f}"
+    return mean if len(values) == 1 else f"{mean} ± {statistics.stdev(values):.2f}"
 
 
 def summarize(root: Path) -> str:
@@ -42,9 +41,7 @@ def summarize(root: Path) -> str:
     for folder, method in settings:
         knn = _knn_by_seed(root / folder, method)
         shared = sorted(set(knn) & set(ref))
-        delta = _mean_std([knn[s] - ref[s] for s in shared]) if folder != REFERENCE[0] else ""
-        if delta and not delta.startswith("—") and not delta.startswith("-"):
-            delta = f"+{delta}"
+        delta = _mean_std([knn[s] - ref[s] for s in shared], "+") if folder != REFERENCE[0] else ""
         per_seed = ", ".join(f"s{s}: {v:.2f}" for s, v in sorted(knn.items()))
         lines.append(f"| {folder} | {len(knn)} | {_mean_std(list(knn.values()))} | {delta} | {per_seed} |")
     return "\n".join(lines) + "\n"

@@ -225,11 +225,11 @@ def _pooled_counts(cells: list[Cell], out: Path, rate: float) -> dict[str, list[
     return series
 
 
-def count_table(cells: list[Cell], out: Path, rate: float) -> str:
-    """The numbers behind the count plot, one row per method at ``rate``."""
+def count_table(series: dict[str, list[int]]) -> str:
+    """The numbers behind the count plot, one row per method (``_pooled_counts`` at one rate)."""
     lines = ["| method | mean count | CV of count | never trained (%) | trained once (%) | max count |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    for method, counts in _pooled_counts(cells, out, rate).items():
+    for method, counts in series.items():
         st = count_stats(counts)
         lines.append(f"| {method} | {st['mean']:.2f} | {st['cv']:.2f} | {100 * st['never']:.1f} | "
                      f"{100 * st['once']:.1f} | {st['max']} |")
@@ -237,13 +237,14 @@ def count_table(cells: list[Cell], out: Path, rate: float) -> str:
 
 
 def render_markdown(rows: list[dict[str, Any]], plan: dict[str, Any] | None = None,
-                    plots: Sequence[str] | None = (), out: Path | None = None) -> str:
-    """The whole report.md as a string; ``plots``: file names to embed, None if none could be drawn."""
+                    plots: Sequence[str] | None = (), folder: Path | None = None) -> str:
+    """The whole report.md as a string; ``plots``: file names to embed, None if none could be drawn;
+    ``folder``: the sweep's folder, where rows without a count histogram find their run's table."""
     planned = plan.get("runs") if plan else None
     cells = group_cells(rows, planned)
     # Rows of runs outside the current plan (a grid since narrowed) still count as finished.
     total = f" of {len({p['run_id'] for p in planned} | {r['run_id'] for r in rows})}" if planned else ""
-    folder, out = out, ["# Benchmark report", ""]
+    out = ["# Benchmark report", ""]
     if plan:
         base = plan.get("base", {})
         data, model = base.get("data", {}), base.get("model", {})
@@ -263,10 +264,11 @@ def render_markdown(rows: list[dict[str, Any]], plan: dict[str, Any] | None = No
             "## EMP vs each baseline", "", "Paired per-seed difference of kNN top-1 (pp), mean ± std over the "
             "seeds both finished; positive: EMP is better.", "", emp_vs_baselines(cells), ""]
     rate = count_plot_rate(cells)
-    if rate is not None and _pooled_counts(cells, folder or Path("."), rate):
+    series = _pooled_counts(cells, folder or Path("."), rate) if rate is not None else {}
+    if series:
         out += [f"## Training counts at r = {rate:g}", "", "Per-sample times trained, seeds pooled (the plot's "
                 "numbers). Low-Frequency Learning shows as many samples trained once or never.", "",
-                count_table(cells, folder or Path("."), rate), ""]
+                count_table(series), ""]
     if plots:
         out += ["## Plots", "", *(f"![{Path(p).stem}]({p})" for p in plots), ""]
     elif plots is None:

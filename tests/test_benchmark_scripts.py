@@ -1,0 +1,71 @@
+"""The analysis scripts under benchmarks/ whose numbers the benchmarks README quotes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+from ssl_emp.cli import main as cli_main
+from tests.conftest import TINY
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+reliability = _script("signal_reliability")
+summarize = _script("summarize_tune_emp")
+
+
+def test_agreement_separates_a_repeatable_signal_from_noise():
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(20_000, generator=gen), torch.randn(20_000, generator=gen)
+    same = reliability.agreement(a, a)
+    assert same["pearson"] == pytest.approx(1) and same["spearman"] == pytest.approx(1) and same["top30_overlap"] == 1
+    assert reliability.agreement(a, -a)["spearman"] == pytest.approx(-1)
+    unrelated = reliability.agreement(a, b)
+    assert abs(unrelated["spearman"]) < 0.03 and unrelated["top30_overlap"] == pytest.approx(0.3, abs=0.02)
+    half = reliability.agreement(a, a + b)  # corr(a, a + b) = 1/sqrt(2)
+    assert half["pearson"] == pytest.approx(0.5**0.5, abs=0.02)
+
+
+def test_signal_reliability_on_a_tiny_run(tmp_path):
+    run = tmp_path / "run"
+    assert cli_main(["pretrain", "--output-dir", str(run), *TINY, "--epochs", "1", "--set", "eval.eval_every=0",
+                     "--set", "data.train_subset=256"]) == 0
+    out = tmp_path / "rel.json"
+    assert reliability.main(["--run", str(run), "--passes", "2", "--output", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["images"] == 256 and result["batch_size"] == 64
+    for stage in ("init", "final"):
+        for signal in ("loss", "align"):
+            r = result[stage][signal]
+            assert -1 <= r["spearman"] <= 1 and 0 <= r["top30_overlap"] <= 1 and r["std_across_samples"] > 0
+    assert reliability.main(["--run", str(tmp_path / "absent"), "--output", str(out)]) == 2
+
+
+def test_summarize_tune_emp_pairs_by_seed(tmp_path):
+    def folder(name: str, method: str, knn: list[float]) -> None:
+        (tmp_path / name).mkdir()
+        rows = [{"method": method, "seed": s, "knn_top1": k} for s, k in enumerate(knn)]
+        (tmp_path / name / "results.json").write_text(json.dumps(rows))
+
+    folder("random-dynamic", "random-dynamic", [0.30, 0.28])
+    folder("emp_beta0.0", "emp", [0.31, 0.30])
+    folder("emp_rho1.0", "emp", [0.29])
+    assert summarize.main([str(tmp_path)]) == 0
+    text = (tmp_path / "summary.md").read_text()
+    assert "| random-dynamic | 2 | 29.00 ± 1.41 |  | s0: 30.00, s1: 28.00 |" in text
+    assert "| emp_beta0.0 | 2 | 30.50 ± 0.71 | +1.50 ± 0.71 |" in text
+    assert "| emp_rho1.0 | 1 | 29.00 | -1.00 |" in text
+    assert summarize.main([str(tmp_path / "absent")]) == 2
