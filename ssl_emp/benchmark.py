@@ -10,10 +10,7 @@ in progress and a rerun of the same command continues where it stopped.
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import json
-import os
 import shutil
 import statistics
 import time
@@ -29,13 +26,12 @@ import yaml
 from ssl_emp.config import Config, _merge, config_from_dict, finalize, load_config
 from ssl_emp.errors import ConfigError, TrainingDiverged
 from ssl_emp.pruning import METHODS, DynamicPruner
+from ssl_emp.report import write_report
+from ssl_emp.results import atomic_write, count_histogram, load_rows, write_results
 
 TOP_KEYS = ("base", "pretrain", "overrides", "grid", "linear_probe")
 GRID_KEYS = ("methods", "rates", "seeds", "method_params")
 RATELESS = ("full", "infobatch")  # full trains at r = 0; InfoBatch's rate follows from its own p, δ
-
-COLUMNS = ("run_id", "method", "target_rate", "achieved_rate", "seed", "knn_top1", "linear_top1", "wall_time_s",
-           "train_time_s", "optimizer_steps", "sample_visits", "epochs", "num_samples", "versions", "machine")
 
 # Keys that may differ between invocations without changing what a run computes (paths, workers,
 # logging); everything else must match the runs already in the output folder.
@@ -236,12 +232,6 @@ def _config_diff(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
             if k not in _IGNORED and a.get(k) != b.get(k)]
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _base_dict(bench: Benchmark) -> dict[str, Any]:
     cfg = finalize(copy.deepcopy(bench.base))
     return asdict(cfg)
@@ -276,31 +266,7 @@ def _write_plan(bench: Benchmark, runs: list[RunSpec], out: Path) -> None:
         "linear_probe": bench.linear_probe,
         "runs": [{"run_id": r.run_id, "method": r.method, "target_rate": r.target_rate, "seed": r.seed} for r in runs],
     }
-    _atomic_write(out / "benchmark.json", json.dumps(plan, indent=2))
-
-
-def load_rows(out: str | Path) -> list[dict[str, Any]]:
-    """The rows of ``DIR/results.json`` (empty when the sweep has not finished a run yet)."""
-    path = Path(out) / "results.json"
-    if not path.is_file():
-        return []
-    try:
-        rows = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(rows, list):
-        raise ConfigError(f"{path} must hold a list of result rows")
-    return rows
-
-
-def write_results(out: Path, rows: list[dict[str, Any]]) -> None:
-    """``results.json`` (all fields) and ``results.csv`` (``COLUMNS``), each replaced atomically."""
-    _atomic_write(out / "results.json", json.dumps(rows, indent=2))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS} for row in rows)
-    _atomic_write(out / "results.csv", buf.getvalue())
+    atomic_write(out / "benchmark.json", json.dumps(plan, indent=2))
 
 
 # ----------------------------------------------------------------------------- one run
@@ -310,18 +276,6 @@ def _versions(v: dict[str, str] | str | None) -> str:
     if isinstance(v, dict):
         return " ".join(f"{k}={val}" for k, val in v.items())
     return v or ""
-
-
-def count_histogram(table: Path) -> list[int]:
-    """``h[c]`` = number of samples trained ``c`` times, from a run's pruning_table.csv."""
-    if not table.is_file():
-        return []
-    with open(table, newline="") as f:
-        counts = [int(row["count"]) for row in csv.DictReader(f)]
-    hist = [0] * (max(counts) + 1)
-    for c in counts:
-        hist[c] += 1
-    return hist
 
 
 def make_row(run: RunSpec, summary: dict[str, Any], linear: dict[str, Any] | None) -> dict[str, Any]:
@@ -371,7 +325,7 @@ def execute_run(run: RunSpec, linear_probe: bool) -> dict[str, Any]:
             linear = evaluate_checkpoint(str(run_dir / "checkpoints" / "final.pt"), "linear",
                                          device=run.config.device, seed=run.seed)
             linear["time_s"] = time.perf_counter() - t0
-            _atomic_write(linear_path, json.dumps(linear, indent=2))
+            atomic_write(linear_path, json.dumps(linear, indent=2))
     return make_row(run, summary, linear)
 
 
@@ -404,8 +358,6 @@ def format_plan(runs: list[RunSpec], done: set[str]) -> str:
 def run_benchmark(config: str | Path, output_dir: str | Path, overrides: list[str] | None = None,
                   dry_run: bool = False) -> int:
     """Run (or continue) a benchmark sweep; returns the exit code (1 if a run diverged)."""
-    from ssl_emp.report import write_report
-
     bench = load_benchmark(config, overrides)
     out = Path(output_dir)
     runs = expand_grid(bench, out)

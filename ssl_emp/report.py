@@ -20,6 +20,7 @@ from typing import Any
 
 from ssl_emp.errors import ConfigError
 from ssl_emp.pruning import METHODS
+from ssl_emp.results import atomic_write, load_rows, run_counts
 
 ACC_PLOT = "accuracy_vs_rate.png"
 COUNT_PLOT = "train_counts_r{rate:g}.png"
@@ -219,7 +220,7 @@ def _pooled_counts(cells: list[Cell], out: Path, rate: float) -> dict[str, list[
     series = {}
     for c in cells:
         if _same_rate(c.target_rate, rate):
-            counts = [n for row in c.rows for n in _counts(row, out)]
+            counts = [n for row in c.rows for n in run_counts(row, out)]
             if counts:
                 series[c.method] = counts
     return series
@@ -339,13 +340,6 @@ def plot_accuracy(cells: list[Cell], path: Path) -> bool:
     return True
 
 
-def _counts(row: dict[str, Any], out: Path) -> list[int]:
-    from ssl_emp.benchmark import count_histogram
-
-    hist = row.get("count_histogram") or count_histogram(out / "runs" / row["run_id"] / "pruning_table.csv")
-    return [c for c, n in enumerate(hist) for _ in range(n)]
-
-
 def count_plot_rate(cells: list[Cell]) -> float | None:
     """0.7 when the sweep has it, else the finished target rate closest to it."""
     rates = sorted({c.target_rate for c in cells if c.target_rate and c.rows})
@@ -437,8 +431,6 @@ def write_plots(cells: list[Cell], out: Path) -> list[str] | None:
 
 def write_report(out: str | Path) -> Path:
     """Regenerate ``out/report.md`` and the plots from ``out/results.json``."""
-    from ssl_emp.benchmark import load_rows
-
     out = Path(out)
     if not (out / "results.json").is_file() and not (out / "benchmark.json").is_file():
         raise ConfigError(f"{out} holds no results.json (not a benchmark output folder)")
@@ -447,9 +439,7 @@ def write_report(out: str | Path) -> Path:
     plan = json.loads(plan_path.read_text()) if plan_path.is_file() else None
     plots = write_plots(group_cells(rows, plan.get("runs") if plan else None), out) if rows else []
     path = out / "report.md"
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(render_markdown(rows, plan, plots, out))
-    os.replace(tmp, path)
+    atomic_write(path, render_markdown(rows, plan, plots, out))
     return path
 
 

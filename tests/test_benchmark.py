@@ -12,10 +12,10 @@ import pytest
 
 import ssl_emp.eval.from_checkpoint
 import ssl_emp.train
-from ssl_emp.benchmark import COLUMNS
 from ssl_emp.cli import main
 from ssl_emp.report import group_cells, render_markdown, write_report
 from ssl_emp.report import main as report_main
+from ssl_emp.results import COLUMNS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SMOKE_IDS = ["full_s0", "random-dynamic_r0.5_s0", "emp_r0.5_s0"]
