@@ -53,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--dataset", help="data set to evaluate on (default: the checkpoint's)")
     e.add_argument("--data-dir")
-    e.add_argument("--k", type=_positive_int, default=200)
-    e.add_argument("--temperature", type=float, default=0.1)
+    e.add_argument("--k", type=_positive_int, help="kNN neighbours (default: the checkpoint's eval.knn_k)")
+    e.add_argument("--temperature", type=float, help="kNN temperature (default: the checkpoint's eval.knn_temperature)")
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     e.add_argument("--output", help="write the result and protocol as JSON here")
 

@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from ssl_emp.cli import main
+from ssl_emp.config import EvalConfig
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +32,26 @@ def test_eval_round_trip(tmp_path, checkpoint, protocol, capsys):
     if protocol == "knn":
         # Same functions, same features as the pretrain monitor: the same number.
         assert result["top1"] == pytest.approx(summary["knn_top1"])
-        assert result["protocol"]["k"] == 200 and result["protocol"]["temperature"] == 0.1
+        defaults = EvalConfig()
+        assert result["protocol"]["k"] == defaults.knn_k and result["protocol"]["temperature"] == defaults.knn_temperature
     else:
         assert "chosen_weight_decay" in result["protocol"] and result["protocol"]["val_fraction"] > 0
+
+
+def test_eval_knn_defaults_come_from_the_checkpoint_config(tmp_path, checkpoint):
+    ckpt, _ = checkpoint
+    saved = torch.load(ckpt, weights_only=True)
+    saved["config"]["eval"].update(knn_k=7, knn_temperature=0.25)
+    torch.save(saved, tmp_path / "k7.pt")
+
+    def protocol(*flags: str) -> dict:
+        out = tmp_path / "knn.json"
+        assert main(["eval", "knn", "--checkpoint", str(tmp_path / "k7.pt"), "--output", str(out), *flags]) == 0
+        return json.loads(out.read_text())["protocol"]
+
+    assert (protocol()["k"], protocol()["temperature"]) == (7, 0.25)
+    assert (protocol("--k", "3")["k"], protocol("--k", "3")["temperature"]) == (3, 0.25)
+    assert protocol("--temperature", "0.5")["temperature"] == 0.5 and protocol("--temperature", "0.5")["k"] == 7
 
 
 def _error(capsys, argv):

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from ssl_emp.augment import eval_transform
 from ssl_emp.checkpoint import load_checkpoint
-from ssl_emp.config import config_from_dict, validate
+from ssl_emp.config import Config, config_from_dict, validate
 from ssl_emp.data import Labelled, load_data
 from ssl_emp.errors import ConfigError
 from ssl_emp.eval.features import extract_features
@@ -18,8 +18,8 @@ from ssl_emp.eval.linear import linear_probe
 from ssl_emp.models import build_backbone
 
 
-def load_backbone(path: str) -> tuple[torch.nn.Module, Any]:
-    """The backbone of a checkpoint and the run's config."""
+def backbone_from_checkpoint(path: str) -> tuple[torch.nn.Module, Config]:
+    """The backbone of a pretraining checkpoint and the run's config."""
     ckpt = load_checkpoint(path)
     cfg = config_from_dict(ckpt["config"])
     backbone = build_backbone(cfg.model.backbone, cfg.model.cifar_stem, **cfg.model.backbone_kwargs)
@@ -33,11 +33,17 @@ def load_backbone(path: str) -> tuple[torch.nn.Module, Any]:
 
 
 def evaluate_checkpoint(path: str, protocol: str, dataset: str | None = None, data_dir: str | None = None,
-                        k: int = 200, temperature: float = 0.1, device: str = "auto", seed: int = 0) -> dict[str, Any]:
-    """kNN or linear-probe accuracy of a checkpoint's frozen backbone, with the protocol used."""
+                        k: int | None = None, temperature: float | None = None, device: str = "auto",
+                        seed: int = 0) -> dict[str, Any]:
+    """kNN or linear-probe accuracy of a checkpoint's frozen backbone, with the protocol used.
+
+    ``k`` and ``temperature`` (kNN) default to the run's own ``eval.knn_k`` / ``eval.knn_temperature``.
+    """
     from ssl_emp.train import resolve_device
 
-    backbone, cfg = load_backbone(path)
+    backbone, cfg = backbone_from_checkpoint(path)
+    k = cfg.eval.knn_k if k is None else k
+    temperature = cfg.eval.knn_temperature if temperature is None else temperature
     if dataset is not None:
         cfg.data.dataset, cfg.data.data_dir = dataset, data_dir
     elif data_dir is not None:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ssl_emp.config import EvalConfig
 from ssl_emp.errors import ConfigError
 from ssl_emp.eval.features import check_features, check_labels
 
@@ -26,6 +27,9 @@ from ssl_emp.eval.features import check_features, check_labels
 # 512 / 1024 / 2048 / 4096 / 10000 took 2.31 / 1.61 / 1.13 / 0.96 / 0.93x the bare matmul;
 # below one faiss tile its per-call GEMMs and heap passes get less efficient.
 DEFAULT_CHUNK_SIZE = 4096
+
+# k and T are defined once, in EvalConfig (the run config's eval section).
+_DEFAULTS = EvalConfig()
 
 # Largest k that faiss' GPU k-selection supports; beyond it the CPU index is used.
 _GPU_MAX_K = 2048
@@ -122,8 +126,8 @@ def knn_predict(
     train_x: Tensor,
     train_y: Tensor,
     test_x: Tensor,
-    k: int = 200,
-    temperature: float = 0.1,
+    k: int = _DEFAULTS.knn_k,
+    temperature: float = _DEFAULTS.knn_temperature,
     num_classes: int | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     use_gpu: bool | None = None,
@@ -150,8 +154,8 @@ def knn_accuracy(
     train_y: Tensor,
     test_x: Tensor,
     test_y: Tensor,
-    k: int = 200,
-    temperature: float = 0.1,
+    k: int = _DEFAULTS.knn_k,
+    temperature: float = _DEFAULTS.knn_temperature,
     num_classes: int | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     use_gpu: bool | None = None,
