@@ -1,4 +1,4 @@
-"""``ssl-emp`` command line: ``pretrain``, ``eval knn|linear``, ``benchmark``.
+"""``ssl-emp`` command line: ``pretrain``, ``eval knn|linear``, ``export``, ``benchmark``.
 
 Bad input ends with one line on stderr naming the problem and exit code 2; a diverged run with
 exit code 1. Neither overwrites anything already written.
@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     e.add_argument("--output", help="write the result and protocol as JSON here")
 
+    x = sub.add_parser("export", help="write a checkpoint's backbone as a timm model folder (safetensors + config.json)")
+    x.add_argument("--checkpoint", required=True)
+    x.add_argument("--output", required=True, help="folder to create (absent or empty)")
+    x.add_argument("--force", action="store_true", help="replace an earlier export in --output")
+
     b = sub.add_parser("benchmark", help="run a method x rate x seed grid resumably; results table, report, plots")
     b.add_argument("--config", required=True, help="benchmark YAML (base pretrain config, overrides, grid)")
     b.add_argument("--output-dir", help="benchmark folder (default: runs/benchmark/<config name>)")
@@ -114,6 +119,18 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from ssl_emp.export import export_backbone
+
+    backbone, cfg = export_backbone(args.checkpoint, args.output, force=args.force)
+    how = ("ssl_emp.models.load_backbone(DIR) (CIFAR stem: not timm.create_model)" if cfg.model.cifar_stem
+           else "timm.create_model('local-dir:DIR', pretrained=True) or ssl_emp.models.load_backbone(DIR)")
+    params = sum(p.numel() for p in backbone.parameters())
+    print(f"exported {cfg.model.backbone} backbone ({params:,} parameters, {backbone.num_features} features) "
+          f"to {args.output}; reload with {how}")
+    return 0
+
+
 def _benchmark(args: argparse.Namespace) -> int:
     from ssl_emp.benchmark import run_benchmark
 
@@ -141,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     started = args.command == "pretrain" and _init_distributed()
     try:
-        return {"pretrain": _pretrain, "eval": _eval, "benchmark": _benchmark}[args.command](args)
+        return {"pretrain": _pretrain, "eval": _eval, "export": _export, "benchmark": _benchmark}[args.command](args)
     except ConfigError as exc:
         print(f"ssl-emp: error: {exc}", file=sys.stderr)
         return 2

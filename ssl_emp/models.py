@@ -106,3 +106,37 @@ def build_model(algorithm: str, cfg: ModelConfig, gather_distributed: bool = Fal
     if algorithm == "moco":
         return MoCo(backbone, cfg, gather_distributed)
     raise ConfigError(f"unknown algorithm '{algorithm}' (choose from simclr, moco)")
+
+
+def load_backbone(path: str) -> nn.Module:
+    """A backbone folder written by ``ssl-emp export`` (``config.json`` + ``model.safetensors``), in eval mode.
+
+    Rebuilds ``config.json``'s architecture with its ``model_args`` through :func:`build_backbone`,
+    so it also restores the CIFAR stem (``ssl_emp.cifar_stem``) that ``timm.create_model`` cannot.
+    """
+    import json
+    from pathlib import Path
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(path)
+    config_file, weights_file = folder / "config.json", folder / "model.safetensors"
+    for file in (config_file, weights_file):
+        if not file.is_file():
+            raise ConfigError(f"{file} not found (an exported backbone folder holds config.json and model.safetensors)")
+    try:
+        config = json.loads(config_file.read_text())
+        name, kwargs = config["architecture"], dict(config.get("model_args") or {})
+        cifar_stem = bool((config.get("ssl_emp") or {}).get("cifar_stem", False))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"{config_file} is not a timm model config: {exc!r}") from exc
+    if kwargs.pop("num_classes", config.get("num_classes", 0)) != 0:
+        raise ConfigError(f"{folder} holds a model with a classifier; load it with timm.create_model('local-dir:{folder}')")
+    model = build_backbone(name, cifar_stem, **kwargs)
+    try:
+        model.load_state_dict(load_file(weights_file))
+    except (SafetensorError, RuntimeError, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{weights_file} does not hold the weights of {config_file}: {first}") from exc
+    return model.eval()

@@ -1,0 +1,103 @@
+"""``ssl-emp export``: a checkpoint's backbone alone, as a timm / Hugging Face model folder.
+
+The folder holds ``model.safetensors`` and ``config.json``, both written by timm's ``save_for_hf``:
+the architecture name, its arguments (``model_args``: the run's ``model.backbone_kwargs`` with
+``num_classes=0``) and the preprocessing of ``ssl-emp eval`` (input size, mean, std). An
+``ssl_emp`` section adds what timm's config cannot say, above all ``cifar_stem``: timm has no 3×3
+stride-1 ResNet stem, so such a backbone reloads only with :func:`ssl_emp.models.load_backbone`;
+any other reloads with ``timm.create_model("local-dir:DIR", pretrained=True)`` as well.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import timm
+from torch import nn
+
+from ssl_emp import __version__
+from ssl_emp.config import Config
+from ssl_emp.errors import ConfigError
+from ssl_emp.eval.from_checkpoint import backbone_from_checkpoint
+
+FILES = ("config.json", "model.safetensors")
+
+
+def _is_export(folder: Path) -> bool:
+    try:
+        return "ssl_emp" in json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _check_output(out: Path, force: bool) -> None:
+    """An absent or empty folder is written; an earlier export only with ``force``; anything else never."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"export output {out} exists and is not a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not _is_export(out):
+        raise ConfigError(f"export output {out} is not empty and holds no earlier export; choose another --output")
+    if not force:
+        raise ConfigError(f"export output {out} already holds an export; pass --force to replace it")
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move the finished ``tmp`` folder to ``out``; an earlier export there survives a failed move."""
+    if not out.is_dir() or not any(out.iterdir()):
+        os.replace(tmp, out)  # rename(2) replaces an empty folder in one step
+        return
+    old = out.with_name(f".{out.name}.old{os.getpid()}")
+    os.rename(out, old)
+    try:
+        os.rename(tmp, out)
+    except OSError:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old)
+
+
+def _configs(cfg: Config, checkpoint: Path) -> tuple[dict, dict, dict]:
+    """``(model_config, model_args, data_config)`` for timm's ``save_for_hf``."""
+    size = cfg.data.image_size
+    model_config = {
+        "ssl_emp": {"cifar_stem": cfg.model.cifar_stem, "algorithm": cfg.algorithm, "dataset": cfg.data.dataset,
+                    "image_size": size, "checkpoint": str(checkpoint), "version": __version__},
+        # timm copies the architecture's default pretrained tag, licence and paper; these weights are ours.
+        "pretrained_cfg": {"tag": f"ssl-emp-{cfg.algorithm}", "license": None, "paper_ids": None, "origin_url": None},
+    }
+    model_args = {**cfg.model.backbone_kwargs, "num_classes": 0}
+    # ssl-emp eval's preprocessing: bilinear resize of the whole image (no crop), then normalise.
+    data_config = {"input_size": (3, size, size), "interpolation": "bilinear", "crop_pct": 1.0,
+                   "mean": tuple(cfg.augment.mean), "std": tuple(cfg.augment.std)}
+    return model_config, model_args, data_config
+
+
+def export_backbone(checkpoint: str | Path, output: str | Path, force: bool = False) -> tuple[nn.Module, Config]:
+    """Write the backbone of an ``ssl-emp pretrain`` checkpoint to ``output`` (see the module doc).
+
+    The files are written to a temporary sibling folder that is renamed to ``output`` once
+    complete, so a failed export leaves neither half a folder nor a damaged earlier export.
+    ``output`` may be absent or empty; an earlier export there is replaced only with ``force``.
+    Returns the exported backbone (eval mode) and the run's config.
+    """
+    checkpoint, out = Path(checkpoint), Path(output)
+    _check_output(out, force)
+    backbone, cfg = backbone_from_checkpoint(str(checkpoint))
+    backbone.eval()
+    model_config, model_args, data_config = _configs(cfg, checkpoint)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        timm.models.save_for_hf(backbone, str(tmp), model_config=model_config, model_args=model_args,
+                                safe_serialization=True, data_config=data_config)
+        _replace_dir(tmp, out)
+    except OSError as exc:
+        raise ConfigError(f"cannot write export to {out}: {exc}") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return backbone, cfg
