@@ -84,7 +84,7 @@ def export_backbone(checkpoint: str | Path, output: str | Path, force: bool = Fa
     ``output`` may be absent or empty; an earlier export there is replaced only with ``force``.
     Returns the exported backbone (eval mode) and the run's config.
     """
-    checkpoint, out = Path(checkpoint), Path(output)
+    checkpoint, out = Path(checkpoint), Path(output).resolve()  # resolved: "." or "dir/" have a name
     _check_output(out, force)
     backbone, cfg = backbone_from_checkpoint(str(checkpoint))
     backbone.eval()

@@ -145,3 +145,21 @@ def test_load_backbone_bad_folders(tmp_path):
     (broken / "config.json").write_text(json.dumps(config))
     with pytest.raises(ConfigError, match="does not hold the weights"):
         load_backbone(broken)
+
+
+def test_failed_export_leaves_earlier_export_intact(tmp_path, monkeypatch, capsys):
+    ckpt = _fake_checkpoint(tmp_path / "fake.pt", cifar_stem=True)
+    out = tmp_path / "export"
+    assert main(["export", "--checkpoint", str(ckpt), "--output", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def disk_full(model, save_directory, **kwargs):
+        Path(save_directory).mkdir()
+        (Path(save_directory) / "model.safetensors").write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(timm.models, "save_for_hf", disk_full)
+    code, err = _error(capsys, ["export", "--checkpoint", str(ckpt), "--output", str(out), "--force"])
+    assert code == 2 and "No space left" in err and len(err.splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "fake.pt"]  # no temp folder left
