@@ -714,6 +714,17 @@ def test_buffered_updates_equal_step_by_step_updates(method: str) -> None:
     assert buffered.stats() == stepwise.stats()
 
 
+def test_buffer_does_not_keep_a_larger_base_tensor_alive() -> None:
+    pruner = make("emp", 0.0, n=8, epochs=1)
+    pruner.set_epoch(0)
+    logits = torch.rand(8, 1000)
+    pruner.update(torch.arange(8), loss=logits[:, 0], align=logits[:, 1] - 0.5)
+    step = pruner._pending[0]
+    assert step.loss.untyped_storage().nbytes() == 8 * 4 and step.align.untyped_storage().nbytes() == 8 * 4
+    pruner.flush()
+    assert pruner.table.loss.tolist() == pytest.approx(logits[:, 0].tolist())
+
+
 def test_readers_flush_single_process() -> None:
     pruner = make("emp", 0.5, n=20, epochs=2)
     pruner.set_epoch(0)

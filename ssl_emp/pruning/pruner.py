@@ -60,6 +60,13 @@ class _Step:
     entropy: Tensor | None
 
 
+def _keep(t: Tensor) -> Tensor:
+    """``t`` detached; copied (on its device, no sync) when it is a view into a larger buffer,
+    so the buffer does not keep e.g. a whole logits matrix alive until flush()."""
+    t = t.detach()
+    return t.clone() if t.untyped_storage().nbytes() > t.numel() * t.element_size() else t
+
+
 def _to_host(parts: list[Tensor], dtype: torch.dtype) -> Tensor:
     """Concatenate where the parts live, then one device->host copy (not one per step)."""
     if any(p.device != parts[0].device for p in parts):
@@ -241,10 +248,8 @@ class DynamicPruner:
                 f"got {need}=None"
             )
         _check_batch(idx, loss, given)
-        self._pending.append(_Step(
-            idx.detach(), loss.detach(),
-            None if align is None else align.detach(), None if entropy is None else entropy.detach(),
-        ))
+        optional = [None if t is None else _keep(t) for t in (align, entropy)]
+        self._pending.append(_Step(_keep(idx), _keep(loss), *optional))
         self._steps += 1
         return self._weights(idx, loss)
 
