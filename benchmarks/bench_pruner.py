@@ -1,9 +1,10 @@
-"""Benchmark DynamicPruner overhead: update() per batch and set_epoch() selection per epoch.
+"""Benchmark DynamicPruner overhead: update() per batch, flush() and set_epoch() per epoch.
 
 Simulated per-sample statistics (no model): the table is first warmed through a few epochs so the
-selection runs on mostly seen samples, then each timed epoch measures set_epoch() and the first
-``--updates`` update() calls of ``--batch-size`` samples. Prints a markdown table; ``--output``
-also writes JSON.
+selection runs on mostly seen samples, then each timed epoch measures set_epoch(), the first
+``--updates`` update() calls of ``--batch-size`` samples (buffered, no host sync) and the
+end-of-epoch flush() that folds the whole epoch into the table. Prints a markdown table;
+``--output`` also writes JSON.
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_pruner.py --sizes 50000 1281167 --output bench.json
 
@@ -41,7 +42,7 @@ def bench_one(n: int, method: str, rate: float, batch: int, updates: int, timed_
     # Enough warm-up epochs for fixed-K methods to have seen every sample once.
     warm = math.ceil(1 / (1 - rate)) if rate < 1 else 1
     pruner = DynamicPruner(num_samples=n, method=method, pruning_rate=rate, epochs=warm + timed_epochs + 8, seed=0)
-    select_ms, update_us = [], []
+    select_ms, update_us, flush_ms = [], [], []
     for epoch in range(warm + timed_epochs):
         start = time.perf_counter()
         pruner.set_epoch(epoch)
@@ -58,6 +59,10 @@ def bench_one(n: int, method: str, rate: float, batch: int, updates: int, timed_
             order = order[batch * updates :]
         for chunk in order.split(_FILL_CHUNK):
             pruner.update(chunk, *_stats(chunk, epoch))
+        start = time.perf_counter()
+        pruner.flush()
+        if timed:
+            flush_ms.append((time.perf_counter() - start) * 1e3)
     kept = pruner.epoch_size()
     update_med = statistics.median(update_us)
     return {
@@ -69,7 +74,8 @@ def bench_one(n: int, method: str, rate: float, batch: int, updates: int, timed_
         "select_ms_median": statistics.median(select_ms),
         "update_us_median": update_med,
         "update_us_p90": sorted(update_us)[int(0.9 * (len(update_us) - 1))],
-        "update_s_per_epoch": update_med * 1e-6 * math.ceil(kept / batch),
+        "flush_ms_median": statistics.median(flush_ms),
+        "update_s_per_epoch": update_med * 1e-6 * math.ceil(kept / batch) + statistics.median(flush_ms) * 1e-3,
         "batch_size": batch,
     }
 
@@ -96,14 +102,15 @@ def main() -> None:
             print(f"# done N={n} {method}: select {r['select_ms_median']:.1f} ms", flush=True)
 
     print(
-        "\n| N | method | target rate | achieved rate | kept | set_epoch ms (median) | update µs/batch (median) | p90 µs | update s/epoch |"
+        "\n| N | method | target rate | achieved rate | kept | set_epoch ms (median) | update µs/batch (median) | p90 µs "
+        "| flush ms/epoch | update + flush s/epoch |"
     )
-    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(
             f"| {r['num_samples']} | {r['method']} | {r['pruning_rate']} | {r['achieved_rate']:.3f} | {r['kept_last_epoch']} | "
             f"{r['select_ms_median']:.1f} | {r['update_us_median']:.0f} | {r['update_us_p90']:.0f} | "
-            f"{r['update_s_per_epoch']:.2f} |"
+            f"{r['flush_ms_median']:.1f} | {r['update_s_per_epoch']:.2f} |"
         )
     if args.output:
         meta = {

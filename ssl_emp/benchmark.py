@@ -15,7 +15,7 @@ import shutil
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,12 @@ import yaml
 # and dict-valued keys (backbone_kwargs, pruning.params) are updated entry by entry, not replaced.
 from ssl_emp.config import Config, _merge, config_from_dict, finalize, load_config
 from ssl_emp.errors import ConfigError, TrainingDiverged
-from ssl_emp.pruning import METHODS, DynamicPruner
+from ssl_emp.pruning import METHODS
 from ssl_emp.report import write_report
 from ssl_emp.results import atomic_write, count_histogram, load_rows, write_results
 
 TOP_KEYS = ("base", "pretrain", "overrides", "grid", "linear_probe")
-GRID_KEYS = ("methods", "rates", "seeds", "method_params")
+GRID_KEYS = ("methods", "rates", "seeds", "method_params", "method_rates")
 RATELESS = ("full", "infobatch")  # full trains at r = 0; InfoBatch's rate follows from its own p, δ
 
 # Keys that may differ between invocations without changing what a run computes (paths, workers,
@@ -49,6 +49,7 @@ class Benchmark:
     seeds: list[int]
     method_params: dict[str, dict[str, Any]]
     linear_probe: bool
+    method_rates: dict[str, list[float]] = field(default_factory=dict)  # method -> its only rates
 
 
 @dataclass
@@ -171,10 +172,29 @@ def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> Benc
         if m not in methods:
             raise ConfigError(f"grid.method_params names '{m}', which is not in grid.methods")
         _mapping(params, f"grid.method_params.{m}")
+    method_rates = _method_rates(_mapping(grid.get("method_rates"), "grid.method_rates"), methods, rates)
     linear = bench_sets.get("linear_probe", doc.get("linear_probe", True))
     if not isinstance(linear, bool):
         raise ConfigError(f"benchmark key 'linear_probe' must be true or false, got {linear!r}")
-    return Benchmark(path, base, methods, rates, seeds, {m: dict(p or {}) for m, p in method_params.items()}, linear)
+    params = {m: dict(p or {}) for m, p in method_params.items()}
+    return Benchmark(path, base, methods, rates, seeds, params, linear, method_rates)
+
+
+def _method_rates(value: dict[str, Any], methods: list[str], rates: list[float]) -> dict[str, list[float]]:
+    """``grid.method_rates``: restrict a method to some of ``grid.rates`` (e.g. an ablation)."""
+    out = {}
+    for m, listed in value.items():
+        key = f"grid.method_rates.{m}"
+        if m not in methods:
+            raise ConfigError(f"grid.method_rates names '{m}', which is not in grid.methods")
+        if m in RATELESS:
+            raise ConfigError(f"grid.method_rates names '{m}', which takes no pruning rate")
+        chosen = [float(r) for r in _unique_list(listed, key, _is_num, "numbers")]
+        for r in chosen:
+            if r not in rates:
+                raise ConfigError(f"benchmark key '{key}' has rate {r:g}, which is not in grid.rates {rates}")
+        out[m] = chosen
+    return out
 
 
 def run_id(method: str, rate: float | None, seed: int) -> str:
@@ -186,10 +206,12 @@ def expand_grid(bench: Benchmark, output_dir: str | Path) -> list[RunSpec]:
     """All runs, seed-major so a partial sweep holds whole seeds: per seed the rate-less methods
     (full, infobatch), then each rate in the listed order with every method at that rate.
 
-    Every run's config is finalized and its pruner arguments checked here, before anything runs.
+    A method listed in ``grid.method_rates`` runs at those rates only. Every run's config is
+    finalized here, before anything runs, which checks its pruning method, rate and params.
     """
     cells: list[tuple[str, float | None]] = [(m, None) for m in bench.methods if m in RATELESS]
-    cells += [(m, r) for r in bench.rates for m in bench.methods if m not in RATELESS]
+    cells += [(m, r) for r in bench.rates for m in bench.methods
+              if m not in RATELESS and r in bench.method_rates.get(m, bench.rates)]
     runs = []
     for seed in bench.seeds:
         for method, rate in cells:
@@ -202,9 +224,7 @@ def expand_grid(bench: Benchmark, output_dir: str | Path) -> list[RunSpec]:
             cfg.output_dir = str(Path(output_dir) / "runs" / rid)
             cfg.progress = False  # per-epoch lines only; bars across dozens of runs are noise in a log
             try:
-                finalize(cfg)
-                DynamicPruner(num_samples=1, method=method, pruning_rate=cfg.pruning.rate, epochs=cfg.epochs,
-                              seed=seed, **cfg.pruning.params)
+                finalize(cfg)  # checks pruning.method/rate/params: ssl_emp.pruning.validate_params
             except ConfigError as exc:
                 raise ConfigError(f"run {rid}: {exc}") from exc
             runs.append(RunSpec(rid, method, 0.0 if method == "full" else rate, seed, cfg))
@@ -262,7 +282,7 @@ def _write_plan(bench: Benchmark, runs: list[RunSpec], out: Path) -> None:
     plan = {
         "source": str(bench.source), "base": _base_dict(bench),
         "grid": {"methods": bench.methods, "rates": bench.rates, "seeds": bench.seeds,
-                 "method_params": bench.method_params},
+                 "method_params": bench.method_params, "method_rates": bench.method_rates},
         "linear_probe": bench.linear_probe,
         "runs": [{"run_id": r.run_id, "method": r.method, "target_rate": r.target_rate, "seed": r.seed} for r in runs],
     }

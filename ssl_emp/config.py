@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from ssl_emp.errors import ConfigError
+from ssl_emp.pruning.params import validate_params
 
 
 @dataclass
@@ -234,7 +235,7 @@ def validate(cfg: Config) -> None:
     _require(_is_num(o.warmup_epochs) and 0 <= o.warmup_epochs <= cfg.epochs, f"optim.warmup_epochs must be in [0, epochs], got {o.warmup_epochs!r}")
     p = cfg.pruning
     _require(isinstance(p.params, dict), "pruning.params must be a mapping")
-    _require(_is_num(p.rate), f"pruning.rate must be a number, got {p.rate!r}")
+    validate_params(p.method, p.rate, p.params, section="pruning")  # the pruner's own table of params
     e = cfg.eval
     _require(_is_int(e.eval_every) and e.eval_every >= 0, f"eval.eval_every must be >= 0, got {e.eval_every!r}")
     _require(_is_int(e.knn_k) and e.knn_k > 0, f"eval.knn_k must be a positive integer, got {e.knn_k!r}")

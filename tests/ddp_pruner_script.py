@@ -16,7 +16,9 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
+from ssl_emp.errors import ConfigError
 from ssl_emp.pruning import DynamicPruner
+from ssl_emp.pruning.distributed import all_gather_epoch
 
 # K = ceil(0.3 · 203) = 61, padded to 62: 31 samples per rank each epoch.
 CONFIG = {
@@ -41,12 +43,19 @@ def synthetic_stats(idx: torch.Tensor, epoch: int) -> tuple[torch.Tensor, torch.
     return loss, align
 
 
+def uneven_rows(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank r buffers r + 2 steps of sizes r + 1, r + 2, ...; rows are (rank, step, position)."""
+    sizes = torch.tensor([step + 1 + rank for step in range(rank + 2)])
+    rows = [[rank, step, pos] for step, size in enumerate(sizes.tolist()) for pos in range(size)]
+    return sizes, torch.tensor(rows, dtype=torch.float64)
+
+
 def main(out_dir: Path) -> None:
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     pruner = DynamicPruner(**CONFIG)
     loader = DataLoader(torch.arange(CONFIG["num_samples"]), batch_size=BATCH_SIZES[rank], sampler=pruner.sampler())
-    kept, served = [], []
+    kept, served, refused = [], [], ""
     for epoch in range(CONFIG["epochs"]):
         pruner.set_epoch(epoch)
         kept.append(pruner.kept_indices())
@@ -56,8 +65,15 @@ def main(out_dir: Path) -> None:
             weights = pruner.update(idx, loss=loss, align=align)
             assert bool((weights == 1).all())
             batches.append(idx)
+        if epoch == 0:
+            try:  # only rank 0 checkpoints, so a collective here would hang: it must refuse
+                pruner.state_dict()
+            except ConfigError as exc:
+                refused = str(exc)
+        pruner.flush()  # a collective: every rank folds the epoch's buffered updates in
         served.append(torch.cat(batches))
-    record = {"state": pruner.state_dict(), "kept": kept, "served": served, "stats": pruner.stats()}
+    record = {"state": pruner.state_dict(), "kept": kept, "served": served, "stats": pruner.stats(),
+              "refused": refused, "gathered": all_gather_epoch(*uneven_rows(rank))}
     torch.save(record, out_dir / f"rank{rank}.pt")
     dist.barrier()
     dist.destroy_process_group()

@@ -172,9 +172,17 @@ BASE = str(CONFIGS / "digits_simclr.yaml")
     ({"base": BASE, "grid": {"methods": ["full"], "rate": [0.5]}}, "unknown benchmark key 'grid.rate'"),
     ({"base": BASE, "grid": {"methods": ["emp", "magic"], "rates": [0.5]}}, "unknown pruning method 'magic'"),
     ({"base": BASE, "overrides": {"optim": {"lrr": 1}}, "grid": {"methods": ["full"]}}, "unknown config key 'optim.lrr'"),
-    ({"base": BASE, "grid": {"methods": ["emp"], "rates": [1.5]}}, "pruning_rate must be in"),
+    ({"base": BASE, "grid": {"methods": ["emp"], "rates": [1.5]}}, "pruning.rate must be in [0, 0.95]"),
     ({"base": BASE, "grid": {"methods": ["emp"], "rates": [0.5], "method_params": {"emp": {"bta": 1}}}}, "'bta'"),
     ({"base": "missing.yaml", "grid": {"methods": ["full"]}}, "base config not found"),
+    ({"base": BASE, "grid": {"methods": ["emp"], "rates": [0.5], "method_rates": {"ucb": [0.5]}}},
+     "grid.method_rates names 'ucb', which is not in grid.methods"),
+    ({"base": BASE, "grid": {"methods": ["emp"], "rates": [0.5], "method_rates": {"emp": [0.7]}}},
+     "rate 0.7, which is not in grid.rates"),
+    ({"base": BASE, "grid": {"methods": ["full", "emp"], "rates": [0.5], "method_rates": {"full": [0.5]}}},
+     "which takes no pruning rate"),
+    ({"base": BASE, "grid": {"methods": ["emp"], "rates": [0.5], "method_rates": {"emp": []}}},
+     "'grid.method_rates.emp' must be a non-empty list"),
 ])
 def test_bad_benchmark_config_exits_2_with_one_line(tmp_path, monkeypatch, capsys, body, message):
     _forbid_training(monkeypatch)
@@ -185,6 +193,24 @@ def test_bad_benchmark_config_exits_2_with_one_line(tmp_path, monkeypatch, capsy
     assert main(["benchmark", "--config", str(path), "--output-dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err and not (tmp_path / "out").exists()
+
+
+def test_method_rates_restrict_a_method_to_some_rates(tmp_path):
+    import yaml
+
+    from ssl_emp.benchmark import expand_grid, load_benchmark
+
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump({"base": BASE, "grid": {
+        "methods": ["full", "emp", "emp-easy"], "rates": [0.5, 0.7, 0.9], "seeds": [0],
+        "method_rates": {"emp-easy": [0.9, 0.7]}}}))
+    bench = load_benchmark(path)
+    assert bench.method_rates == {"emp-easy": [0.9, 0.7]}
+    ids = [run.run_id for run in expand_grid(bench, tmp_path / "out")]
+    assert ids == ["full_s0", "emp_r0.5_s0", "emp_r0.7_s0", "emp-easy_r0.7_s0", "emp_r0.9_s0", "emp-easy_r0.9_s0"]
+    # --set reaches it like any grid key
+    bench = load_benchmark(path, ["grid.method_rates.emp-easy=[0.5]"])
+    assert [r.run_id for r in expand_grid(bench, tmp_path / "out") if r.method == "emp-easy"] == ["emp-easy_r0.5_s0"]
 
 
 def _row(method, rate, seed, knn, linear=None, wall=100.0):

@@ -1,4 +1,4 @@
-"""Tests for ssl_emp.pruning (EMP_SSL.md (the method spec; summary in README "Method")): budgets, scores, baselines, state, errors."""
+"""Tests for ssl_emp.pruning (EMP_SSL.md, the method spec): budgets, scores, baselines, state, errors."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from ssl_emp.config import config_from_dict, finalize
 from ssl_emp.errors import ConfigError
-from ssl_emp.pruning import METHODS, DynamicPruner, emp_score, memory_strength
+from ssl_emp.pruning import METHOD_PARAMS, METHODS, PARAMS, DynamicPruner, emp_score, memory_strength, validate_params
 from ssl_emp.pruning.distributed import shard
+from ssl_emp.pruning.methods import infobatch_full_from
 
-FIXED_K = ("random-static", "random-dynamic", "eps-greedy", "ucb", "emp")
+FIXED_K = ("random-static", "random-dynamic", "eps-greedy", "ucb", "emp", "emp-easy")
 
 
 def fake_stats(idx: torch.Tensor, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,8 +31,7 @@ def run_epoch(pruner: DynamicPruner, epoch: int, batch: int = 32, stats=fake_sta
     pruner.set_epoch(epoch)
     served = pruner.sampler().indices()
     for chunk in served.split(batch):
-        loss, align = stats(chunk, epoch)
-        pruner.update(chunk, loss=loss, align=align)
+        pruner.update(chunk, *stats(chunk, epoch))
     return served
 
 
@@ -193,7 +194,7 @@ def test_welford_running_stats() -> None:
     assert pruner.table.loss_std()[0].item() == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("method", ["emp", "eps-greedy", "ucb"])
+@pytest.mark.parametrize("method", ["emp", "emp-easy", "eps-greedy", "ucb"])
 def test_unseen_first_sweep(method: str) -> None:
     pruner = make(method, 0.7, n=100, epochs=6, seed=2)
     kept = []
@@ -270,11 +271,25 @@ def test_infobatch_never_prunes_unseen_samples() -> None:
 
 
 def test_infobatch_annealing_start() -> None:
-    # ceil(0.5 · 5) = 3: epochs 3 and 4 are full even though losses would allow pruning.
+    # floor(0.5 · 5) = 2 (the official code's rule): epochs 2-4 are full though losses allow pruning.
     pruner = make("infobatch", 0.0, n=2000, epochs=5, infobatch_delta=0.5)
     sizes = [run_epoch(pruner, e, batch=512, stats=_infobatch_loss).numel() for e in range(5)]
-    assert sizes[0] == 2000 and sizes[1] < 2000 and sizes[2] < 2000
-    assert sizes[3:] == [2000, 2000]
+    assert sizes[0] == 2000 and sizes[1] < 2000
+    assert sizes[2:] == [2000, 2000, 2000]
+
+
+@pytest.mark.parametrize(("epochs", "full_epochs"), [(10, [8, 9]), (40, list(range(35, 40))), (8, [7])])
+def test_infobatch_full_data_from_floor_delta_e(epochs: int, full_epochs: list[int]) -> None:
+    # E = 10, δ = 0.875: δE = 8.75 -> full data in epochs 8 and 9 (ceil would give only 9);
+    # E = 40: δE = 35 is an integer, floor = ceil.
+    assert infobatch_full_from(epochs, 0.875) == full_epochs[0]
+    pruner = make("infobatch", 0.0, n=500, epochs=epochs)
+    full = []
+    for epoch in range(epochs):
+        run_epoch(pruner, epoch, batch=500, stats=_infobatch_loss)
+        if pruner.epoch_size() == 500 and epoch > 0:
+            full.append(epoch)
+    assert full == full_epochs
 
 
 # --------------------------------------------------------------------------- determinism
@@ -363,7 +378,7 @@ def test_export_table(tmp_path) -> None:
     pruner.export_table(path, labels=[f"c{i}" for i in range(6)])
     with path.open() as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ["index", "count", "loss", "align", "memory", "last_epoch", "label"]
+    assert list(rows[0]) == ["index", "count", "loss", "align", "entropy", "memory", "last_epoch", "label"]
     assert [int(r["count"]) for r in rows] == pruner.table.count.tolist()
     trained = [r for r in rows if r["count"] == "1"]
     assert len(trained) == 3 and all(float(r["loss"]) > 0 and r["last_epoch"] == "0" for r in trained)
@@ -396,11 +411,18 @@ def _bad_cases():
         p.set_epoch(0)
         args = {"idx": torch.tensor([0, 1]), "loss": torch.tensor([1.0, 1.0]), "align": torch.tensor([0.0, 0.0])}
         args.update(kw)
-        return lambda: p.update(**args)
+        return lambda: (p.update(**args), p.flush())  # values are checked when the buffer is folded in
 
     def pruner_then(fn):
         p = make("emp", 0.5, n=100, epochs=3)
         return lambda: fn(p)
+
+    def sup_update(**kw):
+        p = make("emp-easy", 0.5, n=100, epochs=3, objective="supervised")
+        p.set_epoch(0)
+        args = {"idx": torch.tensor([0]), "loss": torch.tensor([1.0]), "entropy": torch.tensor([0.5])}
+        args.update(kw)
+        return lambda: (p.update(**args), p.flush())
 
     other = make("emp", 0.5, n=100, epochs=3, seed=9).state_dict()
     return [
@@ -446,6 +468,12 @@ def _bad_cases():
         (upd(align=torch.tensor([0.0, float("inf")])), "inf"),
         (upd(align=torch.tensor([0.0, 1.5])), "1.5"),
         (upd(align=None), "align"),
+        (upd(entropy=torch.tensor([0.5, -0.5])), "-0.5"),
+        (lambda: make(objective="bogus"), "bogus"),
+        (lambda: make("emp", objective="supervised").update(torch.tensor([0]), torch.tensor([1.0])), "set_epoch"),
+        (sup_update(entropy=None), "entropy=None"),
+        (sup_update(entropy=torch.tensor([[0.5]])), "(1, 1)"),
+        (sup_update(entropy=torch.tensor([float("nan")])), "nan"),
         (upd(loss=[1.0, 1.0]), "list"),
     ]
 
@@ -463,7 +491,299 @@ def test_update_accepts_cuda_tensors() -> None:
     pruner = make("infobatch", 0.0, n=50, epochs=3)
     run_epoch(pruner, 0)
     pruner.set_epoch(1)
-    idx = pruner.sampler().indices().cuda()
-    loss, align = fake_stats(idx, 1)
-    w = pruner.update(idx, loss.half(), align)
-    assert w.device == idx.device and w.dtype == torch.float16 and w.shape == idx.shape
+    order = pruner.sampler().indices()
+    for idx in (order[:20].cuda(), order[20:]):  # idx on the device, and (the trainer's case) on the CPU
+        loss, align = fake_stats(idx, 1)
+        w = pruner.update(idx, loss.cuda().half(), align.cuda())
+        assert w.device.type == "cuda" and w.dtype == torch.float16 and w.shape == idx.shape
+        expected = torch.where(pruner._upweight[idx.cpu()], 2.0, 1.0).half()
+        torch.testing.assert_close(w.cpu(), expected)
+    pruner.flush()
+    assert pruner.stats()["visits_per_epoch"][1] == order.numel()
+
+
+# --------------------------------------------------------------------------- supervised objective
+def sup_stats(idx: torch.Tensor, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic per-sample (cross-entropy, entropy) that change with the epoch."""
+    idx = idx.to(torch.int64)
+    loss = ((idx * 7919 + epoch * 104729) % 997).to(torch.float32) / 997 * 2
+    entropy = ((idx * 613 + epoch * 31) % 211).to(torch.float32) / 211 * math.log(10)
+    return loss, entropy
+
+
+def run_sup_epoch(pruner: DynamicPruner, epoch: int, batch: int = 16) -> None:
+    pruner.set_epoch(epoch)
+    for chunk in pruner.sampler().indices().split(batch):
+        loss, entropy = sup_stats(chunk, epoch)
+        pruner.update(chunk, loss=loss, entropy=entropy)
+
+
+@pytest.mark.parametrize(("method", "beta"), [("emp", 1.0), ("emp", 2.5), ("emp-easy", 1.0)])
+def test_supervised_emp_picks_exactly_the_top_k_of_loss_plus_beta_entropy(method: str, beta: float) -> None:
+    n, k = 60, 18  # rate 0.7
+    pruner = make(method, 0.7, n=n, epochs=8, objective="supervised", beta=beta, epsilon=0.0, seed=3)
+    for epoch in range(4):  # 4 · 18 >= 60: everything seen
+        run_sup_epoch(pruner, epoch)
+    assert bool(pruner.table.seen().all())
+    score = pruner.table.loss + beta * pruner.table.entropy
+    pruner.set_epoch(4)
+    expected = torch.argsort(score, descending=method == "emp")[:k]
+    assert pruner.kept_indices().tolist() == sorted(expected.tolist())
+    loss_only = torch.argsort(pruner.table.loss, descending=method == "emp")[:k]
+    assert set(expected.tolist()) != set(loss_only.tolist())  # the entropy term changes the choice
+
+
+def test_supervised_entropy_ema_hand_case() -> None:
+    pruner = make("emp", 0.0, n=2, epochs=3, objective="supervised", alpha=0.5, gamma=0.25)
+    idx = torch.tensor([0, 1])
+    pruner.set_epoch(0)
+    pruner.update(idx, loss=torch.tensor([2.0, 1.0]), entropy=torch.tensor([1.0, 0.5]))
+    pruner.set_epoch(1)
+    pruner.update(idx[:1], loss=torch.tensor([4.0]), entropy=torch.tensor([2.0]))
+    t = pruner.table
+    assert t.loss.tolist() == [3.0, 1.0] and t.entropy.tolist() == [1.25, 0.5]  # 0.75·1 + 0.25·2
+    d = pruner.epoch_diagnostics()
+    assert d["kept_entropy_mean"] == pytest.approx(0.875) and d["kept_align_mean"] is None
+    assert d["align_repeatability"] is None and d["entropy_repeatability"] is None  # 1 sample seen twice
+    assert pruner.stats()["objective"] == "supervised"
+
+
+def test_supervised_baselines_read_the_loss_only() -> None:
+    # eps-greedy and UCB need no entropy and rank by the loss exactly as under the contrastive objective.
+    for method in ("eps-greedy", "ucb"):
+        runs = []
+        for objective in ("supervised", "contrastive"):
+            pruner = make(method, 0.7, n=80, epochs=6, objective=objective, seed=1)
+            for epoch in range(6):
+                pruner.set_epoch(epoch)
+                for chunk in pruner.sampler().indices().split(16):
+                    pruner.update(chunk, loss=sup_stats(chunk, epoch)[0])
+            runs.append([pruner.kept_indices(e) for e in range(6)])
+        assert all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
+
+
+# --------------------------------------------------------------------------- emp-easy
+def test_emp_easy_reverses_the_emp_ranking() -> None:
+    # Hand scores at t = 3, rho = 0.5 (test_emp_score_hand_case): [0.47, 2.66, 1.41, 3.46].
+    for method, expected in (("emp", [1, 3]), ("emp-easy", [0, 2])):
+        pruner = make(method, 0.5, n=4, epochs=5, rho=0.5, epsilon=0.0)
+        _hand_table(pruner)
+        pruner.set_epoch(3)
+        assert pruner.kept_indices().tolist() == expected
+
+
+def test_emp_easy_unseen_first_then_lowest_scores_plus_exploration() -> None:
+    pruner = make("emp-easy", 0.69, n=100, epochs=6, epsilon=0.3, seed=1)  # K = 31: 22 easiest + 9 drawn
+    kept = [set(run_epoch(pruner, e).tolist()) for e in range(3)]
+    assert len(kept[0] | kept[1] | kept[2]) == 93  # a sweep over unseen samples, no repeats
+    run_epoch(pruner, 3)  # the last 7 unseen, then 24 seen
+    pruner.set_epoch(4)
+    t = pruner.table
+    memory = memory_strength(t.align, t.last_epoch, t.count, 4, pruner.params["rho"])
+    ranking = torch.argsort(emp_score(t.loss, memory, t.seen(), 1.0)).tolist()  # ascending
+    chosen = set(pruner.kept_indices().tolist())
+    assert len(chosen) == 31 and set(ranking[:22]) <= chosen and chosen != set(ranking[:31])
+
+
+# --------------------------------------------------------------------------- signal repeatability
+def _spearman_reference(x: list[float], y: list[float]) -> float:
+    scipy_stats = pytest.importorskip("scipy.stats")
+    return float(scipy_stats.spearmanr(x, y).statistic)
+
+
+def test_signal_repeatability_matches_scipy_on_a_synthetic_stream() -> None:
+    gen = torch.Generator().manual_seed(0)
+    n, epochs = 300, 5
+    pruner = make("random-dynamic", 0.4, n=n, epochs=epochs, seed=2)
+    history: dict[str, dict[int, list[float]]] = {"loss": {}, "align": {}}
+    for epoch in range(epochs):
+        pruner.set_epoch(epoch)
+        for chunk in pruner.sampler().indices().split(32):
+            # Rounded values make ties, which must share average ranks.
+            loss = (torch.rand(chunk.numel(), generator=gen) * 20).round() / 10
+            align = torch.rand(chunk.numel(), generator=gen) * 2 - 1
+            give_align = bool(torch.rand(1, generator=gen) < 0.7)  # some steps without align
+            pruner.update(chunk, loss=loss, align=align if give_align else None)
+            for i, value in zip(chunk.tolist(), loss.tolist(), strict=True):
+                history["loss"].setdefault(i, []).append(value)
+            if give_align:
+                for i, value in zip(chunk.tolist(), align.tolist(), strict=True):
+                    history["align"].setdefault(i, []).append(value)
+        d = pruner.epoch_diagnostics()
+        for signal, seen in history.items():
+            pairs = [(v[-1], v[-2]) for v in seen.values() if len(v) >= 2]
+            if len(pairs) < 3:
+                assert d[f"{signal}_repeatability"] is None
+            else:
+                expected = _spearman_reference([p[0] for p in pairs], [p[1] for p in pairs])
+                assert d[f"{signal}_repeatability"] == pytest.approx(expected, abs=1e-9)
+        assert d["entropy_repeatability"] is None  # a signal never given
+    assert d["loss_repeatability"] is not None and d["align_repeatability"] is not None
+
+
+def test_repeatability_sees_a_repeatable_signal() -> None:
+    pruner = make("full", 0.0, n=50, epochs=3)
+    for epoch in range(3):  # loss = index + small epoch noise: the same ranking every epoch
+        pruner.set_epoch(epoch)
+        idx = torch.arange(50)
+        pruner.update(idx, loss=idx.to(torch.float32) + 0.1 * epoch)
+    assert pruner.epoch_diagnostics()["loss_repeatability"] == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------- buffered updates
+_SYNC_METHODS = ("item", "cpu", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy", "nonzero")
+
+
+def _count_syncs(monkeypatch) -> dict[str, int]:
+    calls = {name: 0 for name in (*_SYNC_METHODS, "cuda.synchronize")}
+    for name in _SYNC_METHODS:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _name=name, _original=original, **kwargs):
+            calls[_name] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+
+    def sync(*args, **kwargs):
+        calls["cuda.synchronize"] += 1
+
+    monkeypatch.setattr(torch.cuda, "synchronize", sync)
+    return calls
+
+
+@pytest.mark.parametrize("method", [*METHODS, "emp-supervised"])
+def test_update_makes_no_host_synchronising_call(method: str, monkeypatch) -> None:
+    objective = "supervised" if method == "emp-supervised" else "contrastive"
+    name = "emp" if method == "emp-supervised" else method
+    pruner = make(name, 0.0 if name == "full" else 0.5, n=400, epochs=4, objective=objective)
+    run_epoch(pruner, 0, batch=64, stats=lambda idx, e: (*fake_stats(idx, e), fake_stats(idx, e)[1] + 1))
+    pruner.set_epoch(1)  # infobatch: an epoch with up-weighted samples
+    if name == "infobatch":
+        assert pruner._upweight is not None and bool(pruner._upweight.any())
+    order = pruner.sampler().indices()
+    batches = [(chunk, *fake_stats(chunk, 1)) for chunk in order.split(64)]
+    calls = _count_syncs(monkeypatch)
+    weights = [pruner.update(idx, loss=loss, align=align, entropy=(align + 1) / 2) for idx, loss, align in batches]
+    assert calls == dict.fromkeys(calls, 0)
+    pruner.flush()  # the counters do see synchronising calls: flush() makes them, once per epoch
+    assert sum(calls.values()) > 0
+    monkeypatch.undo()
+    scale = 1 / (1 - 0.5)
+    for (idx, _, _), w in zip(batches, weights, strict=True):
+        expected = torch.ones(idx.numel()) if pruner._upweight is None else torch.where(pruner._upweight[idx], scale, 1.0)
+        torch.testing.assert_close(w, expected)
+
+
+def _stream(pruner: DynamicPruner, epoch: int) -> list[torch.Tensor]:
+    """The epoch's batches with padding-style repeats and a short last batch."""
+    order = pruner.sampler().indices()
+    order = torch.cat([order, order[:5]])  # DistributedSampler-style repeats of early samples
+    return list(order.split(13))
+
+
+@pytest.mark.parametrize("method", ["emp", "emp-easy", "infobatch", "ucb", "random-dynamic"])
+def test_buffered_updates_equal_step_by_step_updates(method: str) -> None:
+    kw = {"objective": "supervised"} if method == "emp-easy" else {}
+    buffered, stepwise = (make(method, 0.6, n=120, epochs=5, seed=6, **kw) for _ in range(2))
+    for epoch in range(5):
+        for pruner in (buffered, stepwise):
+            pruner.set_epoch(epoch)
+        for i, chunk in enumerate(_stream(buffered, epoch)):
+            loss, align = fake_stats(chunk, epoch)
+            signals = {"align": align, "entropy": (align + 1) * 1.5}
+            if i % 3 == 2:  # some steps without the signals the method does not need
+                need = buffered.required_signal
+                signals = {} if need is None else {need: signals[need]}
+            w_buf = buffered.update(chunk, loss=loss, **signals)
+            w_step = stepwise.update(chunk, loss=loss, **signals)
+            stepwise.flush()  # the reference: every step folded in at once, as before buffering
+            torch.testing.assert_close(w_buf, w_step, rtol=0, atol=0)
+            if epoch == 2 and i == 3:  # a mid-epoch checkpoint flushes part of the epoch
+                buffered.state_dict()
+        assert torch.equal(buffered.kept_indices(), stepwise.kept_indices())
+    a, b = buffered.state_dict(), stepwise.state_dict()
+    assert a.keys() == b.keys()
+    for name, column in b["table"].items():
+        torch.testing.assert_close(a["table"][name], column, rtol=0, atol=0, equal_nan=True)
+    for key, value in b.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(a[key], value), key
+        elif key != "table":
+            assert a[key] == value, key
+    assert buffered.stats() == stepwise.stats()
+
+
+def test_buffer_does_not_keep_a_larger_base_tensor_alive() -> None:
+    pruner = make("emp", 0.0, n=8, epochs=1)
+    pruner.set_epoch(0)
+    logits = torch.rand(8, 1000)
+    pruner.update(torch.arange(8), loss=logits[:, 0], align=logits[:, 1] - 0.5)
+    step = pruner._pending[0]
+    assert step.loss.untyped_storage().nbytes() == 8 * 4 and step.align.untyped_storage().nbytes() == 8 * 4
+    pruner.flush()
+    assert pruner.table.loss.tolist() == pytest.approx(logits[:, 0].tolist())
+
+
+def test_readers_flush_single_process() -> None:
+    pruner = make("emp", 0.5, n=20, epochs=2)
+    pruner.set_epoch(0)
+    kept = pruner.kept_indices()
+    pruner.update(kept, *fake_stats(kept, 0))
+    assert pruner.stats()["sample_visits"] == 10  # stats() folded the buffer in
+    pruner.update(kept, *fake_stats(kept, 0))  # repeats within the epoch: no new visits
+    assert int(pruner.table.count.sum()) == 10 and pruner._pending == []
+
+
+# --------------------------------------------------------------------------- state versions
+def test_version_1_state_loads_with_fresh_new_columns() -> None:
+    reference = make("emp", 0.6, n=90, epochs=6, seed=2)
+    for epoch in range(3):
+        run_epoch(reference, epoch)
+    state = reference.state_dict()
+    assert state["version"] == 2 and state["config"]["objective"] == "contrastive"
+    v1 = {**state, "version": 1, "config": {k: v for k, v in state["config"].items() if k != "objective"}}
+    v1["table"] = {k: state["table"][k] for k in ("loss", "align", "last_epoch", "count", "loss_mean", "loss_m2")}
+    resumed = make("emp", 0.6, n=90, epochs=6, seed=2)
+    run_epoch(resumed, 0)  # stale values must not survive the load
+    resumed.load_state_dict(v1)
+    assert resumed.table.entropy.isnan().all() and resumed.table.loss_last.isnan().all()
+    for epoch in range(3, 6):  # the contrastive score never reads the new columns
+        assert torch.equal(run_epoch(resumed, epoch), run_epoch(reference, epoch))
+    with pytest.raises(ConfigError, match="objective"):
+        make("emp", 0.6, n=90, epochs=6, seed=2, objective="supervised").load_state_dict(v1)
+
+
+# --------------------------------------------------------------------------- one parameter table
+def test_validate_params_is_the_pruner_validation() -> None:
+    assert set(METHOD_PARAMS) == set(METHODS)
+    assert METHOD_PARAMS["emp-easy"] == METHOD_PARAMS["emp"] and "alpha" not in METHOD_PARAMS["infobatch"]
+    assert all(set(p.methods) <= set(METHODS) for p in PARAMS.values())
+    resolved = validate_params("emp", 0.7, {"beta": 2})
+    assert resolved == {**{n: PARAMS[n].default for n in METHOD_PARAMS["emp"]}, "beta": 2.0}
+    assert make("emp", 0.7, beta=2).params == resolved
+    for method, rate, params, needle in [
+        ("emp", 0.7, {"beta": -1}, "beta must be >= 0"),
+        ("ucb", 0.7, {"beta": 1}, "unknown parameter 'beta'"),
+        ("emp", 0.99, {}, "pruning_rate must be in"),
+        ("full", 0.5, {}, "must be 0"),
+        ("nope", 0.5, {}, "unknown pruning method 'nope'"),
+    ]:
+        with pytest.raises(ConfigError, match=needle):
+            validate_params(method, rate, params)
+        with pytest.raises(ConfigError, match=needle):
+            make(method, rate, **params)
+
+
+@pytest.mark.parametrize(("pruning", "needle"), [
+    ({"method": "emp", "rate": 0.5, "params": {"beta": -1}}, "pruning.params.beta must be >= 0, got -1"),
+    ({"method": "emp", "rate": 0.5, "params": {"ucb_c": 1}}, "pruning.params: unknown parameter 'ucb_c'"),
+    ({"method": "emp", "rate": 1.2}, "pruning.rate must be in [0, 0.95], got 1.2"),
+    ({"method": "magic"}, "unknown pruning method 'magic'"),
+    ({"method": "full", "rate": 0.3}, "pruning.rate must be 0"),
+])
+def test_config_validates_pruning_params_at_load_time(pruning: dict, needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        finalize(config_from_dict({"pruning": pruning}))
+    assert needle in str(info.value) and "\n" not in str(info.value)
+    finalize(config_from_dict({"pruning": {"method": "emp-easy", "rate": 0.9, "params": {"epsilon": 0.1}}}))

@@ -1,4 +1,4 @@
-"""Two-process (torchrun, gloo, CPU) run of the pruner against a one-process run (EMP_SSL.md (the method spec; summary in README "Method"))."""
+"""Two-process (torchrun, gloo, CPU) run of the pruner against a one-process run (EMP_SSL.md, the method spec)."""
 
 from __future__ import annotations
 
@@ -43,6 +43,14 @@ def test_two_ranks_match_each_other_and_a_single_process(tmp_path: Path) -> None
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+
+    # state_dict() refuses unflushed updates under torch.distributed instead of gathering.
+    assert all("flush()" in ranks[r]["refused"] for r in range(2))
+    # The epoch gather orders rows step-major, then rank, also with uneven step counts and sizes.
+    rows = torch.cat([script.uneven_rows(r)[1] for r in range(2)])
+    expected = sorted(rows.tolist(), key=lambda row: (row[1], row[0], row[2]))
+    for r in range(2):
+        assert ranks[r]["gathered"].tolist() == expected
 
     # Both ranks end with the same table and the same accounting.
     for name, column in ranks[0]["state"]["table"].items():

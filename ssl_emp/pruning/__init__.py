@@ -1,12 +1,17 @@
-"""Dynamic data pruning for contrastive pretraining: EMP and its baselines.
+"""Dynamic data pruning for contrastive (and supervised) training: EMP and its baselines.
 
 EMP (Xiao et al., arXiv 2408.16031), random / ε-greedy / UCB dynamic pruning (Raju et al.,
-arXiv 2111.12621) and InfoBatch (Qin et al., arXiv 2303.04947); definitions in EMP_SSL.md (the method spec; summary in README "Method").
+arXiv 2111.12621) and InfoBatch (Qin et al., arXiv 2303.04947); definitions in EMP_SSL.md, the
+method spec.
 """
 
-from ssl_emp.pruning.methods import METHODS
+from ssl_emp.pruning.methods import METHODS, OBJECTIVES
+from ssl_emp.pruning.params import METHOD_PARAMS, PARAMS, validate_params
 from ssl_emp.pruning.pruner import DynamicPruner
 from ssl_emp.pruning.sampler import PrunedSampler
-from ssl_emp.pruning.score import emp_score, memory_strength
+from ssl_emp.pruning.score import emp_score, memory_strength, supervised_score
 
-__all__ = ["METHODS", "DynamicPruner", "PrunedSampler", "emp_score", "memory_strength"]
+__all__ = [
+    "METHODS", "METHOD_PARAMS", "OBJECTIVES", "PARAMS", "DynamicPruner", "PrunedSampler",
+    "emp_score", "memory_strength", "supervised_score", "validate_params",
+]

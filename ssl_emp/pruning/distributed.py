@@ -1,7 +1,8 @@
 """torch.distributed helpers: rank info, the all-gather of per-sample statistics, sharding.
 
-Every rank keeps an identical copy of the state table (EMP_SSL.md (the method spec; summary in README "Method"), "Distributed
-training"), so each step's (index, loss, align) from all ranks is gathered and applied everywhere.
+Every rank keeps an identical copy of the state table (EMP_SSL.md, the method spec, "Distributed
+training"), so every step's (index, loss, align, entropy) from all ranks is gathered and applied
+everywhere; the pruner gathers a whole epoch's steps at once, in the order per-step gathers give.
 Dynamic data pruning after Raju et al. (arXiv 2111.12621) and EMP (arXiv 2408.16031).
 """
 
@@ -28,29 +29,44 @@ def _comm_device() -> torch.device:
     return torch.device("cpu")
 
 
-def all_gather_batch(idx: Tensor, loss: Tensor, align: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Concatenate every rank's (idx, loss, align) in rank order (CPU int64/float64 in and out).
+def _gather(t: Tensor, device: torch.device) -> Tensor:
+    """all_gather of a same-shaped tensor from every rank, stacked in rank order, on the CPU."""
+    t = t.to(device)
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t)
+    return torch.stack(parts).cpu()
 
-    Batches may differ in size across ranks (the last batch), so each rank pads to the largest
-    size and a validity mask built from the gathered sizes drops the padding rows.
+
+def all_gather_epoch(step_sizes: Tensor, rows: Tensor) -> Tensor:
+    """Every rank's buffered rows, ordered step-major then rank (float64 CPU in and out).
+
+    ``rows`` [T, C] holds this rank's rows step after step; ``step_sizes`` [S] how many rows each
+    of its S steps contributed. The result is what gathering after every step in rank order and
+    concatenating would give (step 0 of rank 0, step 0 of rank 1, ..., step 1 of rank 0, ...),
+    also when ranks took different numbers of steps or a last batch was shorter.
     """
     world = dist.get_world_size()
     device = _comm_device()
-    size = torch.tensor([idx.numel()], dtype=torch.int64, device=device)
-    sizes = [torch.empty_like(size) for _ in range(world)]
-    dist.all_gather(sizes, size)
-    sizes_t = torch.cat(sizes).cpu()
-    width = int(sizes_t.max())
-    # One float64 message instead of three: indices < 2**53 are exact in float64.
-    packed = torch.zeros((width, 3), dtype=torch.float64)
-    packed[: idx.numel()] = torch.stack([idx.to(torch.float64), loss, align], dim=1)
-    packed = packed.to(device)
-    parts = [torch.empty_like(packed) for _ in range(world)]
-    dist.all_gather(parts, packed)
-    rows = torch.stack(parts).cpu()  # [world, width, 3]
-    valid = torch.arange(width).unsqueeze(0) < sizes_t.unsqueeze(1)
-    real = rows[valid]
-    return real[:, 0].to(torch.int64), real[:, 1].contiguous(), real[:, 2].contiguous()
+    steps = _gather(torch.tensor([step_sizes.numel()], dtype=torch.int64), device).flatten()
+    if int(steps.max()) == 0:  # same answer on every rank: all skip the remaining collectives
+        return rows[:0]
+    padded_sizes = torch.zeros(int(steps.max()), dtype=torch.int64)
+    padded_sizes[: step_sizes.numel()] = step_sizes
+    sizes = _gather(padded_sizes, device)  # [world, max steps]
+    totals = sizes.sum(dim=1)
+    width = int(totals.max())
+    if width == 0:
+        return rows[:0]
+    packed = torch.zeros((width, rows.shape[1]), dtype=torch.float64)
+    packed[: rows.shape[0]] = rows
+    gathered = _gather(packed, device)  # [world, width, C]
+    valid = torch.arange(width).unsqueeze(0) < totals.unsqueeze(1)
+    real = gathered[valid]  # rank-major
+    step_of_row = torch.cat([torch.repeat_interleave(torch.arange(sizes.shape[1]), sizes[r]) for r in range(world)])
+    rank_of_row = torch.repeat_interleave(torch.arange(world), totals)
+    # Stable: rows of one (step, rank) keep their batch order.
+    order = torch.sort(step_of_row * world + rank_of_row, stable=True).indices
+    return real[order]
 
 
 def shard(order: Tensor, rank: int, world_size: int) -> Tensor:

@@ -1,10 +1,16 @@
 """Selection rules: method name -> function choosing an epoch's kept set.
 
-Baselines and EMP as defined in EMP_SSL.md (the method spec; summary in README "Method"):
+Baselines and EMP as defined in EMP_SSL.md, the method spec:
 - uniform random dynamic pruning, ε-greedy and UCB from Raju et al., "Accelerating Deep Learning
   with Dynamic Data Pruning" (arXiv 2111.12621);
 - InfoBatch from Qin et al., ICLR 2024 (arXiv 2303.04947);
-- EMP from Xiao et al., "EMP: Enhance Memory in Data Pruning" (arXiv 2408.16031).
+- ``emp``: EMP from Xiao et al., "EMP: Enhance Memory in Data Pruning" (arXiv 2408.16031); under
+  the contrastive objective loss + memory deficit (both mean-normalised), under the supervised
+  objective the paper's loss + β·entropy;
+- ``emp-easy``: the reverse-ranking ablation of ``emp``. Same score and unseen-first sweep, then
+  the (1 − ε)·K LOWEST scores plus ε·K uniform from the rest: the most typical images first, the
+  rule the "keep easy examples at high pruning rates" line argues for (Sorscher et al., NeurIPS
+  2022; SAS, Joshi & Mirzasoleiman, ICML 2023; CCS, Zheng et al., ICLR 2023).
 
 Every rule is a pure function of (table, epoch, seed, params): all randomness comes from the
 generator in the context, seeded from (seed, epoch), so every rank and every resumed run picks
@@ -22,33 +28,11 @@ from fractions import Fraction
 import torch
 from torch import Tensor
 
-from ssl_emp.pruning.score import emp_score, memory_strength
+from ssl_emp.pruning.score import emp_score, memory_strength, supervised_score
 from ssl_emp.pruning.state import SampleTable
 
-#: Defaults from EMP_SSL.md (the method spec; summary in README "Method").
-DEFAULTS: dict[str, float] = {
-    "alpha": 0.5,
-    "gamma": 0.5,
-    "rho": 0.9,
-    "beta": 1.0,
-    "epsilon": 0.2,
-    "ucb_c": 1.0,
-    "infobatch_prune_prob": 0.5,
-    "infobatch_delta": 0.875,
-}
-
-# The table (loss/align EMAs) and the memory diagnostics exist for every method, so their rates
-# are accepted everywhere; InfoBatch scores by the latest loss (alpha fixed to 1), so no alpha.
-_TABLE = ("alpha", "gamma", "rho")
-METHOD_PARAMS: dict[str, tuple[str, ...]] = {
-    "full": _TABLE,
-    "random-static": _TABLE,
-    "random-dynamic": _TABLE,
-    "eps-greedy": (*_TABLE, "epsilon"),
-    "ucb": (*_TABLE, "ucb_c"),
-    "infobatch": ("gamma", "rho", "infobatch_prune_prob", "infobatch_delta"),
-    "emp": (*_TABLE, "beta", "epsilon"),
-}
+#: What the per-sample signals come from: SSL (loss, align) or classification (loss, entropy).
+OBJECTIVES: tuple[str, ...] = ("contrastive", "supervised")
 
 
 @dataclass(frozen=True)
@@ -62,6 +46,7 @@ class SelectionContext:
     params: dict[str, float]
     seed: int
     generator: torch.Generator  # seeded from (seed, epoch)
+    objective: str = "contrastive"
 
 
 @dataclass(frozen=True)
@@ -128,21 +113,32 @@ def select_random_dynamic(ctx: SelectionContext) -> Selection:
     return Selection(_sorted(perm[: ctx.budget]))
 
 
-def _emp(ctx: SelectionContext, beta: float) -> Selection:
+def emp_scores(ctx: SelectionContext, beta: float) -> tuple[Tensor, Tensor]:
+    """(EMP score, seen mask) under the context's objective; unseen samples score +inf."""
     t = ctx.table
     seen = t.seen()
+    if ctx.objective == "supervised":
+        return supervised_score(t.loss, t.entropy, seen, beta), seen
     memory = memory_strength(t.align, t.last_epoch, t.count, ctx.epoch, ctx.params["rho"])
-    score = emp_score(t.loss, memory, seen, beta)
-    return Selection(eps_greedy_pick(score, seen, ctx.budget, ctx.params["epsilon"], ctx.generator))
+    return emp_score(t.loss, memory, seen, beta), seen
 
 
 def select_emp(ctx: SelectionContext) -> Selection:
-    return _emp(ctx, ctx.params["beta"])
+    score, seen = emp_scores(ctx, ctx.params["beta"])
+    return Selection(eps_greedy_pick(score, seen, ctx.budget, ctx.params["epsilon"], ctx.generator))
+
+
+def select_emp_easy(ctx: SelectionContext) -> Selection:
+    score, seen = emp_scores(ctx, ctx.params["beta"])
+    # Negating the seen scores turns "highest first" into "lowest first"; unseen stay +inf, first.
+    easy = torch.where(seen, -score, score)
+    return Selection(eps_greedy_pick(easy, seen, ctx.budget, ctx.params["epsilon"], ctx.generator))
 
 
 def select_eps_greedy(ctx: SelectionContext) -> Selection:
     # Literally EMP with beta = 0, so the ablation is exact by construction.
-    return _emp(ctx, 0.0)
+    score, seen = emp_scores(ctx, 0.0)
+    return Selection(eps_greedy_pick(score, seen, ctx.budget, ctx.params["epsilon"], ctx.generator))
 
 
 def select_ucb(ctx: SelectionContext) -> Selection:
@@ -154,8 +150,12 @@ def select_ucb(ctx: SelectionContext) -> Selection:
 
 
 def infobatch_full_from(epochs: int, delta: float) -> int:
-    """First epoch of InfoBatch's full-data annealing phase: ceil(δ·E)."""
-    return math.ceil(exact_fraction(delta) * epochs)
+    """First (0-based) epoch of InfoBatch's full-data annealing phase: floor(δ·E).
+
+    The official code anneals once its 1-based iteration counter exceeds δ·E; with 0-based epochs
+    that is epoch floor(δ·E) (E = 10, δ = 0.875: epochs 8 and 9 use all data).
+    """
+    return math.floor(exact_fraction(delta) * epochs)
 
 
 def select_infobatch(ctx: SelectionContext) -> Selection:
@@ -180,6 +180,7 @@ RULES: dict[str, Rule] = {
     "ucb": select_ucb,
     "infobatch": select_infobatch,
     "emp": select_emp,
+    "emp-easy": select_emp_easy,
 }
 
 METHODS: tuple[str, ...] = tuple(RULES)

@@ -1,9 +1,13 @@
-"""DynamicPruner: per-epoch sample selection for contrastive pretraining.
+"""DynamicPruner: per-epoch sample selection for contrastive (and supervised) training.
 
-Implements EMP_SSL.md (the method spec; summary in README "Method"): EMP (Xiao et al., "EMP: Enhance Memory in Data Pruning",
+Implements EMP_SSL.md, the method spec: EMP (Xiao et al., "EMP: Enhance Memory in Data Pruning",
 arXiv 2408.16031), the dynamic pruning baselines of Raju et al. (arXiv 2111.12621) and InfoBatch
 (Qin et al., ICLR 2024, arXiv 2303.04947), with exact budgets, seeded selection, checkpointable
 state and identical state on every rank under torch.distributed.
+
+``update()`` never synchronises with the device: it buffers each step's tensors where they live
+and returns the loss weights computed on the training device. ``flush()`` validates the buffer,
+all-gathers it under torch.distributed and folds it into the table, once per epoch.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import numbers
 import os
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,36 +27,17 @@ import torch
 from torch import Tensor
 
 from ssl_emp.errors import ConfigError
-from ssl_emp.pruning.distributed import all_gather_batch, world_info
-from ssl_emp.pruning.methods import (
-    DEFAULTS,
-    METHOD_PARAMS,
-    METHODS,
-    RULES,
-    SelectionContext,
-    exact_fraction,
-    make_generator,
-)
+from ssl_emp.pruning.diagnostics import table_diagnostics
+from ssl_emp.pruning.distributed import all_gather_epoch, world_info
+from ssl_emp.pruning.methods import OBJECTIVES, RULES, SelectionContext, exact_fraction, make_generator
+from ssl_emp.pruning.params import validate_params
 from ssl_emp.pruning.sampler import PrunedSampler
 from ssl_emp.pruning.score import memory_strength
-from ssl_emp.pruning.state import SampleTable
+from ssl_emp.pruning.state import SIGNALS, SampleTable
 
-MAX_PRUNING_RATE = 0.95
-_STATE_VERSION = 1
-_HIST_BINS = 32  # count_histogram never has more entries than this
+_STATE_VERSION = 2  # 2: entropy and raw-observation columns, objective in the config
 _ALIGN_SLACK = 1e-3  # cosine similarities may overshoot ±1 by rounding; more is a caller bug
-
-# name -> (predicate, human-readable range) for the keyword parameters.
-_RANGES: dict[str, tuple[Any, str]] = {
-    "alpha": (lambda x: 0 < x <= 1, "in (0, 1]"),
-    "gamma": (lambda x: 0 < x <= 1, "in (0, 1]"),
-    "rho": (lambda x: 0 < x <= 1, "in (0, 1]"),
-    "beta": (lambda x: x >= 0, ">= 0"),
-    "epsilon": (lambda x: 0 <= x <= 1, "in [0, 1]"),
-    "ucb_c": (lambda x: x >= 0, ">= 0"),
-    "infobatch_prune_prob": (lambda x: 0 <= x < 1, "in [0, 1)"),
-    "infobatch_delta": (lambda x: 0 <= x <= 1, "in [0, 1]"),
-}
+_ENTROPY_SLACK = 1e-3  # -Σ p log p may dip below 0 by rounding
 
 
 def _integer(name: str, value: object, low: int | None = None, high: int | None = None) -> int:
@@ -64,22 +50,60 @@ def _integer(name: str, value: object, low: int | None = None, high: int | None 
     return out
 
 
-def _real(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
+@dataclass(frozen=True)
+class _Step:
+    """One update() call, kept as given (idx on the CPU, signals on the training device)."""
+
+    idx: Tensor
+    loss: Tensor
+    align: Tensor | None
+    entropy: Tensor | None
 
 
-def _finite_mean(values: Tensor) -> float | None:
-    values = values[values.isfinite()]
-    return float(values.mean()) if values.numel() else None
+def _keep(t: Tensor) -> Tensor:
+    """``t`` detached; copied (on its device, no sync) when it is a view into a larger buffer,
+    so the buffer does not keep e.g. a whole logits matrix alive until flush()."""
+    t = t.detach()
+    return t.clone() if t.untyped_storage().nbytes() > t.numel() * t.element_size() else t
+
+
+def _to_host(parts: list[Tensor], dtype: torch.dtype) -> Tensor:
+    """Concatenate where the parts live, then one device->host copy (not one per step)."""
+    if any(p.device != parts[0].device for p in parts):
+        parts = [p.to("cpu") for p in parts]
+    return torch.cat(parts).to("cpu", dtype)
+
+
+def _collect(steps: list[_Step]) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor], Tensor]:
+    """The buffer on the CPU: int64 idx, float64 signals (NaN where not given), bool masks of the
+    rows that gave each optional signal, and the int64 per-step sizes."""
+    sizes = torch.tensor([s.idx.numel() for s in steps], dtype=torch.int64)
+    total = int(sizes.sum())
+    if not steps:
+        idx = torch.zeros(0, dtype=torch.int64)
+        signals = {"loss": torch.zeros(0, dtype=torch.float64)}
+    else:
+        idx = _to_host([s.idx for s in steps], torch.int64)
+        signals = {"loss": _to_host([s.loss for s in steps], torch.float64)}
+    given = {}
+    for name in SIGNALS[1:]:
+        parts = [getattr(s, name) for s in steps]
+        given[name] = torch.repeat_interleave(torch.tensor([p is not None for p in parts], dtype=torch.bool), sizes)
+        if all(p is None for p in parts):
+            signals[name] = torch.full((total,), float("nan"), dtype=torch.float64)
+        else:
+            filled = [p if p is not None else torch.full_like(s.loss, float("nan")) for p, s in zip(parts, steps, strict=True)]
+            signals[name] = _to_host(filled, torch.float64)
+    return idx, signals, given, sizes
 
 
 class DynamicPruner:
     """Chooses each epoch's training subset and tracks the per-sample statistics behind it.
 
-    Call ``set_epoch(t)`` before each epoch, iterate a DataLoader built on ``sampler()``, and
-    pass each batch's per-sample ``loss``/``align`` to ``update``, which returns the loss weights.
+    Call ``set_epoch(t)`` before each epoch, iterate a DataLoader built on ``sampler()``, pass
+    each batch's per-sample ``loss`` and ``align`` (contrastive) or ``entropy`` (supervised) to
+    ``update``, which returns the loss weights, and call ``flush()`` at the end of the epoch
+    (required on every rank under torch.distributed; single-process every reader flushes).
     """
 
     def __init__(
@@ -90,49 +114,46 @@ class DynamicPruner:
         pruning_rate: float = 0.0,
         epochs: int,
         seed: int = 0,
+        objective: str = "contrastive",
         **params: float,
     ) -> None:
         self.num_samples = _integer("num_samples", num_samples, low=1)
-        if method not in RULES:
-            raise ConfigError(f"unknown pruning method {method!r} (choose from {', '.join(METHODS)})")
+        self.params = validate_params(method, pruning_rate, params)
         self.method = method
-        rate = _real("pruning_rate", pruning_rate)
-        if not 0 <= rate <= MAX_PRUNING_RATE:
-            raise ConfigError(f"pruning_rate must be in [0, {MAX_PRUNING_RATE}], got {rate}")
-        if method == "full" and rate != 0:
-            raise ConfigError(f"method 'full' trains on all data: pruning_rate must be 0, got {rate}")
-        self.pruning_rate = rate
+        self.pruning_rate = float(pruning_rate)
+        if objective not in OBJECTIVES:
+            raise ConfigError(f"unknown objective {objective!r} (choose from {', '.join(OBJECTIVES)})")
+        self.objective = objective
         self.epochs = _integer("epochs", epochs, low=1)
         self.seed = _integer("seed", seed)
-        self.params = self._resolve_params(method, params)
         # InfoBatch scores by the most recent loss: an EMA with rate 1.
         self._alpha = 1.0 if method == "infobatch" else self.params["alpha"]
-        k = math.ceil((1 - exact_fraction(rate)) * self.num_samples)
+        k = math.ceil((1 - exact_fraction(self.pruning_rate)) * self.num_samples)
         self.budget: int | None = None if method == "infobatch" else k
-        self.table = SampleTable.empty(self.num_samples)
+        self._table = SampleTable.empty(self.num_samples)
         self._epoch = -1
         self._kept: Tensor | None = None
         self._upweight: Tensor | None = None
+        self._weight_cache: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+        self._pending: list[_Step] = []
         self._epoch_seen = torch.zeros(self.num_samples, dtype=torch.bool)
         self._visits = 0
         self._steps = 0
         self._visits_per_epoch: list[int] = []
         self._history: dict[int, np.ndarray] = {}  # epoch -> packed kept mask (N/8 bytes)
 
-    @staticmethod
-    def _resolve_params(method: str, params: dict[str, object]) -> dict[str, float]:
-        allowed = METHOD_PARAMS[method]
-        for name in params:
-            if name not in allowed:
-                raise ConfigError(f"unknown parameter {name!r} for method {method!r} (allowed: {', '.join(allowed)})")
-        resolved = {name: DEFAULTS[name] for name in allowed}
-        for name, value in params.items():
-            number = _real(name, value)
-            check, text = _RANGES[name]
-            if not check(number):
-                raise ConfigError(f"{name} must be {text}, got {number}")
-            resolved[name] = number
-        return resolved
+    @property
+    def table(self) -> SampleTable:
+        """The per-sample state (single-process: with every update flushed into it)."""
+        self._settle("table", strict=False)
+        return self._table
+
+    @property
+    def required_signal(self) -> str | None:
+        """The signal besides the loss that this method's score needs (None: the loss alone)."""
+        if self.method not in ("emp", "emp-easy"):
+            return None
+        return "entropy" if self.objective == "supervised" else "align"
 
     # ------------------------------------------------------------------ epoch selection
     @property
@@ -151,14 +172,16 @@ class DynamicPruner:
             return
         if epoch < self._epoch:
             raise ConfigError(f"epochs must not go backwards: got epoch {epoch} after {self._epoch}")
+        self._settle("set_epoch")
         ctx = SelectionContext(
-            table=self.table,
+            table=self._table,
             epoch=epoch,
             epochs=self.epochs,
             budget=self.budget if self.budget is not None else self.num_samples,
             params=self.params,
             seed=self.seed,
             generator=make_generator(self.seed, epoch, "select"),
+            objective=self.objective,
         )
         selection = RULES[self.method](ctx)
         self._install(epoch, selection.kept, selection.upweight)
@@ -169,6 +192,7 @@ class DynamicPruner:
         self._epoch = epoch
         self._kept = kept
         self._upweight = upweight
+        self._weight_cache = {}
         mask = torch.zeros(self.num_samples, dtype=torch.bool)
         mask[kept] = True
         self._history[epoch] = np.packbits(mask.numpy())
@@ -203,94 +227,128 @@ class DynamicPruner:
         return PrunedSampler(self, rank=rank, world_size=world_size)
 
     # ------------------------------------------------------------------ per-step update
-    def update(self, idx: Tensor, loss: Tensor, align: Tensor | None = None) -> Tensor:
-        """Record a batch's per-sample statistics; returns loss weights shaped like ``loss``.
+    def update(
+        self, idx: Tensor, loss: Tensor, align: Tensor | None = None, entropy: Tensor | None = None
+    ) -> Tensor:
+        """Buffer a batch's per-sample statistics; returns loss weights shaped like ``loss``.
 
-        Weights are 1 except InfoBatch's kept low-loss samples (1 / (1 − p)). Each sample updates
-        the table at most once per epoch: later repeats in the same epoch (DistributedSampler
-        padding) are ignored for the table and for visits. Under torch.distributed every rank
-        must call this once per step; the batch is all-gathered so all tables stay identical.
+        No host synchronisation: the tensors are kept by reference (do not modify them in place)
+        until ``flush()`` validates them and folds them into the table. Weights are 1 except
+        InfoBatch's kept low-loss samples (1 / (1 − p)), computed on ``loss``'s device. Each
+        sample updates the table at most once per epoch: later repeats in the same epoch
+        (DistributedSampler padding) are ignored for the table and for visits.
         """
         if self._epoch < 0:
             raise ConfigError("no epoch selected yet: call set_epoch(epoch) before update()")
-        if align is None and self.method == "emp":
-            raise ConfigError("method 'emp' needs the per-sample align tensor, got align=None")
-        idx_c, loss_c, align_c = self._checked_cpu(idx, loss, align)
-        weights = torch.ones_like(loss_c)
-        if self._upweight is not None:
-            scale = 1.0 / (1.0 - self.params["infobatch_prune_prob"])
-            weights = torch.where(self._upweight[idx_c], scale, 1.0).to(torch.float64)
-        _, world = world_info()
-        if world > 1:
-            idx_c, loss_c, align_c = all_gather_batch(idx_c, loss_c, align_c)
-        self._observe(idx_c, loss_c, align_c)
-        self._steps += 1
-        return weights.to(device=loss.device, dtype=loss.dtype, non_blocking=True)
-
-    def _checked_cpu(self, idx: Tensor, loss: Tensor, align: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-        """Validate the batch and return CPU (int64, float64, float64; NaN align = missing)."""
-        named = [("idx", idx), ("loss", loss)] + ([] if align is None else [("align", align)])
-        for name, t in named:
-            if not isinstance(t, Tensor):
-                raise ConfigError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-            if t.dim() != 1:
-                raise ConfigError(f"{name} must be 1-D (one value per sample), got shape {tuple(t.shape)}")
-            if t.shape != idx.shape:
-                raise ConfigError(f"{name} shape {tuple(t.shape)} does not match idx shape {tuple(idx.shape)}")
-        if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
-            raise ConfigError(f"idx must be an integer tensor, got dtype {idx.dtype}")
-        for name, t in named[1:]:
-            if not t.dtype.is_floating_point:
-                raise ConfigError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
-        # Overlap the device->host copies and synchronise once (non_blocking D2H needs a sync).
-        on_cuda = [t.device for _, t in named if t.device.type == "cuda"]
-        moved = [t.detach().to("cpu", non_blocking=bool(on_cuda)) for _, t in named]
-        if on_cuda:
-            torch.cuda.current_stream(on_cuda[0]).synchronize()
-        idx_c = moved[0].to(torch.int64)
-        loss_c = moved[1].to(torch.float64)
-        if idx_c.numel():
-            low, high = int(idx_c.min()), int(idx_c.max())
-            if low < 0 or high >= self.num_samples:
-                bad = low if low < 0 else high
-                raise ConfigError(f"index {bad} out of range [0, {self.num_samples})")
-        finite = loss_c.isfinite()
-        if not bool(finite.all()):
-            bad = int((~finite).nonzero()[0])
-            raise ConfigError(f"loss must be finite, got {float(loss_c[bad])} for index {int(idx_c[bad])}")
-        if align is None:
-            return idx_c, loss_c, torch.full_like(loss_c, float("nan"))
-        align_c = moved[2].to(torch.float64)
-        ok = align_c.isfinite() & (align_c.abs() <= 1 + _ALIGN_SLACK)
-        if not bool(ok.all()):
-            bad = int((~ok).nonzero()[0])
+        given = {"align": align, "entropy": entropy}
+        need = self.required_signal
+        if need is not None and given[need] is None:
             raise ConfigError(
-                f"align must be a finite similarity in [-1, 1], got {float(align_c[bad])} for index {int(idx_c[bad])}"
+                f"method {self.method!r} with objective {self.objective!r} needs the per-sample {need} tensor, "
+                f"got {need}=None"
             )
-        return idx_c, loss_c, align_c.clamp(-1.0, 1.0)
+        _check_batch(idx, loss, given)
+        optional = [None if t is None else _keep(t) for t in (align, entropy)]
+        self._pending.append(_Step(_keep(idx), _keep(loss), *optional))
+        self._steps += 1
+        return self._weights(idx, loss)
 
-    def _observe(self, idx: Tensor, loss: Tensor, align: Tensor) -> None:
+    def _weights(self, idx: Tensor, loss: Tensor) -> Tensor:
+        if self._upweight is None:
+            return torch.ones_like(loss)
+        key = (loss.device, loss.dtype)
+        table = self._weight_cache.get(key)
+        if table is None:  # once per epoch and device: the upweight mask as loss weights
+            host = torch.ones(self.num_samples, dtype=loss.dtype)
+            host[self._upweight] = 1.0 / (1.0 - self.params["infobatch_prune_prob"])
+            if loss.device.type == "cuda":
+                host = host.pin_memory()  # a pageable copy would synchronise the stream
+            table = self._weight_cache[key] = host.to(loss.device, non_blocking=True)
+        # Clamped so a bad index cannot trip a device-side assert; flush() reports it.
+        pos = idx.to(loss.device, non_blocking=True).clamp(0, self.num_samples - 1)
+        return table[pos]
+
+    def flush(self) -> None:
+        """Validate the buffered updates, all-gather them under torch.distributed, apply them.
+
+        Observations are applied step-major then rank-major, the order of a per-step all-gather,
+        so the table equals the one immediate per-step updates give. Under torch.distributed
+        this is a collective: every rank calls it (the trainer, at the end of each epoch).
+        """
+        _, world = world_info()
+        if not self._pending and world == 1:
+            return
+        idx, signals, given, sizes = _collect(self._pending)
+        self._validate(idx, signals, given)
+        if world > 1:
+            rows = all_gather_epoch(sizes, torch.stack([idx.to(torch.float64), *signals.values()], dim=1))
+            idx = rows[:, 0].to(torch.int64)
+            signals = {name: rows[:, i + 1].contiguous() for i, name in enumerate(SIGNALS)}
+        self._pending = []
+        self._observe(idx, signals)
+
+    def _settle(self, what: str, strict: bool = True) -> None:
+        """Flush single-process; under torch.distributed (a collective) refuse or skip."""
+        if not self._pending:
+            return
+        if world_info()[1] == 1:
+            self.flush()
+        elif strict:
+            raise ConfigError(
+                f"{what}(): {len(self._pending)} update(s) not flushed under torch.distributed; "
+                "call pruner.flush() on every rank first (e.g. at the end of each epoch)"
+            )
+
+    def _validate(self, idx: Tensor, signals: dict[str, Tensor], given: dict[str, Tensor]) -> None:
+        """Check the values (ConfigError naming the first bad one) and clamp rounding overshoot."""
         if idx.numel() == 0:
             return
-        # First occurrence of each index in this batch, vectorised (no Python loop).
+        low, high = int(idx.min()), int(idx.max())
+        if low < 0 or high >= self.num_samples:
+            raise ConfigError(f"index {low if low < 0 else high} out of range [0, {self.num_samples})")
+        loss, align, entropy = signals["loss"], signals["align"], signals["entropy"]
+        checks = [
+            ("loss must be finite", loss, loss.isfinite()),
+            ("align must be a finite similarity in [-1, 1]", align,
+             ~given["align"] | (align.isfinite() & (align.abs() <= 1 + _ALIGN_SLACK))),
+            ("entropy must be finite and >= 0", entropy,
+             ~given["entropy"] | (entropy.isfinite() & (entropy >= -_ENTROPY_SLACK))),
+        ]
+        for text, values, ok in checks:
+            if not bool(ok.all()):
+                bad = int((~ok).nonzero()[0])
+                raise ConfigError(f"{text}, got {float(values[bad])} for index {int(idx[bad])}")
+        signals["align"] = align.clamp(-1.0, 1.0)
+        signals["entropy"] = entropy.clamp_min(0.0)
+
+    def _observe(self, idx: Tensor, signals: dict[str, Tensor]) -> None:
+        if idx.numel() == 0:
+            return
+        # First occurrence of each index in the epoch's stream, vectorised (no Python loop).
         uniq, inverse = torch.unique(idx, return_inverse=True)
         positions = torch.arange(idx.numel())
         first = torch.full((uniq.numel(),), idx.numel(), dtype=torch.int64)
         first.scatter_reduce_(0, inverse, positions, reduce="amin")
         fresh = ~self._epoch_seen[uniq]
         rows, samples = first[fresh], uniq[fresh]
-        self.table.observe(samples, loss[rows], align[rows], self._epoch, self._alpha, self.params["gamma"])
+        picked = {name: values[rows] for name, values in signals.items()}
+        self._table.observe(samples, picked, self._epoch, self._alpha, self.params["gamma"])
         self._epoch_seen[samples] = True
         self._visits += samples.numel()
         self._visits_per_epoch[self._epoch] += samples.numel()
 
     # ------------------------------------------------------------------ reporting
     def stats(self) -> dict[str, Any]:
-        """Budget accounting (EMP_SSL.md): visits, steps and achieved pruning rates."""
+        """Budget accounting (EMP_SSL.md): visits, steps and achieved pruning rates.
+
+        Under torch.distributed, visits count the updates flushed so far (steps are always current).
+        """
+        self._settle("stats", strict=False)
         done = self._epoch + 1
         n = self.num_samples
         return {
             "method": self.method,
+            "objective": self.objective,
             "target_rate": self.pruning_rate,
             "budget": self.budget,
             "achieved_rate": 1 - self._visits / (n * done) if done else None,
@@ -305,53 +363,31 @@ class DynamicPruner:
 
     def memory(self) -> Tensor:
         """Memory strength of every sample as the next epoch's selection will see it."""
-        t = self.table
+        self._settle("memory")
+        t = self._table
         return memory_strength(t.align, t.last_epoch, t.count, self._epoch + 1, self.params["rho"])
 
     def epoch_diagnostics(self) -> dict[str, Any]:
-        """LFL diagnostics for the current epoch; call after the epoch's updates."""
-        t = self.table
-        n = self.num_samples
-        count = t.count.to(torch.float64)
-        mean_count = float(count.mean())
-        kept_mask = torch.zeros(n, dtype=torch.bool)
-        if self._kept is not None:
-            kept_mask[self._kept] = True
-        width = max(1, math.ceil((int(t.count.max()) + 1) / _HIST_BINS))
-        histogram = torch.bincount(t.count // width)
+        """LFL diagnostics and signal repeatability for the current epoch (after its updates)."""
+        memory = self.memory()
         epoch_visits = self._visits_per_epoch[self._epoch] if self._epoch >= 0 else 0
         return {
             "epoch": self._epoch,
-            "keep_fraction": epoch_visits / n,
-            "selected_fraction": kept_mask.sum().item() / n,
+            "keep_fraction": epoch_visits / self.num_samples,
             "cumulative_visits": self._visits,
-            "count_mean": mean_count,
-            "count_cv": float(count.std(correction=0)) / mean_count if mean_count > 0 else None,
-            "never_trained_fraction": float((t.count == 0).to(torch.float64).mean()),
-            "count_histogram": histogram.tolist(),
-            "count_histogram_edges": [i * width for i in range(histogram.numel())],
-            "mean_memory": float(self.memory().mean()),
-            "kept_loss_mean": _finite_mean(t.loss[kept_mask]),
-            "pruned_loss_mean": _finite_mean(t.loss[~kept_mask]),
-            "kept_align_mean": _finite_mean(t.align[kept_mask]),
-            "pruned_align_mean": _finite_mean(t.align[~kept_mask]),
+            **table_diagnostics(self._table, self._kept, memory),
         }
 
     def export_table(self, path: str | os.PathLike[str], labels: Sequence[Any] | None = None) -> None:
-        """Write the table as CSV (index,count,loss,align,memory,last_epoch[,label]) atomically."""
+        """Write the table as CSV (index,count,loss,align,entropy,memory,last_epoch[,label]) atomically."""
         path = Path(path)
         if not path.parent.is_dir():
             raise ConfigError(f"directory for the table does not exist: {path.parent}")
-        t = self.table
-        columns = [
-            range(self.num_samples),
-            t.count.tolist(),
-            t.loss.tolist(),
-            t.align.tolist(),
-            self.memory().tolist(),
-            t.last_epoch.tolist(),
-        ]
-        header = ["index", "count", "loss", "align", "memory", "last_epoch"]
+        memory = self.memory()
+        t = self._table
+        header = ["index", "count", "loss", "align", "entropy", "memory", "last_epoch"]
+        columns = [range(self.num_samples), t.count.tolist(), t.loss.tolist(), t.align.tolist(),
+                   t.entropy.tolist(), memory.tolist(), t.last_epoch.tolist()]
         if labels is not None:
             label_list = labels.tolist() if hasattr(labels, "tolist") else list(labels)
             if len(label_list) != self.num_samples:
@@ -380,16 +416,18 @@ class DynamicPruner:
             "pruning_rate": self.pruning_rate,
             "epochs": self.epochs,
             "seed": self.seed,
+            "objective": self.objective,
             "params": dict(self.params),
         }
 
     def state_dict(self) -> dict[str, Any]:
         """Plain tensors/ints/floats/strs (loads with ``torch.load(weights_only=True)``)."""
+        self._settle("state_dict")
         empty_long = torch.zeros(0, dtype=torch.int64)
         return {
             "version": _STATE_VERSION,
             "config": self._config(),
-            "table": self.table.state_dict(),
+            "table": self._table.state_dict(),
             "epoch": self._epoch,
             "kept": empty_long if self._kept is None else self._kept.clone(),
             "has_upweight": int(self._upweight is not None),
@@ -401,15 +439,21 @@ class DynamicPruner:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a ``state_dict`` saved by a pruner with the same configuration."""
-        if not isinstance(state, dict) or state.get("version") != _STATE_VERSION:
-            got = state.get("version") if isinstance(state, dict) else type(state).__name__
-            raise ConfigError(f"not a DynamicPruner state_dict of version {_STATE_VERSION}: got {got!r}")
-        saved = state["config"]
+        """Restore a ``state_dict`` saved by a pruner with the same configuration (version 1 or 2).
+
+        Anything buffered by ``update()`` and not yet flushed is discarded.
+        """
+        version = state.get("version") if isinstance(state, dict) else None
+        if version not in (1, _STATE_VERSION):
+            got = version if isinstance(state, dict) else type(state).__name__
+            raise ConfigError(f"not a DynamicPruner state_dict of version 1 or {_STATE_VERSION}: got {got!r}")
+        # Version 1 predates the supervised objective: its runs were contrastive.
+        saved = {"objective": "contrastive", **state["config"]}
         for key, value in self._config().items():
             if saved.get(key) != value:
                 raise ConfigError(f"state_dict was saved with {key}={saved.get(key)!r}, this pruner has {value!r}")
-        self.table.load_state_dict(state["table"])
+        self._table.load_state_dict(state["table"], version)
+        self._pending = []
         self._epoch_seen = state["epoch_seen"].to(torch.bool).clone()
         self._visits = int(state["sample_visits"])
         self._steps = int(state["optimizer_steps"])
@@ -419,3 +463,20 @@ class DynamicPruner:
         if int(state["epoch"]) >= 0:
             upweight = state["upweight"].to(torch.bool).clone() if state["has_upweight"] else None
             self._install(int(state["epoch"]), state["kept"].to(torch.int64).clone(), upweight)
+
+
+def _check_batch(idx: Tensor, loss: Tensor, given: dict[str, Tensor | None]) -> None:
+    """Types, shapes and dtypes only: metadata, so checking costs no host synchronisation."""
+    named = [("idx", idx), ("loss", loss)] + [(name, t) for name, t in given.items() if t is not None]
+    for name, t in named:
+        if not isinstance(t, Tensor):
+            raise ConfigError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 1:
+            raise ConfigError(f"{name} must be 1-D (one value per sample), got shape {tuple(t.shape)}")
+        if t.shape != idx.shape:
+            raise ConfigError(f"{name} shape {tuple(t.shape)} does not match idx shape {tuple(idx.shape)}")
+    if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
+        raise ConfigError(f"idx must be an integer tensor, got dtype {idx.dtype}")
+    for name, t in named[1:]:
+        if not t.dtype.is_floating_point:
+            raise ConfigError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")

@@ -1,7 +1,8 @@
-"""Memory strength and the EMP selection score.
+"""Memory strength and the EMP selection scores (contrastive and supervised).
 
 EMP: "Enhance Memory in Data Pruning" (Xiao et al., arXiv 2408.16031). The formulas are the
-project's definition in EMP_SSL.md, the method spec ("Memory term", "EMP score and selection").
+project's definition in EMP_SSL.md, the method spec ("Memory term", "EMP score and selection",
+"Supervised EMP").
 """
 
 from __future__ import annotations
@@ -36,4 +37,13 @@ def emp_score(loss: Tensor, memory: Tensor, seen: Tensor, beta: float) -> Tensor
     loss_term = loss / loss[seen].mean().clamp_min(_TINY)
     memory_term = deficit / deficit[seen].mean().clamp_min(_TINY)
     score = loss_term + beta * memory_term
+    return torch.where(seen, score, torch.full_like(score, float("inf")))
+
+
+def supervised_score(loss: Tensor, entropy: Tensor, seen: Tensor, beta: float) -> Tensor:
+    """Supervised EMP: s_i = loss_i + beta · entropy_i (EMAs, raw sum in nats); +inf if unseen.
+
+    beta = 0 uses the loss alone, so a table without entropy (NaN) still ranks by loss.
+    """
+    score = loss if beta == 0 else loss + beta * entropy
     return torch.where(seen, score, torch.full_like(score, float("inf")))
