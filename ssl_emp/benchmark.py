@@ -27,7 +27,7 @@ from ssl_emp.config import Config, _merge, config_from_dict, finalize, load_conf
 from ssl_emp.errors import ConfigError, TrainingDiverged
 from ssl_emp.pruning import METHODS
 from ssl_emp.report import write_report
-from ssl_emp.results import atomic_write, count_histogram, load_rows, write_results
+from ssl_emp.results import DIAGNOSTIC_KEYS, atomic_write, count_histogram, load_rows, write_results
 
 TOP_KEYS = ("base", "pretrain", "overrides", "grid", "linear_probe")
 GRID_KEYS = ("methods", "rates", "seeds", "method_params", "method_rates")
@@ -302,12 +302,14 @@ def make_row(run: RunSpec, summary: dict[str, Any], linear: dict[str, Any] | Non
     """One result row: the ``COLUMNS`` plus a few extras kept in results.json only.
 
     The training-count histogram travels in the row so that the report survives the deletion of
-    the bulky per-run folders (checkpoints, tables).
+    the bulky per-run folders (checkpoints, tables). Keys a summary may lack (``test_top1``: supervised
+    runs only; the selection diagnostics) are None then.
     """
     return {
         "run_id": run.run_id, "method": run.method, "target_rate": run.target_rate,
         "achieved_rate": summary["achieved_rate"], "seed": run.seed, "knn_top1": summary["knn_top1"],
-        "linear_top1": linear["top1"] if linear else None, "wall_time_s": summary["wall_time_s"],
+        "linear_top1": linear["top1"] if linear else None, "test_top1": summary.get("test_top1"),
+        "wall_time_s": summary["wall_time_s"],
         "train_time_s": summary["train_time_s"], "optimizer_steps": summary["optimizer_steps"],
         "sample_visits": summary["images_seen"], "epochs": summary["epochs"], "num_samples": summary["num_samples"],
         "versions": _versions(summary.get("versions")), "machine": summary.get("machine", ""),
@@ -316,6 +318,7 @@ def make_row(run: RunSpec, summary: dict[str, Any], linear: dict[str, Any] | Non
         "eval_time_s": summary.get("eval_time_s"), "pruner_time_s": summary.get("pruner_time_s"),
         "device": summary.get("device"), "dataset": run.config.data.dataset, "algorithm": run.config.algorithm,
         "count_histogram": count_histogram(Path(run.config.output_dir) / "pruning_table.csv"),
+        **{k: summary.get(k) for k in DIAGNOSTIC_KEYS},
     }
 
 

@@ -4,91 +4,47 @@
 
 Cells are (method, target rate); means and sample standard deviations are over the seeds
 finished so far (one seed: the mean alone). InfoBatch has no target rate: it is its own cell.
+The numbers come from ``ssl_emp.report_stats``, the plots from ``ssl_emp.report_plots``.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
-import statistics
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ssl_emp.errors import ConfigError
-from ssl_emp.pruning import METHODS
-from ssl_emp.results import atomic_write, load_rows, run_counts
+from ssl_emp.report_plots import write_plots
+from ssl_emp.report_stats import (
+    HEADLINE_RATE,
+    METRIC_LABELS,
+    REFERENCE,
+    Cell,
+    Paired,
+    count_plot_rate,
+    count_stats,
+    dynamic_range,
+    find_cell,
+    group_cells,
+    paired,
+    pooled_counts,
+    primary_metric,
+    same_rate,
+    versus_reference,
+)
+from ssl_emp.results import REPEATABILITY_KEYS, atomic_write, load_rows
 
-ACC_PLOT = "accuracy_vs_rate.png"
-COUNT_PLOT = "train_counts_r{rate:g}.png"
-WALL_PLOT = "wall_time_vs_rate.png"
-HEADLINE_RATE = 0.7  # the rate the spec singles out (EMP's regime: r >= 0.7)
+__all__ = ["Cell", "group_cells", "main", "render_markdown", "write_report"]
+
+# The criterion of EMP_SSL.md "When a benchmark can tell methods apart", as this project's issue 10
+# sets it: a protocol can rank selection rules when full data beats random-dynamic at the highest
+# rate by at least MIN_RANGE_PP points of the primary metric, and the per-seed paired difference
+# (method − random-dynamic) has a standard error of at most MAX_PAIRED_SE_PP points.
+MIN_RANGE_PP = 5.0
+MAX_PAIRED_SE_PP = 0.3
 _TOL = 1e-9
-
-
-@dataclass
-class Cell:
-    """All finished runs of one (method, target rate), plus how many seeds were planned."""
-
-    method: str
-    target_rate: float | None
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    planned: int | None = None  # from DIR/benchmark.json, when present
-
-    def values(self, key: str) -> list[float]:
-        return [float(r[key]) for r in self.rows if r.get(key) is not None]
-
-    def stat(self, key: str) -> tuple[float, float, int] | None:
-        """(mean, sample std — 0 for one value, n) over the finished seeds, or None."""
-        vals = self.values(key)
-        if not vals:
-            return None
-        return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals)
-
-    def by_seed(self, key: str) -> dict[int, float]:
-        return {int(r["seed"]): float(r[key]) for r in self.rows if r.get(key) is not None}
-
-
-def _same_rate(a: float | None, b: float | None) -> bool:
-    return (a is None and b is None) or (a is not None and b is not None and abs(a - b) < _TOL)
-
-
-def _method_order(method: str) -> int:
-    return METHODS.index(method) if method in METHODS else len(METHODS)
-
-
-def group_cells(rows: list[dict[str, Any]], plan: list[dict[str, Any]] | None = None) -> list[Cell]:
-    """Rows (and planned runs without rows) grouped into cells: full first, then by target rate
-    and method, InfoBatch (no target rate) last."""
-    cells: list[Cell] = []
-
-    def cell_for(method: str, rate: float | None) -> Cell:
-        for c in cells:
-            if c.method == method and _same_rate(c.target_rate, rate):
-                return c
-        cells.append(Cell(method, rate))
-        return cells[-1]
-
-    for p in plan or []:
-        c = cell_for(p["method"], p["target_rate"])
-        c.planned = (c.planned or 0) + 1
-    for row in rows:
-        cell_for(row["method"], row.get("target_rate")).rows.append(row)
-
-    def key(c: Cell) -> tuple[int, float, int]:
-        if c.method == "full":
-            return (0, 0.0, 0)
-        if c.target_rate is None:
-            return (2, 0.0, _method_order(c.method))
-        return (1, c.target_rate, _method_order(c.method))
-
-    return sorted(cells, key=key)
-
-
-# ----------------------------------------------------------------------------- markdown
 
 
 def _fmt(stat: tuple[float, float, int] | None, scale: float = 1.0, digits: int = 2) -> str:
@@ -103,92 +59,174 @@ def _rate(rate: float | None) -> str:
     return "own" if rate is None else f"{rate:g}"
 
 
-def _best_knn(cells: list[Cell]) -> set[int]:
-    """ids of the cells with the best mean kNN top-1 at their target rate (groups of >= 2 cells)."""
+def _short(key: str) -> str:
+    """``kNN``, ``test``, ``linear``: the metric's name in narrow table headers."""
+    return METRIC_LABELS[key].split()[0]
+
+
+def _pp(p: Paired | None) -> str:
+    """A paired difference as ``+1.00 ± 0.50 (n=3)`` (points; no std for one seed)."""
+    if p is None:
+        return "—"
+    std = "" if p.std is None else f" ± {p.std:.2f}"
+    return f"{p.mean:+.2f}{std} (n={p.n})"
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def _best(cells: list[Cell], key: str) -> set[int]:
+    """ids of the cells with the best mean ``key`` at their target rate (groups of >= 2 cells)."""
     best: set[int] = set()
     for rate in {c.target_rate for c in cells if c.target_rate is not None}:
-        means = {id(c): s[0] for c in cells if _same_rate(c.target_rate, rate) and (s := c.stat("knn_top1"))}
+        means = {id(c): s[0] for c in cells if same_rate(c.target_rate, rate) and (s := c.stat(key))}
         if len(means) >= 2:
             top = max(means.values())
-            best |= {key for key, mean in means.items() if mean >= top - _TOL}
+            best |= {k for k, mean in means.items() if mean >= top - _TOL}
     return best
 
 
-def results_table(cells: list[Cell]) -> str:
-    """The main table: mean ± std over seeds per (method, rate), best kNN per rate in bold."""
-    full = next((c.stat("knn_top1") for c in cells if c.method == "full"), None)
-    best = _best_knn(cells)
+def results_table(cells: list[Cell], key: str = "knn_top1") -> str:
+    """The main table: mean ± std over seeds per (method, rate), the best primary metric ``key`` per
+    rate in bold; kNN top-1 beside a test-accuracy primary (it is then the monitor)."""
+    metrics = [key, *(["knn_top1"] if key != "knn_top1" and any(c.stat("knn_top1") for c in cells) else [])]
+    full = next((c.stat(key) for c in cells if c.method == "full"), None)
+    best = _best(cells, key)
     lines = [
-        "| method | target r | achieved r | kNN top-1 (%) | linear top-1 (%) | kNN / full | wall time (s) | "
-        "optimizer steps | seeds |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| method | target r | achieved r | " + "".join(f"{METRIC_LABELS[k]} (%) | " for k in metrics)
+        + f"linear top-1 (%) | {_short(key)} / full | wall time (s) | optimizer steps | seeds |",
+        "| --- |" + " ---: |" * (len(metrics) + 7),
     ]
     for c in cells:
-        knn = c.stat("knn_top1")
-        knn_text = _fmt(knn, 100)
+        main = c.stat(key)
+        texts = [_fmt(c.stat(k), 100) for k in metrics]
         if id(c) in best:
-            knn_text = f"**{knn_text}**"
-        ratio = f"{knn[0] / full[0]:.3f}" if knn and full and full[0] > 0 else "—"
+            texts[0] = f"**{texts[0]}**"
+        ratio = f"{main[0] / full[0]:.3f}" if main and full and full[0] > 0 else "—"
         seeds = f"{len(c.rows)}/{c.planned}" if c.planned and c.planned >= len(c.rows) else str(len(c.rows))
         lines.append(
-            f"| {c.method} | {_rate(c.target_rate)} | {_fmt(c.stat('achieved_rate'), 1, 3)} | {knn_text} | "
-            f"{_fmt(c.stat('linear_top1'), 100)} | {ratio} | {_fmt(c.stat('wall_time_s'), 1, 0)} | "
+            f"| {c.method} | {_rate(c.target_rate)} | {_fmt(c.stat('achieved_rate'), 1, 3)} | "
+            + "".join(f"{t} | " for t in texts)
+            + f"{_fmt(c.stat('linear_top1'), 100)} | {ratio} | {_fmt(c.stat('wall_time_s'), 1, 0)} | "
             f"{_fmt(c.stat('optimizer_steps'), 1, 0)} | {seeds} |"
         )
     return "\n".join(lines)
 
 
-def _paired(a: Cell, b: Cell, key: str) -> str:
-    """Mean ± std of the per-seed differences a − b over the seeds both finished."""
-    sa, sb = a.by_seed(key), b.by_seed(key)
-    diffs = [100 * (sa[s] - sb[s]) for s in sorted(set(sa) & set(sb))]
-    if not diffs:
-        return "—"
-    std = f" ± {statistics.stdev(diffs):.2f}" if len(diffs) > 1 else ""
-    return f"{statistics.fmean(diffs):+.2f}{std} (n={len(diffs)})"
+# ----------------------------------------------------------------------------- can the protocol see?
 
 
-def _delta(a: Cell, b: Cell, key: str) -> str:
-    sa, sb = a.stat(key), b.stat(key)
-    return "—" if sa is None or sb is None else f"{100 * (sa[0] - sb[0]):+.2f}"
+def _passes_se(p: Paired) -> bool:
+    return p.se is not None and p.se <= MAX_PAIRED_SE_PP + _TOL
 
 
-def emp_vs_random(cells: list[Cell], ours: str = "emp", ref: str = "random-dynamic") -> str:
+def _noise_table(pairs: list[tuple[Cell, Paired]]) -> str:
+    lines = [f"| target r | method | seeds paired | std of Δ (pp) | SE of Δ (pp) | SE ≤ {MAX_PAIRED_SE_PP:g} pp |",
+             "| ---: | --- | ---: | ---: | ---: | --- |"]
+    for c, p in pairs:
+        if p.se is None:
+            lines.append(f"| {_rate(c.target_rate)} | {c.method} | {p.n} | — | — | — (one seed) |")
+        else:
+            lines.append(f"| {_rate(c.target_rate)} | {c.method} | {p.n} | {p.std:.2f} | {p.se:.2f} | "
+                         f"{'pass' if _passes_se(p) else 'FAIL'} |")
+    return "\n".join(lines)
+
+
+def protocol_check(cells: list[Cell], key: str) -> str:
+    """Dynamic range and paired noise against the ``MIN_RANGE_PP`` / ``MAX_PAIRED_SE_PP`` criterion,
+    with a verdict: a sweep that fails it cannot rank selection rules, whatever its tables say."""
+    intro = (f"Before any comparison: can this sweep tell selection rules apart (EMP_SSL.md, \"When a benchmark "
+             f"can tell methods apart\")? The criterion: dynamic range (mean {METRIC_LABELS[key]} of full data − that "
+             f"of {REFERENCE} at the highest rate) ≥ {MIN_RANGE_PP:g} pp, and paired noise (standard error, std / √n "
+             f"over seeds, of the per-seed difference method − {REFERENCE}) ≤ {MAX_PAIRED_SE_PP:g} pp.")
+    fails, missing = [], []
+    rng = dynamic_range(cells, key)
+    if rng is None:
+        missing.append(f"full and {REFERENCE} results")
+        range_line = f"Dynamic range: not measurable yet (needs full and {REFERENCE} results)."
+    else:
+        value, rate = rng
+        ok = value >= MIN_RANGE_PP - _TOL
+        range_line = f"Dynamic range: {value:+.2f} pp (full − {REFERENCE} at r = {rate:g}): {'pass' if ok else 'FAIL'}."
+        if not ok:
+            fails.append(f"dynamic range {value:.2f} pp < {MIN_RANGE_PP:g} pp")
+    pairs = versus_reference(cells, key)
+    measured = [p for _, p in pairs if p.se is not None]
+    noisy = [p.se for p in measured if not _passes_se(p)]
+    if noisy:
+        fails.append(f"{len(noisy)} of {len(measured)} paired SEs > {MAX_PAIRED_SE_PP:g} pp "
+                     f"(largest {max(noisy):.2f} pp)")
+    if not measured:
+        missing.append(f"two seeds of a method and {REFERENCE} at one rate")
+    if fails:
+        verdict = f"**FAIL**: {'; '.join(fails)}. Differences between rules in this sweep are not evidence."
+    elif missing:
+        verdict = f"not known yet: needs {' and '.join(missing)}."
+    else:
+        verdict = "**pass**: this protocol can tell selection rules apart."
+    return "\n".join([intro, "", range_line, *(["", _noise_table(pairs)] if pairs else []), "", f"Verdict: {verdict}"])
+
+
+# ----------------------------------------------------------------------------- comparisons
+
+
+def versus_reference_table(cells: list[Cell], key: str) -> str:
+    """Every fixed-rate method minus random-dynamic, seed by seed: mean ± std, n and the 95 %
+    Student-t interval, in bold when it excludes 0."""
+    pairs = versus_reference(cells, key)
+    if not pairs:
+        return f"No rate has a method and {REFERENCE} with a seed in common yet."
+    lines = [f"| target r | method | Δ {_short(key)} (pp) | n | 95 % CI (pp) |", "| ---: | --- | ---: | ---: | ---: |"]
+    for c, p in pairs:
+        ci = p.ci95()
+        if ci is None:
+            text = "—"
+        else:
+            text = f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
+            text = f"**{text}**" if ci[0] > 0 or ci[1] < 0 else text
+        std = "" if p.std is None else f" ± {p.std:.2f}"
+        lines.append(f"| {_rate(c.target_rate)} | {c.method} | {p.mean:+.2f}{std} | {p.n} | {text} |")
+    return "\n".join(lines)
+
+
+def emp_vs_random(cells: list[Cell], ours: str = "emp", ref: str = REFERENCE, key: str = "knn_top1") -> str:
     """EMP minus random-dynamic at every shared rate: both means, the difference of means and the
-    paired per-seed difference (percentage points); the headline rate first in prose."""
+    paired per-seed difference (percentage points) of ``key`` and of linear top-1; the headline
+    rate first in prose."""
     pairs = []
     for a in cells:
-        if a.method != ours or a.target_rate is None:
-            continue
-        b = next((c for c in cells if c.method == ref and _same_rate(c.target_rate, a.target_rate)), None)
+        b = find_cell(cells, ref, a.target_rate) if a.method == ours and a.target_rate is not None else None
         if b is not None and (a.rows or b.rows):
             pairs.append((a, b))
     if not pairs:
         return f"No rate has both {ours} and {ref} results yet."
+
+    def delta(a: Cell, b: Cell, k: str) -> str:
+        sa, sb = a.stat(k), b.stat(k)
+        return "—" if sa is None or sb is None else f"{100 * (sa[0] - sb[0]):+.2f}"
+
     out = []
-    head = next(((a, b) for a, b in pairs if _same_rate(a.target_rate, HEADLINE_RATE)), None)
+    head = next(((a, b) for a, b in pairs if same_rate(a.target_rate, HEADLINE_RATE)), None)
     if head is not None:
         a, b = head
-        out.append(f"At r = {HEADLINE_RATE:g}: {ours} kNN top-1 {_fmt(a.stat('knn_top1'), 100)}% "
-                   f"({len(a.rows)} seeds) vs {ref} {_fmt(b.stat('knn_top1'), 100)}% ({len(b.rows)} seeds): "
-                   f"difference {_delta(a, b, 'knn_top1')} pp (paired over seeds: {_paired(a, b, 'knn_top1')}).")
-        out.append("")
-    out += [
-        f"| target r | {ours} kNN (%) | {ref} kNN (%) | Δ kNN (pp) | paired Δ kNN (pp) | "
-        f"{ours} linear (%) | {ref} linear (%) | Δ linear (pp) |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
+        out += [f"At r = {HEADLINE_RATE:g}: {ours} {METRIC_LABELS[key]} {_fmt(a.stat(key), 100)}% "
+                f"({len(a.rows)} seeds) vs {ref} {_fmt(b.stat(key), 100)}% ({len(b.rows)} seeds): "
+                f"difference {delta(a, b, key)} pp (paired over seeds: {_pp(paired(a, b, key))}).", ""]
+    s = _short(key)
+    out += [f"| target r | {ours} {s} (%) | {ref} {s} (%) | Δ {s} (pp) | paired Δ {s} (pp) | "
+            f"{ours} linear (%) | {ref} linear (%) | Δ linear (pp) |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for a, b in pairs:
         out.append(
-            f"| {_rate(a.target_rate)} | {_fmt(a.stat('knn_top1'), 100)} | {_fmt(b.stat('knn_top1'), 100)} | "
-            f"{_delta(a, b, 'knn_top1')} | {_paired(a, b, 'knn_top1')} | {_fmt(a.stat('linear_top1'), 100)} | "
-            f"{_fmt(b.stat('linear_top1'), 100)} | {_delta(a, b, 'linear_top1')} |"
+            f"| {_rate(a.target_rate)} | {_fmt(a.stat(key), 100)} | {_fmt(b.stat(key), 100)} | "
+            f"{delta(a, b, key)} | {_pp(paired(a, b, key))} | {_fmt(a.stat('linear_top1'), 100)} | "
+            f"{_fmt(b.stat('linear_top1'), 100)} | {delta(a, b, 'linear_top1')} |"
         )
     return "\n".join(out)
 
 
-def emp_vs_baselines(cells: list[Cell], ours: str = "emp") -> str:
-    """EMP minus every fixed-rate baseline at every rate: paired per-seed Δ kNN top-1 (pp), so the
+def emp_vs_baselines(cells: list[Cell], ours: str = "emp", key: str = "knn_top1") -> str:
+    """EMP minus every fixed-rate baseline at every rate: paired per-seed Δ of ``key`` (pp), so the
     report answers "does EMP beat X at rate r" for each X, not only for random-dynamic."""
     rates = sorted({c.target_rate for c in cells if c.method == ours and c.target_rate is not None and c.rows})
     refs = [m for m in dict.fromkeys(c.method for c in cells)
@@ -198,36 +236,51 @@ def emp_vs_baselines(cells: list[Cell], ours: str = "emp") -> str:
     out = ["| target r | " + " | ".join(f"{ours} − {m}" for m in refs) + " |",
            "| ---: |" + " ---: |" * len(refs)]
     for rate in rates:
-        a = next(c for c in cells if c.method == ours and _same_rate(c.target_rate, rate))
+        a = find_cell(cells, ours, rate)
         row = []
         for m in refs:
-            b = next((c for c in cells if c.method == m and _same_rate(c.target_rate, rate)), None)
-            row.append(_paired(a, b, "knn_top1") if b is not None else "—")
+            b = find_cell(cells, m, rate)
+            row.append(_pp(paired(a, b, key)) if a is not None and b is not None else "—")
         out.append(f"| {_rate(rate)} | " + " | ".join(row) + " |")
     return "\n".join(out)
 
 
-def count_stats(counts: Sequence[int]) -> dict[str, float]:
-    """Mean, coefficient of variation, fraction never / once trained and the maximum of per-sample
-    training counts: the Low-Frequency-Learning signature (EMP_SSL.md, "Diagnostics")."""
-    mean = statistics.fmean(counts)
-    return {"mean": mean, "cv": statistics.pstdev(counts) / mean if mean else math.nan,
-            "never": counts.count(0) / len(counts), "once": counts.count(1) / len(counts), "max": max(counts)}
+# ----------------------------------------------------------------------------- diagnostics
 
 
-def _pooled_counts(cells: list[Cell], out: Path, rate: float) -> dict[str, list[int]]:
-    """Per-sample training counts per method at one rate, all finished seeds pooled."""
-    series = {}
+def repeatability_table(cells: list[Cell]) -> str | None:
+    """Per (method, rate) the mean ± std over seeds of each signal's last-epoch repeatability, only
+    the signals some run logged; None when no run did."""
+    keys = [k for k in REPEATABILITY_KEYS if any(c.stat(k) for c in cells)]
+    if not keys:
+        return None
+    names = [k.removesuffix("_repeatability") for k in keys]
+    lines = ["| method | target r | " + " | ".join(names) + " |", "| --- | ---: |" + " ---: |" * len(keys)]
     for c in cells:
-        if _same_rate(c.target_rate, rate):
-            counts = [n for row in c.rows for n in run_counts(row, out)]
-            if counts:
-                series[c.method] = counts
-    return series
+        stats = [c.stat(k) for k in keys]
+        if any(stats):
+            lines.append(f"| {c.method} | {_rate(c.target_rate)} | " + " | ".join(_fmt(s, 1, 3) for s in stats) + " |")
+    return "\n".join(lines)
+
+
+def junk_table(cells: list[Cell], key: str, injected: float | None) -> str | None:
+    """Per (method, rate) the share of the kept set that is injected junk (mean ± std over seeds),
+    the injected share and the primary metric; None when no run injected junk."""
+    if not any(c.stat("junk_kept_fraction") for c in cells):
+        return None
+    share = "—" if injected is None else f"{100 * injected:.2f}"
+    lines = [f"| method | target r | junk in kept set (%) | injected (%) | {METRIC_LABELS[key]} (%) |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for c in cells:
+        junk = c.stat("junk_kept_fraction")
+        if junk:
+            lines.append(f"| {c.method} | {_rate(c.target_rate)} | {_fmt(junk, 100)} | {share} | "
+                         f"{_fmt(c.stat(key), 100)} |")
+    return "\n".join(lines)
 
 
 def count_table(series: dict[str, list[int]]) -> str:
-    """The numbers behind the count plot, one row per method (``_pooled_counts`` at one rate)."""
+    """The numbers behind the count plot, one row per method (``pooled_counts`` at one rate)."""
     lines = ["| method | mean count | CV of count | never trained (%) | trained once (%) | max count |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for method, counts in series.items():
@@ -237,39 +290,77 @@ def count_table(series: dict[str, list[int]]) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(rows: list[dict[str, Any]], plan: dict[str, Any] | None = None,
-                    plots: Sequence[str] | None = (), folder: Path | None = None) -> str:
-    """The whole report.md as a string; ``plots``: file names to embed, None if none could be drawn;
-    ``folder``: the sweep's folder, where rows without a count histogram find their run's table."""
+# ----------------------------------------------------------------------------- report.md
+
+
+def _intro(rows: list[dict[str, Any]], plan: dict[str, Any] | None, key: str) -> list[str]:
     planned = plan.get("runs") if plan else None
-    cells = group_cells(rows, planned)
     # Rows of runs outside the current plan (a grid since narrowed) still count as finished.
     total = f" of {len({p['run_id'] for p in planned} | {r['run_id'] for r in rows})}" if planned else ""
     out = ["# Benchmark report", ""]
     if plan:
         base = plan.get("base", {})
         data, model = base.get("data", {}), base.get("model", {})
-        out.append(f"Config `{plan.get('source', '?')}`: {base.get('algorithm')} on {data.get('dataset')} "
-                   f"(train subset {data.get('train_subset') or 'all'}, test subset {data.get('test_subset') or 'all'}), "
-                   f"{model.get('backbone')} {model.get('backbone_kwargs') or ''}, {base.get('epochs')} epochs, "
-                   f"batch {base.get('optim', {}).get('batch_size')}.")
-        out.append("")
-    out.append(f"{len(rows)}{total} runs finished. Mean ± sample std over the finished seeds (one seed: the value "
-               "alone). kNN / full: mean kNN top-1 over full-data training's. Best kNN top-1 per target rate in "
-               "**bold**. InfoBatch sets its own rate (`own`); its achieved rate is reported, never forced.")
-    out.append("")
-    if not rows:
-        out.append("No finished runs yet.")
-        return "\n".join(out) + "\n"
-    out += ["## Results", "", results_table(cells), "", "## EMP vs random-dynamic", "", emp_vs_random(cells), "",
-            "## EMP vs each baseline", "", "Paired per-seed difference of kNN top-1 (pp), mean ± std over the "
-            "seeds both finished; positive: EMP is better.", "", emp_vs_baselines(cells), ""]
+        out += [f"Config `{plan.get('source', '?')}`: {base.get('algorithm')} on {data.get('dataset')} "
+                f"(train subset {data.get('train_subset') or 'all'}, test subset {data.get('test_subset') or 'all'}), "
+                f"{model.get('backbone')} {model.get('backbone_kwargs') or ''}, {base.get('epochs')} epochs, "
+                f"batch {base.get('optim', {}).get('batch_size')}.", ""]
+    primary = (f"**Primary metric: {METRIC_LABELS[key]}**" + (
+        " (the trained classifier's test accuracy; kNN top-1 is a monitor)." if key == "test_top1" else "."))
+    out += [f"{len(rows)}{total} runs finished. {primary} Mean ± sample std over the finished seeds (one seed: the "
+            f"value alone). {_short(key)} / full: mean {METRIC_LABELS[key]} over full-data training's. Best "
+            f"{METRIC_LABELS[key]} per target rate in **bold**. InfoBatch sets its own rate (`own`); its achieved "
+            "rate is reported, never forced.", ""]
+    return out
+
+
+def _diagnostics(cells: list[Cell], key: str, injected: float | None, folder: Path) -> list[str]:
+    """The sections that read each run's selection diagnostics: repeatability, junk, counts."""
+    out = []
+    table = repeatability_table(cells)
+    if table:
+        out += ["## Signal repeatability", "", "Spearman correlation between each sample's latest and previous "
+                "observation of a signal at the last epoch, mean ± std over seeds: near 0 the score is noise on this "
+                "data and ranking by it selects at random; near 1 it ranks samples the same way twice (reference: "
+                "0.10 for SimCLR loss on the 4,000-image CPU protocol).", "", table, ""]
+    table = junk_table(cells, key, injected)
+    if table:
+        share = "" if injected is None else f" ({100 * injected:.2f}% of the training images)"
+        out += ["## Junk probe", "", f"Share of each epoch's kept set that is injected junk (pixel-shuffled copies), "
+                f"mean over epochs. Random selection keeps the injected share{share}; a score that moves it away "
+                "carries information about the samples: below it the rule avoids junk, above it the rule seeks "
+                "junk out.", "", table, ""]
     rate = count_plot_rate(cells)
-    series = _pooled_counts(cells, folder or Path("."), rate) if rate is not None else {}
+    series = pooled_counts(cells, folder, rate) if rate is not None else {}
     if series:
         out += [f"## Training counts at r = {rate:g}", "", "Per-sample times trained, seeds pooled (the plot's "
                 "numbers). Low-Frequency Learning shows as many samples trained once or never.", "",
                 count_table(series), ""]
+    return out
+
+
+def render_markdown(rows: list[dict[str, Any]], plan: dict[str, Any] | None = None,
+                    plots: Sequence[str] | None = (), folder: Path | None = None) -> str:
+    """The whole report.md as a string; ``plots``: file names to embed, None if none could be drawn;
+    ``folder``: the sweep's folder, where rows without a count histogram find their run's table."""
+    cells = group_cells(rows, plan.get("runs") if plan else None)
+    key = primary_metric(rows)
+    out = _intro(rows, plan, key)
+    if not rows:
+        out.append("No finished runs yet.")
+        return "\n".join(out) + "\n"
+    label = METRIC_LABELS[key]
+    injected = ((plan or {}).get("base") or {}).get("data", {}).get("inject_noise")
+    out += ["## Can this protocol see?", "", protocol_check(cells, key), "",
+            "## Results", "", results_table(cells, key), "",
+            f"## Every method vs {REFERENCE}", "", f"Per-seed difference of {label} (method − {REFERENCE}, same "
+            "seed), mean ± sample std over the seeds both finished; 95 % confidence interval mean ± "
+            "t(0.975, n − 1) · std/√n (Student t). Intervals in **bold** exclude 0.", "",
+            versus_reference_table(cells, key), "",
+            f"## EMP vs {REFERENCE}", "", emp_vs_random(cells, key=key), "",
+            "## EMP vs each baseline", "", f"Paired per-seed difference of {label} (pp), mean ± std over the "
+            "seeds both finished; positive: EMP is better.", "", emp_vs_baselines(cells, key=key), ""]
+    out += _diagnostics(cells, key, injected, folder or Path("."))
     if plots:
         out += ["## Plots", "", *(f"![{Path(p).stem}]({p})" for p in plots), ""]
     elif plots is None:
@@ -279,154 +370,6 @@ def render_markdown(rows: list[dict[str, Any]], plan: dict[str, Any] | None = No
     out += ["## Environment", ""] + [f"- machine: {m}" for m in machines] + [f"- versions: {v}" for v in versions]
     out += ["", "Per-run numbers: `results.csv` / `results.json`; run folders: `runs/<run_id>/`.", ""]
     return "\n".join(out)
-
-
-# ----------------------------------------------------------------------------- plots
-
-
-def _colors() -> dict[str, Any]:
-    import matplotlib
-
-    cmap = matplotlib.colormaps["tab10"]
-    return {m: cmap(i) for i, m in enumerate(METHODS)}
-
-
-def _save(fig: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    os.replace(tmp, path)
-
-
-def _series(cells: list[Cell], method: str, key: str) -> tuple[list[float], list[float], list[float], list[float]]:
-    """x = mean achieved rate, y = mean of key, with their stds, for one method's cells."""
-    xs, ys, xe, ye = [], [], [], []
-    for c in cells:
-        x, y = c.stat("achieved_rate"), c.stat(key)
-        if c.method == method and x and y:
-            xs.append(x[0])
-            xe.append(x[1])
-            ys.append(y[0])
-            ye.append(y[1])
-    return xs, ys, xe, ye
-
-
-def plot_accuracy(cells: list[Cell], path: Path) -> bool:
-    """kNN (and linear, when present) top-1 vs achieved pruning rate per method; full as a line."""
-    import matplotlib.pyplot as plt
-
-    keys = [k for k in ("knn_top1", "linear_top1") if any(c.stat(k) for c in cells)]
-    if not keys:
-        return False
-    colors = _colors()
-    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4.5), squeeze=False)
-    for ax, key in zip(axes[0], keys, strict=True):
-        for method in dict.fromkeys(c.method for c in cells):
-            xs, ys, xe, ye = _series(cells, method, key)
-            if not xs:
-                continue
-            ys100, ye100 = [100 * y for y in ys], [100 * e for e in ye]
-            if method == "full":
-                ax.axhline(ys100[0], color=colors.get(method), ls="--", lw=1, label=f"full ({ys100[0]:.1f}%)")
-                ax.axhspan(ys100[0] - ye100[0], ys100[0] + ye100[0], color=colors.get(method), alpha=0.1, lw=0)
-            ax.errorbar(xs, ys100, xerr=xe, yerr=ye100, marker="o", ms=4, capsize=3, color=colors.get(method),
-                        label=None if method == "full" else method, ls="-" if len(xs) > 1 else "none")
-        ax.set_xlabel("achieved pruning rate")
-        ax.set_ylabel(f"{'kNN' if key == 'knn_top1' else 'linear'} top-1 (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle("accuracy vs pruning rate (mean ± std over seeds)")
-    _save(fig, path)
-    plt.close(fig)
-    return True
-
-
-def count_plot_rate(cells: list[Cell]) -> float | None:
-    """0.7 when the sweep has it, else the finished target rate closest to it."""
-    rates = sorted({c.target_rate for c in cells if c.target_rate and c.rows})
-    return min(rates, key=lambda r: abs(r - HEADLINE_RATE)) if rates else None
-
-
-def plot_counts(cells: list[Cell], out: Path, rate: float, path: Path) -> bool:
-    """Distribution of per-sample training counts per method at one rate, all finished seeds
-    pooled: the Low-Frequency-Learning picture (how many samples are trained only once or never)."""
-    import matplotlib.pyplot as plt
-
-    colors = _colors()
-    series = _pooled_counts(cells, out, rate)
-    if not series:
-        return False
-    top = max(max(v) for v in series.values())
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    width = 0.8 / len(series)
-    for i, (method, counts) in enumerate(series.items()):
-        hist = [0] * (top + 1)
-        for n in counts:
-            hist[n] += 1
-        st = count_stats(counts)
-        label = f"{method} (CV {st['cv']:.2f}, never trained {100 * st['never']:.1f}%)"
-        frac = [h / len(counts) for h in hist]
-        if top <= 30:  # few epochs: side-by-side bars per count
-            ax.bar([k - 0.4 + width * (i + 0.5) for k in range(top + 1)], frac, width=width,
-                   color=colors.get(method), label=label)
-        else:  # long runs: bars would be slivers; outlines overlap readably
-            ax.step(range(top + 1), frac, where="mid", color=colors.get(method), label=label)
-    ax.set_xlabel("times trained (count)")
-    ax.set_ylabel("fraction of samples")
-    if top <= 30:
-        ax.set_xticks(range(top + 1))
-    ax.set_title(f"per-sample training counts at r = {rate:g} (seeds pooled)")
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8)
-    _save(fig, path)
-    plt.close(fig)
-    return True
-
-
-def plot_wall_time(cells: list[Cell], path: Path) -> bool:
-    """Wall time vs achieved rate per method beside the ideal (1 − r) × full's mean wall time."""
-    import matplotlib.pyplot as plt
-
-    if not any(c.stat("wall_time_s") for c in cells):
-        return False
-    colors = _colors()
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    full = next((c.stat("wall_time_s") for c in cells if c.method == "full"), None)
-    if full:
-        ax.plot([0, 1], [full[0], 0], color="gray", ls=":", lw=1, label="(1 − r) × full wall time")
-    for method in dict.fromkeys(c.method for c in cells):
-        xs, ys, xe, ye = _series(cells, method, "wall_time_s")
-        if xs:
-            ax.errorbar(xs, ys, xerr=xe, yerr=ye, marker="o", ms=4, capsize=3, color=colors.get(method),
-                        label=method, ls="-" if len(xs) > 1 else "none")
-    ax.set_xlabel("achieved pruning rate")
-    ax.set_ylabel("pretraining wall time (s)")
-    ax.set_xlim(-0.02, 1)
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("wall time vs pruning rate (mean ± std over seeds)")
-    _save(fig, path)
-    plt.close(fig)
-    return True
-
-
-def write_plots(cells: list[Cell], out: Path) -> list[str] | None:
-    """All plots that the finished runs allow; their file names (relative to ``out``), or None
-    without matplotlib."""
-    try:
-        import matplotlib
-    except ImportError:  # the `bench` extra is not installed: the tables still render
-        return None
-    matplotlib.use("Agg")
-    made = []
-    if plot_accuracy(cells, out / ACC_PLOT):
-        made.append(ACC_PLOT)
-    rate = count_plot_rate(cells)
-    if rate is not None and plot_counts(cells, out, rate, out / COUNT_PLOT.format(rate=rate)):
-        made.append(COUNT_PLOT.format(rate=rate))
-    if plot_wall_time(cells, out / WALL_PLOT):
-        made.append(WALL_PLOT)
-    return made
 
 
 def write_report(out: str | Path) -> Path:

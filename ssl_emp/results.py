@@ -15,8 +15,13 @@ from typing import Any
 
 from ssl_emp.errors import ConfigError
 
-COLUMNS = ("run_id", "method", "target_rate", "achieved_rate", "seed", "knn_top1", "linear_top1", "wall_time_s",
-           "train_time_s", "optimizer_steps", "sample_visits", "epochs", "num_samples", "versions", "machine")
+# Per-run selection diagnostics copied from summary.json as they are (None when a run did not log
+# them, and absent from rows written before they existed: readers use ``row.get``).
+REPEATABILITY_KEYS = ("loss_repeatability", "align_repeatability", "entropy_repeatability")
+DIAGNOSTIC_KEYS = (*REPEATABILITY_KEYS, "junk_kept_fraction")
+COLUMNS = ("run_id", "method", "target_rate", "achieved_rate", "seed", "knn_top1", "linear_top1", "test_top1",
+           "wall_time_s", "train_time_s", "optimizer_steps", "sample_visits", "epochs", "num_samples", "versions",
+           "machine", *DIAGNOSTIC_KEYS)
 
 
 def atomic_write(path: Path, text: str) -> None:

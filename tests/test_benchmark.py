@@ -269,3 +269,21 @@ def test_report_from_a_partial_results_file(tmp_path):
     assert not list(tmp_path.glob("train_counts_*.png"))  # no run folders: no count tables to plot
     assert report_main([str(tmp_path / "absent")]) == 2
     write_report(tmp_path)  # idempotent
+
+
+def test_make_row_copies_test_accuracy_and_diagnostics_when_the_summary_has_them(tmp_path):
+    from ssl_emp.benchmark import RunSpec, make_row
+    from ssl_emp.config import Config
+
+    run = RunSpec("emp_r0.7_s0", "emp", 0.7, 0, Config(output_dir=str(tmp_path)))
+    old = {"achieved_rate": 0.7, "knn_top1": 0.4, "wall_time_s": 1.0, "train_time_s": 0.5, "optimizer_steps": 3,
+           "images_seen": 30, "epochs": 1, "num_samples": 100}
+    row = make_row(run, old, None)  # a summary written before these keys existed
+    assert all(row[k] is None for k in ("test_top1", "loss_repeatability", "align_repeatability",
+                                        "entropy_repeatability", "junk_kept_fraction"))
+    new = {**old, "test_top1": 0.9, "loss_repeatability": 0.1, "align_repeatability": None,
+           "entropy_repeatability": 0.3, "junk_kept_fraction": 0.05}
+    row = make_row(run, new, {"top1": 0.5, "top5": 0.9})
+    assert (row["test_top1"], row["loss_repeatability"], row["align_repeatability"]) == (0.9, 0.1, None)
+    assert (row["entropy_repeatability"], row["junk_kept_fraction"], row["linear_top1"]) == (0.3, 0.05, 0.5)
+    assert set(COLUMNS) <= set(row)

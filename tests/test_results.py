@@ -55,3 +55,22 @@ def test_count_histogram_and_run_counts(tmp_path):
     assert run_counts({"run_id": "emp_r0.7_s0", "count_histogram": [2, 0, 1]}, tmp_path) == [0, 0, 2]
     assert run_counts({"run_id": "emp_r0.7_s0"}, tmp_path) == [0, 1, 2, 2]
     assert run_counts({"run_id": "gone_s0"}, tmp_path) == []
+
+
+def test_columns_carry_test_accuracy_and_the_selection_diagnostics():
+    assert COLUMNS.index("test_top1") == COLUMNS.index("linear_top1") + 1
+    assert COLUMNS[-4:] == ("loss_repeatability", "align_repeatability", "entropy_repeatability", "junk_kept_fraction")
+    assert len(set(COLUMNS)) == len(COLUMNS)
+
+
+def test_rows_written_before_the_new_keys_still_round_trip(tmp_path):
+    old = {"run_id": "emp_r0.7_s0", "method": "emp", "knn_top1": 0.4, "linear_top1": 0.5}
+    new = {**old, "run_id": "emp_r0.7_s1", "test_top1": 0.9, "loss_repeatability": 0.1, "junk_kept_fraction": 0.05}
+    write_results(tmp_path, [old, new])
+    assert load_rows(tmp_path) == [old, new]
+    with open(tmp_path / "results.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert table[0]["test_top1"] == table[0]["loss_repeatability"] == table[0]["junk_kept_fraction"] == ""
+    line = table[1]
+    assert (line["test_top1"], line["loss_repeatability"], line["junk_kept_fraction"]) == ("0.9", "0.1", "0.05")
+    assert table[1]["align_repeatability"] == ""

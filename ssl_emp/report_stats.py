@@ -1,0 +1,194 @@
+"""The numbers behind the benchmark report: result rows grouped into (method, rate) cells, the primary
+metric, paired per-seed differences with their confidence intervals, pooled training counts.
+
+Free of markdown and plotting, so the report's tables and plots (``ssl_emp.report``,
+``ssl_emp.report_plots``) share one definition of every figure.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ssl_emp.pruning import METHODS
+from ssl_emp.results import run_counts
+
+HEADLINE_RATE = 0.7  # the rate the spec singles out (EMP's regime: r >= 0.7)
+REFERENCE = "random-dynamic"  # every selection rule is compared with it, seed by seed
+METRIC_LABELS = {"test_top1": "test top-1", "knn_top1": "kNN top-1", "linear_top1": "linear top-1"}
+_TOL = 1e-9
+
+
+@dataclass
+class Cell:
+    """All finished runs of one (method, target rate), plus how many seeds were planned."""
+
+    method: str
+    target_rate: float | None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    planned: int | None = None  # from DIR/benchmark.json, when present
+
+    def values(self, key: str) -> list[float]:
+        return [float(r[key]) for r in self.rows if r.get(key) is not None]
+
+    def stat(self, key: str) -> tuple[float, float, int] | None:
+        """(mean, sample std — 0 for one value, n) over the finished seeds, or None."""
+        vals = self.values(key)
+        if not vals:
+            return None
+        return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals)
+
+    def by_seed(self, key: str) -> dict[int, float]:
+        return {int(r["seed"]): float(r[key]) for r in self.rows if r.get(key) is not None}
+
+
+def same_rate(a: float | None, b: float | None) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and abs(a - b) < _TOL)
+
+
+def method_order(method: str) -> tuple[int, str]:
+    """Known methods in ``METHODS`` order, then any other (an ablation, a new rule) by name."""
+    return (METHODS.index(method), "") if method in METHODS else (len(METHODS), method)
+
+
+def group_cells(rows: list[dict[str, Any]], plan: list[dict[str, Any]] | None = None) -> list[Cell]:
+    """Rows (and planned runs without rows) grouped into cells: full first, then by target rate
+    and method, InfoBatch (no target rate) last."""
+    cells: list[Cell] = []
+
+    def cell_for(method: str, rate: float | None) -> Cell:
+        for c in cells:
+            if c.method == method and same_rate(c.target_rate, rate):
+                return c
+        cells.append(Cell(method, rate))
+        return cells[-1]
+
+    for p in plan or []:
+        c = cell_for(p["method"], p["target_rate"])
+        c.planned = (c.planned or 0) + 1
+    for row in rows:
+        cell_for(row["method"], row.get("target_rate")).rows.append(row)
+
+    def key(c: Cell) -> tuple[int, float, tuple[int, str]]:
+        if c.method == "full":
+            return (0, 0.0, (0, ""))
+        if c.target_rate is None:
+            return (2, 0.0, method_order(c.method))
+        return (1, c.target_rate, method_order(c.method))
+
+    return sorted(cells, key=key)
+
+
+def find_cell(cells: list[Cell], method: str, rate: float | None) -> Cell | None:
+    return next((c for c in cells if c.method == method and same_rate(c.target_rate, rate)), None)
+
+
+def primary_metric(rows: Sequence[dict[str, Any]]) -> str:
+    """``test_top1`` when a finished run has it (a supervised sweep: kNN is then a monitor), else
+    ``knn_top1``: the accuracy every headline table and plot ranks by."""
+    return "test_top1" if any(r.get("test_top1") is not None for r in rows) else "knn_top1"
+
+
+# ----------------------------------------------------------------------------- paired differences
+
+
+def t_quantile(df: int, q: float = 0.975) -> float:
+    """Student t quantile with ``df`` degrees of freedom (scipy ships with scikit-learn)."""
+    from scipy.stats import t  # imported here: a report without seeds to pair never pays for scipy
+
+    return float(t.ppf(q, df))
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Per-seed differences a − b (percentage points) over the seeds both finished."""
+
+    diffs: tuple[float, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.diffs)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.diffs)
+
+    @property
+    def std(self) -> float | None:
+        """Sample std over seeds; None for one seed."""
+        return statistics.stdev(self.diffs) if self.n > 1 else None
+
+    @property
+    def se(self) -> float | None:
+        """Standard error of the mean difference, std / sqrt(n)."""
+        return None if self.std is None else self.std / math.sqrt(self.n)
+
+    def ci95(self) -> tuple[float, float] | None:
+        """mean ± t_{0.975, n−1} · SE; None for one seed."""
+        if self.se is None:
+            return None
+        half = t_quantile(self.n - 1) * self.se
+        return self.mean - half, self.mean + half
+
+
+def paired(a: Cell, b: Cell, key: str) -> Paired | None:
+    """``a − b`` of ``key`` (×100: points) seed by seed, or None when no seed has both."""
+    sa, sb = a.by_seed(key), b.by_seed(key)
+    seeds = sorted(set(sa) & set(sb))
+    return Paired(tuple(100 * (sa[s] - sb[s]) for s in seeds)) if seeds else None
+
+
+def versus_reference(cells: list[Cell], key: str, ref: str = REFERENCE) -> list[tuple[Cell, Paired]]:
+    """Every fixed-rate method other than ``ref`` paired with ``ref`` at its rate, in cell order."""
+    out = []
+    for c in cells:
+        if c.method in (ref, "full") or c.target_rate is None:
+            continue
+        b = find_cell(cells, ref, c.target_rate)
+        p = paired(c, b, key) if b is not None else None
+        if p is not None:
+            out.append((c, p))
+    return out
+
+
+def dynamic_range(cells: list[Cell], key: str, ref: str = REFERENCE) -> tuple[float, float] | None:
+    """(mean key of full − mean key of ``ref`` at the highest rate that has it, in points; that rate),
+    or None until both exist: how far apart a protocol can put data-rich and data-poor training."""
+    full = next((s for c in cells if c.method == "full" and (s := c.stat(key))), None)
+    refs = [(c.target_rate, s) for c in cells if c.method == ref and c.target_rate is not None and (s := c.stat(key))]
+    if full is None or not refs:
+        return None
+    rate, stat = max(refs, key=lambda t: t[0])
+    return 100 * (full[0] - stat[0]), rate
+
+
+# ----------------------------------------------------------------------------- training counts
+
+
+def count_stats(counts: Sequence[int]) -> dict[str, float]:
+    """Mean, coefficient of variation, fraction never / once trained and the maximum of per-sample
+    training counts: the Low-Frequency-Learning signature (EMP_SSL.md, "Diagnostics")."""
+    mean = statistics.fmean(counts)
+    return {"mean": mean, "cv": statistics.pstdev(counts) / mean if mean else math.nan,
+            "never": counts.count(0) / len(counts), "once": counts.count(1) / len(counts), "max": max(counts)}
+
+
+def pooled_counts(cells: list[Cell], out: Path, rate: float) -> dict[str, list[int]]:
+    """Per-sample training counts per method at one rate, all finished seeds pooled."""
+    series = {}
+    for c in cells:
+        if same_rate(c.target_rate, rate):
+            counts = [n for row in c.rows for n in run_counts(row, out)]
+            if counts:
+                series[c.method] = counts
+    return series
+
+
+def count_plot_rate(cells: list[Cell]) -> float | None:
+    """0.7 when the sweep has it, else the finished target rate closest to it."""
+    rates = sorted({c.target_rate for c in cells if c.target_rate and c.rows})
+    return min(rates, key=lambda r: abs(r - HEADLINE_RATE)) if rates else None
