@@ -103,8 +103,10 @@ def _pretrain(cfg: Config, run: Run, resume: bool, distributed: bool, world: int
     ckpt = None
     if resume:
         if not run.last.is_file():
-            raise ConfigError(f"no checkpoint to resume in {run.dir} (the run stopped before its first epoch "
-                              "ended); rerun the same command without --resume to start it again")
+            started = (run.dir / "config.yaml").is_file()
+            raise ConfigError(f"no checkpoint to resume in {run.dir}" + (
+                " (the run stopped before its first epoch ended); rerun the same command without --resume "
+                "to start it again" if started else f" (no {run.last})"))
         ckpt = load_checkpoint(run.last)
         saved = config_from_dict(ckpt["config"])
         saved.device, saved.progress, saved.output_dir = cfg.device, cfg.progress, cfg.output_dir
