@@ -28,6 +28,7 @@ from ssl_emp.errors import ConfigError, TrainingDiverged
 from ssl_emp.pruning import METHODS
 from ssl_emp.report import write_report
 from ssl_emp.results import DIAGNOSTIC_KEYS, atomic_write, count_histogram, load_rows, write_results
+from ssl_emp.rundir import LOCK_NAME, FolderLock
 
 TOP_KEYS = ("base", "pretrain", "overrides", "grid", "linear_probe")
 GRID_KEYS = ("methods", "rates", "seeds", "method_params", "method_rates")
@@ -261,7 +262,7 @@ def check_output_dir(bench: Benchmark, runs: list[RunSpec], out: Path) -> None:
     """Refuse a folder that holds something else: another benchmark's base config, a run trained
     with a different config, or files that are not a benchmark's."""
     plan = out / "benchmark.json"
-    if out.is_dir() and any(out.iterdir()) and not plan.is_file():
+    if out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()) and not plan.is_file():
         raise ConfigError(f"{out} exists and is not a benchmark folder (no benchmark.json); choose another --output-dir")
     if plan.is_file():
         saved = json.loads(plan.read_text())["base"]
@@ -388,8 +389,13 @@ def run_benchmark(config: str | Path, output_dir: str | Path, overrides: list[st
     if dry_run:
         print(format_plan(runs, done))
         return 0
-    check_output_dir(bench, runs, out)
-    out.mkdir(parents=True, exist_ok=True)
+    with FolderLock(out):  # one writer per benchmark folder; each run also locks its own folder
+        check_output_dir(bench, runs, out)
+        return _run_grid(bench, runs, out)
+
+
+def _run_grid(bench: Benchmark, runs: list[RunSpec], out: Path) -> int:
+
     _write_plan(bench, runs, out)
 
     # Rows of runs outside the current grid (e.g. a grid since narrowed) are kept, after the grid's.

@@ -1,44 +1,50 @@
-"""Atomic checkpoint files: write to a temp file, then rename, so a crash never leaves half a file.
+"""Checkpoint files: written atomically (``ssl_emp.fileio``), read without unpickling code.
 
 Everything saved is plain tensors, numbers, strings, lists and dicts, so loading uses
-``torch.load(weights_only=True)`` and never unpickles code.
+``torch.load(weights_only=True)``; a file that needs more is refused, never loaded unsafely.
 """
 
 from __future__ import annotations
 
-import os
-import pickle
-import zipfile
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ssl_emp.errors import ConfigError
+from ssl_emp.fileio import atomic_torch_save
+
+save_atomic = atomic_torch_save  # the former name; other modules still import it
 
 
-def save_atomic(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to ``path`` through a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+def _reason(exc: Exception) -> str:
+    """One line on why ``torch.load(weights_only=True)`` failed, without torch's advice to retry
+    with ``weights_only=False`` (that would run whatever code the file holds)."""
+    text = str(exc)
+    unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if unsafe:
+        return f"it holds a Python object ({unsafe.group(1)}) that is not loaded for safety"
+    if "Weights only load failed" in text:
+        return "it holds Python objects that are not loaded for safety"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def safe_torch_load(path: str | Path, what: str = "file") -> Any:
+    """``torch.load(weights_only=True)`` on CPU; any failure is a one-line ``ConfigError``."""
     try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types here (UnpicklingError, KeyError, EOFError, ...)
+        raise ConfigError(f"{what} {path} is corrupt or not an ssl-emp file: {_reason(exc)}") from exc
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint written by ``save_atomic``; a one-line ``ConfigError`` if it cannot be."""
+    """Load a checkpoint written by ``atomic_torch_save``; a one-line ``ConfigError`` if it cannot be."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"checkpoint {path} is corrupt or not an ssl-emp checkpoint: {first}") from exc
+    ckpt = safe_torch_load(path, "checkpoint")
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise ConfigError(f"checkpoint {path} is not an ssl-emp checkpoint (no model/config entries)")
     return ckpt

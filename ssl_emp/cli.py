@@ -1,7 +1,7 @@
 """``ssl-emp`` command line: ``pretrain``, ``eval knn|linear``, ``export``, ``benchmark``.
 
-Bad input ends with one line on stderr naming the problem and exit code 2; a diverged run with
-exit code 1. Neither overwrites anything already written.
+Bad input ends with one line on stderr naming the problem and exit code 2; a run that cannot go
+on (a NaN loss, a full disk) with one line and exit code 1. None overwrites anything already written.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from ssl_emp.errors import ConfigError, TrainingDiverged
+from ssl_emp.errors import ConfigError, RunFailed, TrainingDiverged
+from ssl_emp.fileio import atomic_write_text, os_error_message
 
 
 class _Parser(argparse.ArgumentParser):
@@ -89,6 +90,7 @@ def _pretrain(args: argparse.Namespace) -> int:
         cfg = load_config(saved if saved.is_file() else None, overrides)
     else:
         cfg = load_config(args.config, overrides)
+    args.run_dir = cfg.output_dir  # for the Ctrl-C message
     summary = pretrain(cfg, resume=args.resume)
     import torch.distributed as dist
 
@@ -109,11 +111,7 @@ def _eval(args: argparse.Namespace) -> int:
     result = evaluate_checkpoint(args.checkpoint, args.protocol, dataset=args.dataset, data_dir=args.data_dir,
                                  k=args.k, temperature=args.temperature, device=args.device)
     if args.output:
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        os.replace(tmp, out)
+        atomic_write_text(args.output, json.dumps(result, indent=2))
     print(f"{args.protocol} top-1 {result['top1']:.4f} top-5 {result['top5']:.4f} "
           f"on {result['dataset']} ({result['num_test']} test images)")
     return 0
@@ -151,6 +149,18 @@ def _init_distributed() -> bool:
     return True
 
 
+def _interrupted_hint(args: argparse.Namespace) -> str:
+    """What the user can do after Ctrl-C, true to what is on disk."""
+    if args.command == "benchmark":
+        return "finished runs and the last checkpoint of the current one are kept (rerun the same command to continue)"
+    if args.command != "pretrain":
+        return "nothing was written"
+    run_dir = getattr(args, "run_dir", None)
+    if run_dir is not None and (Path(run_dir) / "checkpoints" / "last.pt").is_file():
+        return "the last checkpoint is intact (continue with --resume)"
+    return "no checkpoint was written yet (rerun the same command to start again)"
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -162,12 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ssl-emp: error: {exc}", file=sys.stderr)
         return 2
-    except TrainingDiverged as exc:
+    except (TrainingDiverged, RunFailed) as exc:
         print(f"ssl-emp: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a write not routed through ssl_emp.fileio (e.g. a full disk): still one line
+        print(f"ssl-emp: error: {os_error_message(exc, exc.filename or 'a file')}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        hint = "rerun the same command to continue" if args.command == "benchmark" else "continue with --resume"
-        print(f"ssl-emp: interrupted; the last checkpoint is intact ({hint})", file=sys.stderr)
+        print(f"ssl-emp: interrupted; {_interrupted_hint(args)}", file=sys.stderr)
         return 130
     finally:
         if started:

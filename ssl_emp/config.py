@@ -130,7 +130,34 @@ def _merge(obj: Any, values: dict[str, Any], prefix: str = "", update_dicts: boo
         elif update_dicts and isinstance(current, dict) and isinstance(value, dict):
             setattr(obj, key, {**current, **value})  # --set a.b.c=1 changes one entry of dict a.b
         else:
-            setattr(obj, key, _coerce(value, str(fields[key].type)))
+            value = _coerce(value, str(fields[key].type))
+            _check_type(value, str(fields[key].type), f"{prefix}{key}")
+            setattr(obj, key, value)
+
+
+_TYPE_NAMES = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string",
+               "None": "null", "list[float]": "a list of numbers", "dict[str, Any]": "a mapping"}
+
+
+def _type_ok(value: Any, option: str) -> bool:
+    checks = {
+        "None": lambda v: v is None,
+        "bool": lambda v: isinstance(v, bool),
+        "int": _is_int,
+        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "str": lambda v: isinstance(v, str),
+        "list[float]": lambda v: isinstance(v, list) and all(_is_num(x) for x in v),
+        "dict[str, Any]": lambda v: isinstance(v, dict),
+    }
+    return checks[option](value) if option in checks else True
+
+
+def _check_type(value: Any, annotation: str, key: str) -> None:
+    """Reject a value of the wrong type here, naming the key, before anything computes with it."""
+    options = [a.strip() for a in annotation.split("|")]
+    if not any(_type_ok(value, opt) for opt in options):
+        expected = " or ".join(_TYPE_NAMES.get(opt, opt) for opt in options)
+        raise ConfigError(f"{key} must be {expected}, got {value!r}")
 
 
 def _coerce(value: Any, annotation: str) -> Any:
@@ -202,11 +229,16 @@ def validate(cfg: Config) -> None:
     """Reject values that cannot work, naming the key and the value."""
     _require(cfg.algorithm in ALGORITHMS, f"unknown algorithm '{cfg.algorithm}' (choose from {', '.join(ALGORITHMS)})")
     _require(_is_int(cfg.epochs) and cfg.epochs > 0, f"epochs must be a positive integer, got {cfg.epochs!r}")
-    _require(_is_int(cfg.seed), f"seed must be an integer, got {cfg.seed!r}")
+    _require(_is_int(cfg.seed) and 0 <= cfg.seed < 2**63, f"seed must be an integer in [0, 2^63), got {cfg.seed!r}")
     _require(cfg.device in DEVICES, f"unknown device '{cfg.device}' (choose from {', '.join(DEVICES)})")
     _require(_is_int(cfg.log_every) and cfg.log_every > 0, f"log_every must be > 0, got {cfg.log_every!r}")
     d = cfg.data
     _require(d.dataset in DATASETS, f"unknown dataset '{d.dataset}' (choose from {', '.join(DATASETS)})")
+    _require(d.dataset != "digits" or d.data_dir is None,
+             f"data.data_dir ({d.data_dir}) is set but dataset 'digits' is embedded and reads no files; "
+             "choose the data set with --set data.dataset=imagefolder|cifar10|cifar100|stl10")
+    _require(d.train_split == "train" or (d.train_split == "train+unlabeled" and d.dataset == "stl10"),
+             f"data.train_split must be 'train' (or 'train+unlabeled' for stl10), got {d.train_split!r}")
     _require(_is_int(d.image_size) and d.image_size >= 8, f"data.image_size must be an integer >= 8, got {d.image_size!r}")
     for name in ("train_subset", "test_subset"):
         value = getattr(d, name)
@@ -221,16 +253,24 @@ def validate(cfg: Config) -> None:
     _require(a.min_scale is None or (_is_num(a.min_scale) and 0 < a.min_scale <= 1), f"augment.min_scale must be in (0, 1], got {a.min_scale!r}")
     _require(a.rotate_degrees is None or (_is_num(a.rotate_degrees) and 0 <= a.rotate_degrees <= 180), f"augment.rotate_degrees must be in [0, 180], got {a.rotate_degrees!r}")
     _require(a.cj_strength is None or (_is_num(a.cj_strength) and a.cj_strength >= 0), f"augment.cj_strength must be >= 0, got {a.cj_strength!r}")
-    _require(len(a.mean) == 3 and len(a.std) == 3 and all(s > 0 for s in a.std), "augment.mean and augment.std must be 3 values each, std > 0")
+    _require(isinstance(a.mean, list) and len(a.mean) == 3 and all(_is_num(x) for x in a.mean),
+             f"augment.mean must be 3 numbers, got {a.mean!r}")
+    _require(isinstance(a.std, list) and len(a.std) == 3 and all(_is_num(x) and x > 0 for x in a.std),
+             f"augment.std must be 3 numbers > 0, got {a.std!r}")
     m = cfg.model
     _require(_is_num(m.temperature) and m.temperature > 0, f"model.temperature must be > 0, got {m.temperature!r}")
     _require(_is_int(m.queue_size) and m.queue_size > 0, f"model.queue_size must be a positive integer, got {m.queue_size!r}")
     _require(_is_num(m.momentum_start) and 0 <= m.momentum_start <= m.momentum_end <= 1, "model.momentum_start <= model.momentum_end must lie in [0, 1]")
     _require(isinstance(m.backbone_kwargs, dict), "model.backbone_kwargs must be a mapping")
+    _require(isinstance(m.backbone, str) and m.backbone != "", f"model.backbone must be a name, got {m.backbone!r}")
+    for name in ("proj_hidden_dim", "proj_out_dim"):
+        value = getattr(m, name)
+        _require(_is_int(value) and value > 0, f"model.{name} must be a positive integer, got {value!r}")
     o = cfg.optim
     _require(o.name in OPTIMIZERS, f"unknown optimizer '{o.name}' (choose from {', '.join(OPTIMIZERS)})")
     _require(_is_num(o.lr) and o.lr > 0, f"optim.lr must be > 0, got {o.lr!r}")
     _require(_is_num(o.weight_decay) and o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay!r}")
+    _require(_is_num(o.momentum) and 0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum!r}")
     _require(_is_int(o.batch_size) and o.batch_size >= 2, f"optim.batch_size must be an integer >= 2, got {o.batch_size!r}")
     _require(_is_num(o.warmup_epochs) and 0 <= o.warmup_epochs <= cfg.epochs, f"optim.warmup_epochs must be in [0, epochs], got {o.warmup_epochs!r}")
     p = cfg.pruning
@@ -240,3 +280,4 @@ def validate(cfg: Config) -> None:
     _require(_is_int(e.eval_every) and e.eval_every >= 0, f"eval.eval_every must be >= 0, got {e.eval_every!r}")
     _require(_is_int(e.knn_k) and e.knn_k > 0, f"eval.knn_k must be a positive integer, got {e.knn_k!r}")
     _require(_is_num(e.knn_temperature) and e.knn_temperature > 0, f"eval.knn_temperature must be > 0, got {e.knn_temperature!r}")
+    _require(_is_int(e.batch_size) and e.batch_size > 0, f"eval.batch_size must be a positive integer, got {e.batch_size!r}")

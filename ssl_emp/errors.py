@@ -1,7 +1,7 @@
-"""The one error type for bad user input.
+"""The error types the CLI turns into one line on stderr.
 
-The CLI turns it into a single line on stderr and exit code 2; library callers can catch it
-as a ``ValueError``.
+``ConfigError``: bad user input, exit code 2 (library callers can catch it as a ``ValueError``).
+``TrainingDiverged`` and ``RunFailed``: a run that could not go on, exit code 1.
 """
 
 
@@ -11,3 +11,7 @@ class ConfigError(ValueError):
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last checkpoint on disk is the last good one."""
+
+
+class RunFailed(RuntimeError):
+    """A runtime failure that is not the input's fault (e.g. a full disk); what was written stays."""

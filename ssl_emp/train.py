@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import timm.optim
@@ -31,6 +29,7 @@ from ssl_emp.errors import ConfigError, TrainingDiverged
 from ssl_emp.eval import extract_features, knn_accuracy
 from ssl_emp.models import MoCo, build_model
 from ssl_emp.pruning import DynamicPruner
+from ssl_emp.rundir import Run
 
 # Schedules are functions of the fraction of the run done, in units of 1/RESOLUTION epoch, so a
 # pruned run (fewer steps per epoch) still walks its whole LR / momentum schedule over the steps
@@ -91,49 +90,30 @@ def knn_monitor(backbone: nn.Module, data: DataSplits, cfg: Config, device: torc
     return {"knn_top1": result["top1"], "knn_top5": result["top5"]}
 
 
-class Run:
-    """Output folder of one pretraining run: config, metrics, checkpoints, summary."""
-
-    def __init__(self, output_dir: str | Path, is_main: bool):
-        self.dir = Path(output_dir)
-        self.ckpt_dir = self.dir / "checkpoints"
-        self.last = self.ckpt_dir / "last.pt"
-        self.is_main = is_main
-
-    def log(self, name: str, line: str) -> None:
-        if self.is_main:
-            with open(self.dir / name, "a") as f:
-                f.write(line + "\n")
-
-    def truncate_logs(self, epoch: int) -> None:
-        """On resume, drop log lines of epochs after the checkpoint (they will be redone)."""
-        if not self.is_main:
-            return
-        for name, epoch_of in (("metrics.jsonl", lambda ln: json.loads(ln)["epoch"]),
-                               ("steps.csv", lambda ln: int(ln.split(",")[1]) if ln[0].isdigit() else -1)):
-            path = self.dir / name
-            if path.is_file():
-                kept = [ln for ln in path.read_text().splitlines() if ln and epoch_of(ln) <= epoch]
-                tmp = path.with_suffix(".tmp")
-                tmp.write_text("".join(ln + "\n" for ln in kept))
-                os.replace(tmp, path)
-
-
 def pretrain(cfg: Config, resume: bool = False) -> dict[str, Any]:
     """Pretrain an encoder as configured; returns the summary (also written to summary.json)."""
     finalize(cfg)
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    run = Run(cfg.output_dir, rank == 0)
+    with Run(cfg.output_dir, rank == 0) as run:  # rank 0 holds the folder's lock for the whole run
+        return _pretrain(cfg, run, resume, distributed, world)
+
+
+def _pretrain(cfg: Config, run: Run, resume: bool, distributed: bool, world: int) -> dict[str, Any]:
     ckpt = None
     if resume:
+        if not run.last.is_file():
+            started = (run.dir / "config.yaml").is_file()
+            raise ConfigError(f"no checkpoint to resume in {run.dir}" + (
+                " (the run stopped before its first epoch ended); rerun the same command without --resume "
+                "to start it again" if started else f" (no {run.last})"))
         ckpt = load_checkpoint(run.last)
         saved = config_from_dict(ckpt["config"])
         saved.device, saved.progress, saved.output_dir = cfg.device, cfg.progress, cfg.output_dir
         if asdict(saved) != asdict(cfg):
             diff = _diff(asdict(saved), asdict(cfg))
             raise ConfigError(f"--resume with a config that differs from the checkpoint's: {', '.join(diff)}")
-    elif run.last.exists():
+    elif run.has_checkpoint():
         raise ConfigError(f"{run.dir} already holds a run; pass --resume to continue it or choose another --output-dir")
     device = resolve_device(cfg.device)
 
@@ -171,7 +151,7 @@ def pretrain(cfg: Config, resume: bool = False) -> dict[str, Any]:
         history = ckpt["knn_history"]
         run.truncate_logs(ckpt["epoch"])
     elif run.is_main:
-        run.dir.mkdir(parents=True, exist_ok=True)
+        run.reset_unstarted()
         save_config(cfg, run.dir / "config.yaml")
         t_eval = time.perf_counter()
         metrics = knn_monitor(model.backbone, data, cfg, device)
@@ -270,12 +250,7 @@ def pretrain(cfg: Config, resume: bool = False) -> dict[str, Any]:
         "num_samples": n, "epochs": cfg.epochs, "algorithm": cfg.algorithm, "world_size": world,
         "device": str(device), "machine": machine(), "versions": versions(),
     }
-    if run.is_main:
-        shutil.copyfile(run.last, run.ckpt_dir / ".final.tmp")
-        os.replace(run.ckpt_dir / ".final.tmp", run.ckpt_dir / "final.pt")
-        labels = data.train.labels.tolist() if data.train.labels is not None else None
-        pruner.export_table(run.dir / "pruning_table.csv", labels=labels)
-        (run.dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    run.write_final(summary, pruner, data.train.labels.tolist() if data.train.labels is not None else None)
     return summary
 
 
