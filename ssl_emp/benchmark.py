@@ -395,7 +395,6 @@ def run_benchmark(config: str | Path, output_dir: str | Path, overrides: list[st
 
 
 def _run_grid(bench: Benchmark, runs: list[RunSpec], out: Path) -> int:
-
     _write_plan(bench, runs, out)
 
     # Rows of runs outside the current grid (e.g. a grid since narrowed) are kept, after the grid's.
