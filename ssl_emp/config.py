@@ -29,6 +29,9 @@ class DataConfig:
     # Hold out this fraction of the training images (fixed, stratified) as the split the kNN
     # monitor scores on instead of the test split: for tuning without looking at the test set.
     val_fraction: float = 0.0
+    # Junk probe: replace this fixed fraction of the training images by pixel-shuffled copies
+    # (marked; the kNN bank stays clean) to see which way a score moves them (benchmarks/README.md).
+    inject_noise: float = 0.0
     in_memory: bool = True  # hold decoded uint8 images in RAM (small-image sets)
     cache_dir: str | None = None  # decoded-image cache; default ~/.cache/ssl-emp/decoded
     num_workers: int = 0
@@ -215,6 +218,7 @@ def validate(cfg: Config) -> None:
         value = getattr(d, name)
         _require(value is None or (_is_int(value) and value > 0), f"data.{name} must be a positive integer, got {value!r}")
     _require(_is_num(d.val_fraction) and 0 <= d.val_fraction < 1, f"data.val_fraction must be in [0, 1), got {d.val_fraction!r}")
+    _require(_is_num(d.inject_noise) and 0 <= d.inject_noise < 1, f"data.inject_noise must be in [0, 1), got {d.inject_noise!r}")
     _require(_is_int(d.num_workers) and d.num_workers >= 0, f"data.num_workers must be >= 0, got {d.num_workers!r}")
     a = cfg.augment
     _require(a.preset in PRESETS, f"unknown augment.preset '{a.preset}' (choose from {', '.join(PRESETS)})")
