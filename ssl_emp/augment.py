@@ -4,7 +4,8 @@ Every augmentation samples its parameters per image (kornia's ``same_on_batch=Fa
 each call draws anew, so the two views of one image and two images of one batch differ.
 Presets follow lightly's ``SimCLRTransform`` (Chen et al. 2020) and ``MoCoV2Transform``
 (Chen et al. 2020, https://arxiv.org/abs/2003.04297); for inputs of 32 px or less the defaults are
-lightly's CIFAR-10 recipe (colour-jitter strength 0.5, no blur).
+lightly's CIFAR-10 recipe (colour-jitter strength 0.5, no blur). ``supervised`` is the standard
+CIFAR classification recipe (random crop after 4-px zero padding, horizontal flip; He et al. 2016).
 """
 
 from __future__ import annotations
@@ -24,11 +25,17 @@ PRESETS: dict[str, dict[str, object]] = {
     "digits": dict(jitter=(0.8, 0.8, 0.0, 0.0), min_scale=0.5, cj_prob=0.8, cj_strength=0.5, gray_prob=0.0, blur_prob=0.0, hflip_prob=0.0, rotate_prob=0.5, rotate_degrees=15.0),
 }
 SMALL_IMAGE_OVERRIDES = dict(cj_strength=0.5, blur_prob=0.0)  # lightly's CIFAR-10 benchmark
+SUPERVISED_PADDING = 4  # px of zero padding before the random crop (the CIFAR classification recipe)
 
 
 def resolve(cfg: AugmentConfig, image_size: int) -> dict[str, object]:
     """Preset values, the small-image recipe at <= 32 px, then whatever the config sets."""
     # "auto" is resolved from the data set by config.finalize; without that context, SimCLR's.
+    if cfg.preset == "supervised":
+        values: dict[str, object] = {"hflip_prob": 0.5}
+        if cfg.hflip_prob is not None:
+            values["hflip_prob"] = cfg.hflip_prob
+        return values
     values = dict(PRESETS["simclr" if cfg.preset == "auto" else cfg.preset])
     if image_size <= 32 and cfg.preset != "digits":
         values.update(SMALL_IMAGE_OVERRIDES)
@@ -48,6 +55,13 @@ class ToFloat(nn.Module):
 def view_augmentation(cfg: AugmentConfig, image_size: int) -> nn.Sequential:
     """One random view per call: crop, flip, rotation, colour jitter, grayscale, blur, normalise."""
     v = resolve(cfg, image_size)
+    if cfg.preset == "supervised":
+        return nn.Sequential(
+            ToFloat(),
+            K.RandomCrop((image_size, image_size), padding=SUPERVISED_PADDING),
+            K.RandomHorizontalFlip(p=float(v["hflip_prob"])),
+            K.Normalize(mean=torch.tensor(cfg.mean), std=torch.tensor(cfg.std)),
+        )
     s = float(v["cj_strength"])
     b, c, sat, h = (s * j for j in v["jitter"])
     ops: list[nn.Module] = [

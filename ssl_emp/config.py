@@ -30,6 +30,9 @@ class DataConfig:
     # Hold out this fraction of the training images (fixed, stratified) as the split the kNN
     # monitor scores on instead of the test split: for tuning without looking at the test set.
     val_fraction: float = 0.0
+    # Junk probe: replace this fixed fraction of the training images by pixel-shuffled copies
+    # (marked; the kNN bank stays clean) to see which way a score moves them (benchmarks/README.md).
+    inject_noise: float = 0.0
     in_memory: bool = True  # hold decoded uint8 images in RAM (small-image sets)
     cache_dir: str | None = None  # decoded-image cache; default ~/.cache/ssl-emp/decoded
     num_workers: int = 0
@@ -39,7 +42,8 @@ class DataConfig:
 class AugmentConfig:
     """View pipeline; ``None`` takes the preset's value (lightly's SimCLR / MoCo v2 transforms)."""
 
-    preset: str = "auto"  # auto | simclr | mocov2 | digits; auto: digits for digits, else the algorithm's
+    # auto | simclr | mocov2 | digits | supervised; auto: digits for digits, else the algorithm's
+    preset: str = "auto"
     min_scale: float | None = None
     cj_prob: float | None = None
     cj_strength: float | None = None
@@ -95,7 +99,7 @@ class EvalConfig:
 
 @dataclass
 class Config:
-    algorithm: str = "simclr"  # simclr | moco
+    algorithm: str = "simclr"  # simclr | moco | supervised (the positive control: labels, cross-entropy)
     epochs: int = 20
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
@@ -110,11 +114,14 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-ALGORITHMS = ("simclr", "moco")
+ALGORITHMS = ("simclr", "moco", "supervised")
 DATASETS = ("digits", "cifar10", "cifar100", "stl10", "imagefolder")
 OPTIMIZERS = ("sgd", "lars", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
-PRESETS = ("auto", "simclr", "mocov2", "digits")
+PRESETS = ("auto", "simclr", "mocov2", "digits", "supervised")
+# The supervised preset is crop-after-padding + flip only; the view knobs of the others do not apply.
+_CONTRASTIVE_ONLY = ("min_scale", "cj_prob", "cj_strength", "gray_prob", "blur_prob", "rotate_prob", "rotate_degrees")
+_AUTO_PRESET = {"simclr": "simclr", "moco": "mocov2", "supervised": "supervised"}
 
 
 def _merge(obj: Any, values: dict[str, Any], prefix: str = "", update_dicts: bool = False) -> None:
@@ -202,7 +209,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def finalize(cfg: Config) -> Config:
     """Resolve ``auto`` values from the rest of the config, then validate."""
     if cfg.augment.preset == "auto":
-        auto = "digits" if cfg.data.dataset == "digits" else ("mocov2" if cfg.algorithm == "moco" else "simclr")
+        auto = "digits" if cfg.data.dataset == "digits" else _AUTO_PRESET.get(cfg.algorithm, "simclr")
         cfg.augment.preset = auto
     validate(cfg)
     return cfg
@@ -244,9 +251,13 @@ def validate(cfg: Config) -> None:
         value = getattr(d, name)
         _require(value is None or (_is_int(value) and value > 0), f"data.{name} must be a positive integer, got {value!r}")
     _require(_is_num(d.val_fraction) and 0 <= d.val_fraction < 1, f"data.val_fraction must be in [0, 1), got {d.val_fraction!r}")
+    _require(_is_num(d.inject_noise) and 0 <= d.inject_noise < 1, f"data.inject_noise must be in [0, 1), got {d.inject_noise!r}")
     _require(_is_int(d.num_workers) and d.num_workers >= 0, f"data.num_workers must be >= 0, got {d.num_workers!r}")
     a = cfg.augment
     _require(a.preset in PRESETS, f"unknown augment.preset '{a.preset}' (choose from {', '.join(PRESETS)})")
+    if a.preset == "supervised":
+        extra = [f"augment.{k}" for k in _CONTRASTIVE_ONLY if getattr(a, k) is not None]
+        _require(not extra, f"augment.preset 'supervised' takes only hflip_prob; unset {', '.join(extra)}")
     for name in ("cj_prob", "gray_prob", "blur_prob", "hflip_prob", "rotate_prob"):
         value = getattr(a, name)
         _require(value is None or (_is_num(value) and 0 <= value <= 1), f"augment.{name} must be in [0, 1], got {value!r}")

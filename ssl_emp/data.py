@@ -98,6 +98,7 @@ class DataSplits:
     bank: IndexedImages | IndexedImageFiles | None  # labelled training images for kNN / probe
     test: IndexedImages | IndexedImageFiles | None  # the validation split when val_fraction > 0
     test_is_validation: bool = False
+    junk: Tensor | None = None  # bool mask over ``train``: images replaced by data.inject_noise
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -408,12 +409,42 @@ def _take(ds: IndexedImages | IndexedImageFiles, keep: Tensor) -> IndexedImages 
     return IndexedImages(ds.images[keep], labels, ds.classes)
 
 
+def inject_junk(ds: IndexedImages, fraction: float) -> tuple[IndexedImages, Tensor]:
+    """Replace a fixed (seed 0) ``fraction`` of the images by pixel-shuffled copies of themselves.
+
+    A junk probe for selection scores: each junk image keeps its original's colour histogram (so
+    no brightness shortcut gives it away) but none of its structure. Returns the new set and the
+    boolean junk mask; labels stay as they were (the kNN bank uses the clean set).
+    """
+    if not isinstance(ds, IndexedImages):
+        raise ConfigError("data.inject_noise needs the training images held in memory (data.in_memory=true)")
+    n = len(ds)
+    gen = torch.Generator().manual_seed(0)
+    junk_idx = torch.randperm(n, generator=gen)[: round(fraction * n)].sort().values
+    images = ds.images.clone()
+    flat = images[junk_idx].flatten(2)  # [k, 3, H*W]
+    # One pixel permutation per image, shared by its three channels (pixels move, colours stay).
+    perm = torch.rand(flat.shape[0], flat.shape[2], generator=gen).argsort(dim=1)
+    images[junk_idx] = flat.gather(2, perm[:, None, :].expand(-1, 3, -1)).view(-1, *images.shape[1:])
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[junk_idx] = True
+    return IndexedImages(images, ds.labels, ds.classes), mask
+
+
 def load_data(cfg: DataConfig) -> DataSplits:
     """Training set, labelled kNN bank (the train split) and test set of the configured data set.
 
     With ``val_fraction`` > 0 the test set is never loaded: a held-out part of the training
-    images takes its place, and pretraining and the bank use the rest.
+    images takes its place, and pretraining and the bank use the rest. With ``inject_noise`` > 0
+    that fraction of the training images is replaced by junk (``inject_junk``); the bank stays clean.
     """
+    splits = _load_splits(cfg)
+    if cfg.inject_noise > 0:
+        splits.train, splits.junk = inject_junk(splits.train, cfg.inject_noise)
+    return splits
+
+
+def _load_splits(cfg: DataConfig) -> DataSplits:
     train = load_split(cfg, cfg.train_split)
     if train is None or len(train) == 0:
         raise ConfigError(f"the training split of '{cfg.dataset}' is empty")

@@ -67,3 +67,19 @@ def moco_info_nce_per_sample(
     loss_a, pos_a = one_direction(q1, k2)
     loss_b, pos_b = one_direction(q2, k1)
     return 0.5 * (loss_a + loss_b), (0.5 * (pos_a + pos_b)).detach()
+
+
+def cross_entropy_per_sample(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-sample cross-entropy and prediction entropy: ``(loss, entropy)``, each of shape [B].
+
+    ``loss_i = −log softmax(fᵢ)[yᵢ]`` (no label smoothing: it is also the pruning score) and
+    ``entropy_i = H(softmax(fᵢ)) = −Σ_c p_c log p_c ∈ [0, log C]``, the EMP paper's supervised memory
+    signal (Xiao et al., arXiv 2408.16031). Both in float32, also under bf16 autocast; the entropy
+    is detached (a selection signal, not a training objective).
+    """
+    if logits.ndim != 2 or labels.shape != logits.shape[:1]:
+        raise ConfigError(f"logits must be [B, C] and labels [B], got {tuple(logits.shape)} and {tuple(labels.shape)}")
+    log_p = F.log_softmax(logits.float(), dim=1)
+    loss = F.nll_loss(log_p, labels, reduction="none")
+    entropy = -(log_p.exp() * log_p).sum(dim=1)
+    return loss, entropy.detach()

@@ -49,3 +49,25 @@ def test_eval_transform_is_deterministic_and_resizes():
     out = tf(x)
     assert out.shape == (4, 3, 16, 16)
     torch.testing.assert_close(out, tf(x))
+
+
+def test_supervised_preset_is_padded_crop_and_flip_only():
+    import pytest
+
+    from ssl_emp.config import load_config
+    from ssl_emp.errors import ConfigError
+
+    cfg = AugmentConfig(preset="supervised")
+    aug = view_augmentation(cfg, 32)
+    names = [type(m).__name__ for m in aug]
+    assert names == ["ToFloat", "RandomCrop", "RandomHorizontalFlip", "Normalize"]
+    x = _batch(n=64, size=32)
+    views = aug(x)
+    assert views.shape == (64, 3, 32, 32)
+    # a padded crop shifts by at most 4 px: some views differ from the input, none is resized
+    base = eval_transform(cfg, 32)(x)
+    assert not torch.allclose(views, base)
+    assert load_config(None, ["algorithm=supervised", "data.dataset=cifar10"]).augment.preset == "supervised"
+    assert load_config(None, ["algorithm=supervised"]).augment.preset == "digits"  # digits keeps its own, no flips
+    with pytest.raises(ConfigError, match="takes only hflip_prob"):
+        load_config(None, ["algorithm=supervised", "augment.preset=supervised", "augment.min_scale=0.5"])

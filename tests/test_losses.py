@@ -1,10 +1,12 @@
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 from lightly.loss import NTXentLoss
 
 from ssl_emp.errors import ConfigError
-from ssl_emp.losses import info_nce_per_sample, moco_info_nce_per_sample
+from ssl_emp.losses import cross_entropy_per_sample, info_nce_per_sample, moco_info_nce_per_sample
 
 
 @pytest.mark.parametrize("temperature", [0.1, 0.5, 1.0])
@@ -60,3 +62,22 @@ def test_moco_per_sample_matches_cross_entropy():
 def test_non_positive_temperature_is_rejected(temperature):
     with pytest.raises(ConfigError, match="temperature"):
         info_nce_per_sample(torch.randn(2, 3), torch.randn(2, 3), temperature)
+
+
+def test_cross_entropy_per_sample_matches_torch_and_direct_entropy():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(32, 10, generator=g, dtype=torch.float64).float() * 3
+    labels = torch.randint(0, 10, (32,), generator=g)
+    loss, entropy = cross_entropy_per_sample(logits, labels)
+    assert loss.shape == entropy.shape == (32,)
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits, labels, reduction="none"))
+    p = torch.softmax(logits.double(), dim=1)
+    direct = -(p * p.log()).sum(dim=1)
+    torch.testing.assert_close(entropy.double(), direct, atol=1e-5, rtol=1e-5)
+    assert (entropy >= 0).all() and (entropy <= math.log(10) + 1e-5).all()
+    # bf16 logits (autocast output) still give float32 signals
+    loss16, entropy16 = cross_entropy_per_sample(logits.bfloat16(), labels)
+    assert loss16.dtype == entropy16.dtype == torch.float32
+    # a uniform prediction has entropy log C
+    _, flat = cross_entropy_per_sample(torch.zeros(2, 10), torch.tensor([0, 1]))
+    torch.testing.assert_close(flat, torch.full((2,), math.log(10)))
