@@ -121,25 +121,14 @@ def _benchmark(args: argparse.Namespace) -> int:
     return run_benchmark(args.config, output_dir, args.overrides, dry_run=args.dry_run)
 
 
-def _init_distributed() -> bool:
-    """Join the process group when launched by ``torchrun`` (it sets WORLD_SIZE > 1)."""
-    import torch
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return False
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    return True
-
-
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse: bad arguments (2) or --help (0)
         return int(exc.code or 0)
-    started = args.command == "pretrain" and _init_distributed()
+    from ssl_emp.distributed import init, teardown
+
+    started = args.command == "pretrain" and init()
     try:
         return {"pretrain": _pretrain, "eval": _eval, "benchmark": _benchmark}[args.command](args)
     except ConfigError as exc:
@@ -153,10 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ssl-emp: interrupted; the last checkpoint is intact ({hint})", file=sys.stderr)
         return 130
     finally:
-        if started:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+        teardown(started)
 
 
 if __name__ == "__main__":

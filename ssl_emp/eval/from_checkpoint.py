@@ -35,7 +35,7 @@ def load_backbone(path: str) -> tuple[torch.nn.Module, Any]:
 def evaluate_checkpoint(path: str, protocol: str, dataset: str | None = None, data_dir: str | None = None,
                         k: int = 200, temperature: float = 0.1, device: str = "auto", seed: int = 0) -> dict[str, Any]:
     """kNN or linear-probe accuracy of a checkpoint's frozen backbone, with the protocol used."""
-    from ssl_emp.train import resolve_device
+    from ssl_emp.runtime import resolve_device
 
     backbone, cfg = load_backbone(path)
     if dataset is not None:
