@@ -3,15 +3,23 @@
     python benchmarks/bench_pipeline.py --config configs/digits_simclr.yaml --output benchmarks/results/pipeline_digits.json
 
 Images/s counts source images (each gives two views). Warm-up steps are excluded.
+
+    python benchmarks/bench_pipeline.py --config ... --ab model.channels_last --rounds 10
+
+times ``train_step`` with KEY=true and KEY=false in one process, alternating the two every round
+(on a shared or noisy machine the ratio of interleaved medians is what can be trusted).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -37,6 +45,40 @@ def _timed(fn, repeats: int, warmup: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / repeats
 
 
+def _trainer(cfg_path: str | None, overrides: list[str]) -> tuple[Any, Callable[[], None]]:
+    """A built trainer for the config and a closure running one real ``train_step`` on a fixed batch."""
+    cfg = load_config(cfg_path, overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg.output_dir = tmp  # build writes nothing; the Run is only the trainer's output handle
+        t = build(cfg, Run(tmp, is_main=False))
+    t.state.model.train()
+    t.state.pruner.set_epoch(0)
+    b = cfg.optim.batch_size
+    idx, batch = torch.arange(b), t.data.train.images[:b].to(t.device)
+    diverged = torch.zeros((), dtype=torch.bool, device=t.device)
+
+    def step() -> None:  # the trainer's own step: views, forward, pruner weights, backward, update
+        train_step(t, idx, batch, 0.0, diverged)
+
+    return t, step
+
+
+def ab(args: argparse.Namespace, overrides: list[str]) -> dict[str, Any]:
+    """Interleaved A/B of ``train_step`` with ``args.ab`` true vs false; median seconds per step."""
+    runs = {flag: _trainer(args.config, [*overrides, f"{args.ab}={flag}"]) for flag in ("true", "false")}
+    times: dict[str, list[float]] = {"true": [], "false": []}
+    for _ in range(args.rounds):
+        for flag, (t, step) in runs.items():
+            times[flag].append(_timed(step, args.repeats, 1, t.device))
+    median = {flag: statistics.median(v) for flag, v in times.items()}
+    result = {"key": args.ab, "overrides": overrides, "rounds": args.rounds, "repeats": args.repeats,
+              "seconds_per_step": times, "median_true": median["true"], "median_false": median["false"],
+              "speedup_true_over_false": median["false"] / median["true"], "machine": machine()}
+    print(f"{args.ab}: true {median['true'] * 1e3:.1f} ms/step, false {median['false'] * 1e3:.1f} ms/step, "
+          f"speed-up {result['speedup_true_over_false']:.2f}x (median of {args.rounds} interleaved rounds)")
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config")
@@ -44,26 +86,23 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--no-features", action="store_true", help="time only the augmentation and train_step")
+    parser.add_argument("--ab", metavar="KEY", help="boolean config key to A/B (interleaved), e.g. model.channels_last")
+    parser.add_argument("--rounds", type=int, default=10, help="A/B rounds")
     parser.add_argument("--output")
     args = parser.parse_args()
     overrides = args.overrides + ([f"data.data_dir={args.data_dir}"] if args.data_dir else [])
-    cfg = load_config(args.config, overrides)
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg.output_dir = tmp  # build writes nothing; the Run is only the trainer's output handle
-        t = build(cfg, Run(tmp, is_main=False))
-    device, model, train = t.device, t.state.model.train(), t.data.train
-    t.state.pruner.set_epoch(0)
+    if args.ab:
+        _write(ab(args, overrides), args.output)
+        return
+    t, full_step = _trainer(args.config, overrides)
+    cfg, device, model, train = t.cfg, t.device, t.state.model, t.data.train
     b = cfg.optim.batch_size
-    idx, batch = torch.arange(b), train.images[:b].to(device)
-    diverged = torch.zeros((), dtype=torch.bool, device=device)
+    batch = train.images[:b].to(device)
 
     def aug_only() -> None:
         with torch.no_grad():
             for _ in range(model.num_views):
                 t.augment(batch).contiguous(memory_format=t.memory_format)
-
-    def full_step() -> None:  # the trainer's own step: views, forward, pruner weights, backward, update
-        train_step(t, idx, batch, 0.0, diverged)
 
     n_feat = min(len(train), 4096)
     feat_loader = DataLoader(Labelled(train), batch_size=cfg.eval.batch_size,
@@ -94,9 +133,13 @@ def main() -> None:
     print(f"| {result['config']} | batch {b} @ {cfg.data.image_size}px | augment {result['augment_images_per_s']:.0f} img/s "
           f"| train step {result['train_step_images_per_s']:.0f} img/s "
           f"| features {result['feature_extraction_images_per_s'] or 0:.0f} img/s |")
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(result, indent=2))
+    _write(result, args.output)
+
+
+def _write(result: dict[str, Any], output: str | None) -> None:
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
