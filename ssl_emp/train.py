@@ -226,8 +226,9 @@ def train_one_epoch(t: Trainer, epoch: int) -> dict[str, Any]:
     bar = tqdm(t.loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and t.run.is_main), leave=False)
     for i, (idx, images) in enumerate(bar):
         progress = epoch * RESOLUTION + (i * RESOLUTION) // steps
+        factor = lr_factor(progress, cfg)
         for group, base in zip(state.optimizer.param_groups, t.base_lrs, strict=True):
-            group["lr"] = base * lr_factor(progress, cfg)
+            group["lr"] = base * factor
         loss = train_step(t, idx, images, progress / (cfg.epochs * RESOLUTION), diverged)
         loss_sum += loss
         seen += len(idx)
