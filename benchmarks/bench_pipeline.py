@@ -1,26 +1,35 @@
-"""Throughput of the augmentation pipeline, one training step and feature extraction, for a config.
+"""Throughput of the augmentation pipeline, the trainer's ``train_step`` and feature extraction, for a config.
 
     python benchmarks/bench_pipeline.py --config configs/digits_simclr.yaml --output benchmarks/results/pipeline_digits.json
 
 Images/s counts source images (each gives two views). Warm-up steps are excluded.
+
+    python benchmarks/bench_pipeline.py --config ... --ab model.channels_last --rounds 10
+
+times ``train_step`` with KEY=true and KEY=false in one process, alternating the two every round
+(on a shared or noisy machine the ratio of interleaved medians is what can be trusted).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
-from ssl_emp.augment import eval_transform, view_augmentation
+from ssl_emp.augment import eval_transform
 from ssl_emp.config import load_config
-from ssl_emp.data import Labelled, load_data
+from ssl_emp.data import Labelled
 from ssl_emp.eval import extract_features
-from ssl_emp.models import build_model
-from ssl_emp.train import TIMM_OPT, machine, resolve_device, versions
+from ssl_emp.runtime import machine, versions
+from ssl_emp.train import Run, build, train_step
 
 
 def _timed(fn, repeats: int, warmup: int, device: torch.device) -> float:
@@ -36,48 +45,64 @@ def _timed(fn, repeats: int, warmup: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / repeats
 
 
+def _trainer(cfg_path: str | None, overrides: list[str]) -> tuple[Any, Callable[[], None]]:
+    """A built trainer for the config and a closure running one real ``train_step`` on a fixed batch."""
+    cfg = load_config(cfg_path, overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg.output_dir = tmp  # build writes nothing; the Run is only the trainer's output handle
+        t = build(cfg, Run(tmp, is_main=False))
+    t.state.model.train()
+    t.state.pruner.set_epoch(0)
+    b = cfg.optim.batch_size
+    idx, batch = torch.arange(b), t.data.train.images[:b].to(t.device)
+    diverged = torch.zeros((), dtype=torch.bool, device=t.device)
+
+    def step() -> None:  # the trainer's own step: views, forward, pruner weights, backward, update
+        train_step(t, idx, batch, 0.0, diverged)
+
+    return t, step
+
+
+def ab(args: argparse.Namespace, overrides: list[str]) -> dict[str, Any]:
+    """Interleaved A/B of ``train_step`` with ``args.ab`` true vs false; median seconds per step."""
+    runs = {flag: _trainer(args.config, [*overrides, f"{args.ab}={flag}"]) for flag in ("true", "false")}
+    times: dict[str, list[float]] = {"true": [], "false": []}
+    for _ in range(args.rounds):
+        for flag, (t, step) in runs.items():
+            times[flag].append(_timed(step, args.repeats, 1, t.device))
+    median = {flag: statistics.median(v) for flag, v in times.items()}
+    result = {"key": args.ab, "overrides": overrides, "rounds": args.rounds, "repeats": args.repeats,
+              "seconds_per_step": times, "median_true": median["true"], "median_false": median["false"],
+              "speedup_true_over_false": median["false"] / median["true"], "machine": machine()}
+    print(f"{args.ab}: true {median['true'] * 1e3:.1f} ms/step, false {median['false'] * 1e3:.1f} ms/step, "
+          f"speed-up {result['speedup_true_over_false']:.2f}x (median of {args.rounds} interleaved rounds)")
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config")
     parser.add_argument("--data-dir")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--no-features", action="store_true", help="time only the augmentation and train_step")
+    parser.add_argument("--ab", metavar="KEY", help="boolean config key to A/B (interleaved), e.g. model.channels_last")
+    parser.add_argument("--rounds", type=int, default=10, help="A/B rounds")
     parser.add_argument("--output")
     args = parser.parse_args()
     overrides = args.overrides + ([f"data.data_dir={args.data_dir}"] if args.data_dir else [])
-    cfg = load_config(args.config, overrides)
-    import timm.optim
-
-    device = resolve_device(cfg.device)
-    torch.manual_seed(0)
-    train = load_data(cfg.data).train
-    batch = train.images[: cfg.optim.batch_size].to(device)
-    augment = view_augmentation(cfg.augment, cfg.data.image_size).to(device)
-    model = build_model(cfg.algorithm, cfg.model).to(device).train()
-    optimizer = timm.optim.create_optimizer_v2(model, opt=TIMM_OPT[cfg.optim.name], lr=1e-3,
-                                               weight_decay=cfg.optim.weight_decay)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    views = (augment(batch), augment(batch))
+    if args.ab:
+        _write(ab(args, overrides), args.output)
+        return
+    t, full_step = _trainer(args.config, overrides)
+    cfg, device, model, train = t.cfg, t.device, t.state.model, t.data.train
+    b = cfg.optim.batch_size
+    batch = train.images[:b].to(device)
 
     def aug_only() -> None:
         with torch.no_grad():
-            augment(batch), augment(batch)
-
-    def model_step() -> None:
-        with autocast:
-            loss, _ = model(*views)
-        optimizer.zero_grad(set_to_none=True)
-        loss.float().mean().backward()
-        optimizer.step()
-
-    def full_step() -> None:
-        with torch.no_grad():
-            v1, v2 = augment(batch), augment(batch)
-        with autocast:
-            loss, _ = model(v1, v2)
-        optimizer.zero_grad(set_to_none=True)
-        loss.float().mean().backward()
-        optimizer.step()
+            for _ in range(model.num_views):
+                t.augment(batch).contiguous(memory_format=t.memory_format)
 
     n_feat = min(len(train), 4096)
     feat_loader = DataLoader(Labelled(train), batch_size=cfg.eval.batch_size,
@@ -87,7 +112,6 @@ def main() -> None:
     def features() -> None:
         extract_features(model.backbone, feat_loader, device=device, transform=transform)
 
-    b = cfg.optim.batch_size
     result = {
         "config": args.config or "embedded default (digits, SimCLR)",
         "overrides": overrides,
@@ -95,10 +119,11 @@ def main() -> None:
         "image_size": cfg.data.image_size,
         "backbone": cfg.model.backbone,
         "backbone_kwargs": cfg.model.backbone_kwargs,
+        "channels_last": cfg.model.channels_last,
+        "compile": cfg.model.compile,
         "augment_images_per_s": b / _timed(aug_only, args.repeats, 2, device),
-        "model_step_images_per_s": b / _timed(model_step, args.repeats, 2, device),
         "train_step_images_per_s": b / _timed(full_step, args.repeats, 2, device),
-        "feature_extraction_images_per_s": n_feat / _timed(features, 2, 1, device),
+        "feature_extraction_images_per_s": None if args.no_features else n_feat / _timed(features, 2, 1, device),
         "feature_extraction_batch_size": cfg.eval.batch_size,
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
@@ -106,11 +131,15 @@ def main() -> None:
         "versions": versions(),
     }
     print(f"| {result['config']} | batch {b} @ {cfg.data.image_size}px | augment {result['augment_images_per_s']:.0f} img/s "
-          f"| model step {result['model_step_images_per_s']:.0f} img/s | train step {result['train_step_images_per_s']:.0f} img/s "
-          f"| features {result['feature_extraction_images_per_s']:.0f} img/s |")
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(result, indent=2))
+          f"| train step {result['train_step_images_per_s']:.0f} img/s "
+          f"| features {result['feature_extraction_images_per_s'] or 0:.0f} img/s |")
+    _write(result, args.output)
+
+
+def _write(result: dict[str, Any], output: str | None) -> None:
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from ssl_emp.config import config_from_dict
 from ssl_emp.data import load_data
 from ssl_emp.models import build_model
 from ssl_emp.pruning.methods import make_generator
-from ssl_emp.train import versions
+from ssl_emp.runtime import versions
 
 TOP_FRACTION = 0.3
 
@@ -48,8 +48,8 @@ def signals(model: torch.nn.Module, images: torch.Tensor, augment: torch.nn.Modu
         if len(idx) < 2:
             continue
         x = images[idx]
-        loss_i, align_i = model(augment(x), augment(x))
-        loss[idx], align[idx] = loss_i.float(), align_i.float()
+        out = model(*(augment(x) for _ in range(model.num_views)))
+        loss[idx], align[idx] = out["loss"].float(), out["align"].float()
     return loss, align
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -136,19 +135,6 @@ def _benchmark(args: argparse.Namespace) -> int:
     return run_benchmark(args.config, output_dir, args.overrides, dry_run=args.dry_run)
 
 
-def _init_distributed() -> bool:
-    """Join the process group when launched by ``torchrun`` (it sets WORLD_SIZE > 1)."""
-    import torch
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return False
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    return True
-
-
 def _interrupted_hint(args: argparse.Namespace) -> str:
     """What the user can do after Ctrl-C, true to what is on disk."""
     if args.command == "benchmark":
@@ -166,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse: bad arguments (2) or --help (0)
         return int(exc.code or 0)
-    started = args.command == "pretrain" and _init_distributed()
+    from ssl_emp.distributed import init, teardown
+
+    started = args.command == "pretrain" and init()
     try:
         return {"pretrain": _pretrain, "eval": _eval, "export": _export, "benchmark": _benchmark}[args.command](args)
     except ConfigError as exc:
@@ -182,10 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ssl-emp: interrupted; {_interrupted_hint(args)}", file=sys.stderr)
         return 130
     finally:
-        if started:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+        teardown(started)
 
 
 if __name__ == "__main__":

@@ -70,6 +70,9 @@ class ModelConfig:
     queue_size: int = 4096  # MoCo negatives
     momentum_start: float = 0.99  # MoCo momentum, cosine schedule to momentum_end
     momentum_end: float = 1.0
+    gather_distributed: bool = True  # DDP: SimCLR negatives / MoCo queue keys from all ranks
+    channels_last: bool = True  # NHWC encoder and views (faster convolutions)
+    compile: bool = False  # torch.compile the model
 
 
 @dataclass

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from lightly.utils import dist as lightly_dist
 from torch import Tensor
 
 from ssl_emp.errors import ConfigError
@@ -23,25 +24,42 @@ def _check_temperature(temperature: float) -> None:
         raise ConfigError(f"temperature must be > 0, got {temperature}")
 
 
-def info_nce_per_sample(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> tuple[Tensor, Tensor]:
+def info_nce_per_sample(
+    z1: Tensor, z2: Tensor, temperature: float = 0.5, gather_distributed: bool = False
+) -> tuple[Tensor, Tensor]:
     """NT-Xent per image: ``(loss, align)``, each of shape [B].
 
     ``loss_i = ½[ℓ(z¹ᵢ→z²ᵢ) + ℓ(z²ᵢ→z¹ᵢ)]`` over the 2B−1 in-batch candidates, so
     ``loss.mean()`` equals lightly's ``NTXentLoss(temperature)(z1, z2)``.
     ``align_i = ⟨z¹ᵢ, z²ᵢ⟩`` of the L2-normalised projections, in [−1, 1].
+
+    With ``gather_distributed`` under torch.distributed (lightly's ``NTXentLoss(gather_distributed=True)``)
+    the candidates are the 2·B·world projections of all ranks: each rank's losses equal those of
+    one process on the concatenated batch. Gradients flow into the other ranks' projections too
+    and reach their owner through lightly's ``GatherLayer`` (an all-reduce in backward); every
+    rank must hold the same B.
     """
     _check_temperature(temperature)
     if z1.shape != z2.shape or z1.ndim != 2:
         raise ConfigError(f"z1 and z2 must both be [B, D], got {tuple(z1.shape)} and {tuple(z2.shape)}")
     batch_size = z1.shape[0]
     # float32 logits: under bf16 autocast the log-sum-exp over 2B candidates loses too much.
-    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
-    sim = z @ z.T
-    logits = (sim / temperature).fill_diagonal_(float("-inf"))
-    targets = torch.arange(2 * batch_size, device=z.device).roll(batch_size)
+    z1, z2 = F.normalize(z1.float(), dim=1), F.normalize(z2.float(), dim=1)
+    rank, world = (lightly_dist.rank(), lightly_dist.world_size()) if gather_distributed else (0, 1)
+    if world > 1:
+        all1, all2 = torch.cat(lightly_dist.gather(z1)), torch.cat(lightly_dist.gather(z2))
+    else:
+        all1, all2 = z1, z2
+    total = world * batch_size  # images over all ranks; this rank's are rows [offset, offset + B)
+    anchors = torch.cat([z1, z2])  # [2B, D]
+    logits = anchors @ torch.cat([all1, all2]).T / temperature  # [2B, 2·total]
+    own = rank * batch_size + torch.arange(batch_size, device=z1.device)
+    self_col = torch.cat([own, own + total])
+    logits[torch.arange(2 * batch_size, device=z1.device), self_col] = float("-inf")
+    targets = torch.cat([own + total, own])  # the other view of the same image
     per_view = F.cross_entropy(logits, targets, reduction="none")
     loss = 0.5 * (per_view[:batch_size] + per_view[batch_size:])
-    align = sim.diagonal(offset=batch_size)
+    align = (z1 * z2).sum(dim=1)
     return loss, align.detach()
 
 

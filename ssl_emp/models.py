@@ -1,23 +1,34 @@
-"""Encoders: a timm backbone by name, a lightly projection head, and the contrastive objective.
+"""Encoders: a timm backbone by name, a lightly projection head or a classifier, and the objective.
 
-``forward(view1, view2)`` returns the per-sample ``(loss, align)`` so that a DDP wrapper's
-gradient hooks run through the ordinary call.
+The training loop knows a model only through this contract (solo-learn style: the method owns
+its per-step extras), so that another objective plugs into the same loop:
+
+- ``num_views``: how many augmented views of each image ``forward`` takes;
+- ``needs_labels``: whether ``forward`` needs the images' class labels;
+- ``objective``: ``"contrastive"`` or ``"supervised"``, the pruner's objective (which signals it scores);
+- ``forward(*views, labels=None) -> dict``: ``"loss"``, the per-sample loss [B] (float32, with
+  grad), plus the detached per-sample pruner signals named as ``DynamicPruner.update``'s keywords
+  (``"align"`` for the contrastive models, ``"entropy"`` for ``Supervised``). Returning the per-sample
+  loss from ``forward`` lets a DDP wrapper's gradient hooks run through the ordinary call;
+- ``on_train_step(progress)``: called before each step with the fraction of the run done.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 
 import timm
 import torch
 from lightly.models.modules import MoCoProjectionHead, SimCLRProjectionHead
-from lightly.models.modules.memory_bank import MemoryBankModule
 from lightly.models.utils import deactivate_requires_grad, update_momentum
+from lightly.utils import dist as lightly_dist
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from ssl_emp.config import ModelConfig
 from ssl_emp.errors import ConfigError
-from ssl_emp.losses import info_nce_per_sample, moco_info_nce_per_sample
+from ssl_emp.losses import cross_entropy_per_sample, info_nce_per_sample, moco_info_nce_per_sample
 
 
 def build_backbone(name: str, cifar_stem: bool = False, **kwargs: object) -> nn.Module:
@@ -44,27 +55,67 @@ def build_backbone(name: str, cifar_stem: bool = False, **kwargs: object) -> nn.
 
 
 class SimCLR(nn.Module):
-    """SimCLR: backbone + ``SimCLRProjectionHead``, NT-Xent over the 2B in-batch views."""
+    """SimCLR: backbone + ``SimCLRProjectionHead``, NT-Xent over the 2B views (of all ranks, if gathered)."""
 
-    def __init__(self, backbone: nn.Module, cfg: ModelConfig):
+    num_views = 2
+    needs_labels = False
+    objective = "contrastive"
+
+    def __init__(self, backbone: nn.Module, cfg: ModelConfig, gather_distributed: bool = False):
         super().__init__()
         self.backbone = backbone
         self.head = SimCLRProjectionHead(backbone.num_features, cfg.proj_hidden_dim, cfg.proj_out_dim)
         self.temperature = cfg.temperature
+        self.gather_distributed = gather_distributed
 
-    def forward(self, view1: Tensor, view2: Tensor) -> tuple[Tensor, Tensor]:
+    def on_train_step(self, progress: float) -> None:
+        """Nothing to schedule."""
+
+    def forward(self, view1: Tensor, view2: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
         # One pass over both views: batch-norm statistics span all 2B views, as in SimCLR.
         z = self.head(self.backbone(torch.cat([view1, view2])))
         z1, z2 = z.chunk(2)
-        return info_nce_per_sample(z1, z2, self.temperature)
+        loss, align = info_nce_per_sample(z1, z2, self.temperature, self.gather_distributed)
+        return {"loss": loss, "align": align}
+
+
+class KeyQueue(nn.Module):
+    """FIFO of MoCo negatives, lightly's ``MemoryBankModule`` semantics (random unit rows at start;
+    a batch that reaches the end fills it and the rest is dropped; keys of all ranks when gathered).
+
+    lightly keeps the write position in a device tensor and reads it with ``int()`` every step, a
+    host sync; here it is a Python int (checkpointed by ``MoCo``'s extra state).
+    """
+
+    def __init__(self, size: int, dim: int, gather_distributed: bool = False):
+        super().__init__()
+        self.register_buffer("bank", F.normalize(torch.randn(size, dim), dim=1), persistent=False)
+        self.ptr = 0
+        self.gather_distributed = gather_distributed
+
+    @torch.no_grad()
+    def forward(self, keys: Tensor, update: bool) -> Tensor:
+        """The queue before ``keys`` are enqueued (a copy), then enqueue them if ``update``."""
+        queue = self.bank.clone()
+        if update:
+            if self.gather_distributed and lightly_dist.world_size() > 1:
+                keys = torch.cat(lightly_dist.gather(keys.contiguous()))
+            n = min(keys.shape[0], self.bank.shape[0] - self.ptr)
+            self.bank[self.ptr:self.ptr + n] = keys[:n]
+            self.ptr = 0 if self.ptr + n >= self.bank.shape[0] else self.ptr + n
+        return queue
 
 
 class MoCo(nn.Module):
-    """MoCo v2: query encoder, momentum key encoder, a queue of negatives (lightly's memory bank).
+    """MoCo v2: query encoder, momentum key encoder, a queue of negatives.
 
-    lightly registers the bank as a non-persistent buffer; the queue is training state, so it
-    enters ``state_dict()`` (and every checkpoint) through torch's extra-state hook.
+    The queue is training state, so it enters ``state_dict()`` (and every checkpoint) through
+    torch's extra-state hook.
     """
+
+    num_views = 2
+    needs_labels = False
+    objective = "contrastive"
 
     def __init__(self, backbone: nn.Module, cfg: ModelConfig, gather_distributed: bool = False):
         super().__init__()
@@ -74,38 +125,78 @@ class MoCo(nn.Module):
         self.head_momentum = copy.deepcopy(self.head)
         deactivate_requires_grad(self.backbone_momentum)
         deactivate_requires_grad(self.head_momentum)
-        self.queue = MemoryBankModule(size=(cfg.queue_size, cfg.proj_out_dim), gather_distributed=gather_distributed, feature_dim_first=False)
+        self.queue = KeyQueue(cfg.queue_size, cfg.proj_out_dim, gather_distributed)
         self.temperature = cfg.temperature
+        self.momentum_start, self.momentum_end = cfg.momentum_start, cfg.momentum_end
 
     def get_extra_state(self) -> dict[str, Tensor]:
-        return {"queue": self.queue.bank.clone(), "queue_ptr": self.queue.bank_ptr.clone()}
+        return {"queue": self.queue.bank.clone(), "queue_ptr": torch.tensor([self.queue.ptr])}
 
     def set_extra_state(self, state: dict[str, Tensor]) -> None:
         self.queue.bank.copy_(state["queue"])
-        self.queue.bank_ptr.copy_(state["queue_ptr"])
+        self.queue.ptr = int(state["queue_ptr"])
 
     @torch.no_grad()
     def momentum_update(self, m: float) -> None:
         update_momentum(self.backbone, self.backbone_momentum, m)
         update_momentum(self.head, self.head_momentum, m)
 
-    def forward(self, view1: Tensor, view2: Tensor) -> tuple[Tensor, Tensor]:
+    def on_train_step(self, progress: float) -> None:
+        """Momentum encoder update, momentum on a cosine from ``momentum_start`` to ``momentum_end``."""
+        m = self.momentum_end - (self.momentum_end - self.momentum_start) * (math.cos(math.pi * progress) + 1) / 2
+        self.momentum_update(m)
+
+    def forward(self, view1: Tensor, view2: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
         q1, q2 = self.head(self.backbone(view1)), self.head(self.backbone(view2))
         with torch.no_grad():
             k1 = self.head_momentum(self.backbone_momentum(view1))
             k2 = self.head_momentum(self.backbone_momentum(view2))
         # The bank returns its contents before this batch's keys are enqueued.
-        _, queue = self.queue(torch.cat([k1, k2]).float(), update=self.training)
-        return moco_info_nce_per_sample(q1, q2, k1, k2, queue, self.temperature)
+        queue = self.queue(torch.cat([k1, k2]).float(), update=self.training)
+        loss, align = moco_info_nce_per_sample(q1, q2, k1, k2, queue, self.temperature)
+        return {"loss": loss, "align": align}
 
 
-def build_model(algorithm: str, cfg: ModelConfig, gather_distributed: bool = False) -> SimCLR | MoCo:
+class Supervised(nn.Module):
+    """Backbone + linear classifier trained with cross-entropy on one augmented view.
+
+    The EMP paper's image-classification setting (Xiao et al., arXiv 2408.16031) and Raju et al.'s
+    (arXiv 2111.12621): the positive control in which loss-based selection is expected to matter.
+    Returns the per-sample loss and the prediction entropy, the supervised EMP memory signal.
+    """
+
+    num_views = 1
+    needs_labels = True
+    objective = "supervised"
+
+    def __init__(self, backbone: nn.Module, num_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        self.classifier = nn.Linear(backbone.num_features, num_classes)
+
+    def forward(self, view: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
+        if labels is None:
+            raise ConfigError("the supervised objective needs labels")
+        loss, entropy = cross_entropy_per_sample(self.classifier(self.backbone(view)), labels)
+        return {"loss": loss, "entropy": entropy}
+
+    def on_train_step(self, progress: float) -> None:
+        """Nothing per step (the contract's hook; MoCo uses it for its momentum encoder)."""
+
+
+def build_model(algorithm: str, cfg: ModelConfig, gather_distributed: bool = False,
+                num_classes: int | None = None) -> SimCLR | MoCo | Supervised:
+    """The model of ``algorithm``; ``num_classes`` only for ``supervised`` (from the data set)."""
     backbone = build_backbone(cfg.backbone, cfg.cifar_stem, **cfg.backbone_kwargs)
     if algorithm == "simclr":
-        return SimCLR(backbone, cfg)
+        return SimCLR(backbone, cfg, gather_distributed)
     if algorithm == "moco":
         return MoCo(backbone, cfg, gather_distributed)
-    raise ConfigError(f"unknown algorithm '{algorithm}' (choose from simclr, moco)")
+    if algorithm == "supervised":
+        if not num_classes or num_classes < 2:
+            raise ConfigError("algorithm 'supervised' needs a labelled training set with at least 2 classes")
+        return Supervised(backbone, num_classes)
+    raise ConfigError(f"unknown algorithm '{algorithm}' (choose from simclr, moco, supervised)")
 
 
 def load_backbone(path: str) -> nn.Module:

@@ -10,19 +10,31 @@ import torch
 import torch.distributed as dist
 
 from ssl_emp.checkpoint import load_checkpoint
+from ssl_emp.config import ModelConfig
+from ssl_emp.models import build_model
 from ssl_emp.pruning import DynamicPruner
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(__file__).resolve().parent / "ddp_pretrain_script.py"
 
 
-@pytest.mark.skipif(not dist.is_available(), reason="this torch build has no torch.distributed")
-def test_emp_pretrain_on_two_ranks(tmp_path):
+pytestmark = pytest.mark.skipif(not dist.is_available(), reason="this torch build has no torch.distributed")
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory) -> Path:
+    """One 2-rank run of the script, shared by the tests below; returns its record folder."""
+    tmp_path = tmp_path_factory.mktemp("ddp")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(SCRIPT), str(tmp_path / "run"), str(tmp_path)]
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return tmp_path
+
+
+def test_emp_pretrain_on_two_ranks(ddp_run):
+    tmp_path = ddp_run
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     final = load_checkpoint(tmp_path / "run" / "checkpoints" / "final.pt")
 
@@ -45,3 +57,25 @@ def test_emp_pretrain_on_two_ranks(tmp_path):
     for name, column in reference.state_dict()["table"].items():
         torch.testing.assert_close(final["pruner"]["table"][name], column, rtol=0, atol=0, equal_nan=True)
     assert final["pruner"]["table"]["count"].sum() == 300
+
+    # DDP keeps the replicas identical, and the learning rate is scaled by the global batch.
+    assert ranks[0]["params"].keys() == ranks[1]["params"].keys() and ranks[0]["params"]
+    for name, value in ranks[0]["params"].items():
+        assert torch.equal(ranks[1]["params"][name], value), name
+        assert torch.equal(final["model"][name], value), name
+    assert ranks[0]["world"] == 2 and ranks[0]["base_lr"] == pytest.approx(0.3 * 32 * 2 / 256)
+
+
+def test_gathered_simclr_negatives_equal_one_process_on_the_whole_batch(ddp_run):
+    """lightly's NTXentLoss(gather_distributed=True) semantics, per sample (recorded by the same run)."""
+    ranks = [torch.load(ddp_run / f"rank{r}.pt", weights_only=True)["gather"] for r in range(2)]
+    model = build_model("simclr", ModelConfig(**ranks[0]["model_cfg"])).eval()
+    model.load_state_dict(ranks[0]["init"])
+    views = ranks[0]["views"]
+    assert torch.equal(views, ranks[1]["views"])
+    out = model(views[0], views[1])
+    out["loss"].sum().backward()
+    torch.testing.assert_close(torch.cat([r["loss"] for r in ranks]), out["loss"].detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.cat([r["align"] for r in ranks]), out["align"], rtol=1e-5, atol=1e-6)
+    for r in ranks:  # gradients reach every rank's projections: the summed gradient is the whole batch's
+        torch.testing.assert_close(r["grad"], model.head.layers[-1].weight.grad, rtol=1e-4, atol=1e-6)

@@ -44,11 +44,11 @@ def test_resume_equals_uninterrupted_run(tmp_path, tiny_args, algorithm, method)
 
     steps_per_epoch = 4 if method == "full" else 2  # 256 images (x 0.5 kept for emp) / batch 64
 
-    def forward(self, v1, v2):
+    def forward(self, *views, labels=None):
         stop["calls"] += 1
         if stop["calls"] > 2 * steps_per_epoch:
             raise Interrupt
-        return real_forward(self, v1, v2)
+        return real_forward(self, *views, labels=labels)
 
     cls = ssl_emp.models.SimCLR if algorithm == "simclr" else ssl_emp.models.MoCo
     with pytest.MonkeyPatch.context() as mp:
@@ -90,9 +90,9 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, ti
     real = ssl_emp.models.info_nce_per_sample
     calls = {"n": 0}
 
-    def poisoned(z1, z2, temperature):
+    def poisoned(z1, z2, temperature, gather_distributed=False):
         calls["n"] += 1
-        loss, align = real(z1, z2, temperature)
+        loss, align = real(z1, z2, temperature, gather_distributed)
         return (loss * float("nan") if calls["n"] > 2 else loss), align  # NaN from epoch 2 on
 
     with pytest.MonkeyPatch.context() as mp:

@@ -264,11 +264,11 @@ def _interrupt_at_call(monkeypatch, n: int) -> None:
     real = ssl_emp.models.SimCLR.forward
     calls = {"n": 0}
 
-    def forward(self, v1, v2):
+    def forward(self, *views, labels=None):
         calls["n"] += 1
         if calls["n"] == n:
             raise KeyboardInterrupt
-        return real(self, v1, v2)
+        return real(self, *views, labels=labels)
 
     monkeypatch.setattr(ssl_emp.models.SimCLR, "forward", forward)
 

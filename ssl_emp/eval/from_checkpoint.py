@@ -39,7 +39,7 @@ def evaluate_checkpoint(path: str, protocol: str, dataset: str | None = None, da
 
     ``k`` and ``temperature`` (kNN) default to the run's own ``eval.knn_k`` / ``eval.knn_temperature``.
     """
-    from ssl_emp.train import resolve_device
+    from ssl_emp.runtime import resolve_device
 
     backbone, cfg = backbone_from_checkpoint(path)
     k = cfg.eval.knn_k if k is None else k

@@ -2,7 +2,8 @@
 
 Dynamic data pruning (Raju et al., arXiv 2111.12621; EMP, arXiv 2408.16031; InfoBatch,
 arXiv 2303.04947): the set changes every epoch, so the sampler reads it from the pruner each time
-the DataLoader creates an iterator, i.e. after ``pruner.set_epoch(epoch)``.
+the DataLoader creates an iterator, i.e. after ``pruner.set_epoch(epoch)``. ``FoldedBatchSampler``
+batches it so that no kept image is dropped: a trailing batch of one joins the batch before it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from torch import Tensor
-from torch.utils.data import Sampler
+from torch.utils.data import BatchSampler, Sampler
 
 from ssl_emp.errors import ConfigError
 from ssl_emp.pruning.distributed import shard, world_info
@@ -61,3 +62,30 @@ class PrunedSampler(Sampler[int]):
     def __len__(self) -> int:
         _, world = self._rank_world()
         return math.ceil(self._pruner.epoch_size() / world)
+
+
+class FoldedBatchSampler(BatchSampler):
+    """Batches of ``sampler``'s indices in order; a trailing batch of one joins the previous batch.
+
+    A batch of one has no in-batch negatives and breaks batch norm, yet dropping it would leave a
+    kept image untrained and uncounted. Under DDP every rank holds the same number of indices
+    (``PrunedSampler`` pads like DistributedSampler), so every rank folds alike and the ranks
+    keep stepping in lockstep with equal batch sizes.
+    """
+
+    def __init__(self, sampler: Sampler[int], batch_size: int) -> None:
+        if not (isinstance(batch_size, int) and batch_size >= 2):
+            raise ConfigError(f"batch_size must be an integer >= 2, got {batch_size!r}")
+        super().__init__(sampler, batch_size, drop_last=False)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = list(self.sampler)
+        starts = list(range(0, len(order), self.batch_size))
+        if len(starts) > 1 and len(order) - starts[-1] == 1:
+            starts.pop()
+        for start, end in zip(starts, [*starts[1:], len(order)], strict=False):
+            yield order[start:end]
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.sampler), self.batch_size)  # type: ignore[arg-type]
+        return full + (rest > 1 or (rest == 1 and full == 0))
