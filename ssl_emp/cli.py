@@ -96,7 +96,8 @@ def _pretrain(args: argparse.Namespace) -> int:
     if dist.is_initialized() and dist.get_rank() != 0:
         return 0
     if summary["knn_top1"] is not None:
-        print(f"final kNN top-1 {summary['knn_top1']:.4f} (epoch 0: {summary['knn_top1_epoch0']:.4f}), "
+        test = f"test top-1 {summary['test_top1']:.4f}, " if summary.get("test_top1") is not None else ""
+        print(f"final {test}kNN top-1 {summary['knn_top1']:.4f} (epoch 0: {summary['knn_top1_epoch0']:.4f}), "
               f"{summary['wall_time_s']:.0f} s, achieved pruning rate {summary['achieved_rate']:.3f}; "
               f"results in {cfg.output_dir}")
     else:

@@ -31,7 +31,7 @@ from ssl_emp.models import build_model
 from ssl_emp.pruning import DynamicPruner
 from ssl_emp.pruning.sampler import FoldedBatchSampler
 from ssl_emp.rundir import Run
-from ssl_emp.runtime import build_optimizer, machine, resolve_device, versions
+from ssl_emp.runtime import build_optimizer, machine, memory_format, resolve_device, versions
 
 # Schedules are functions of the fraction of the run done, in units of 1/RESOLUTION epoch, so a
 # pruned run (fewer steps per epoch) still walks its whole LR / momentum schedule over the steps
@@ -122,8 +122,8 @@ def build(cfg: Config, run: Run) -> Trainer:
     classes = data.train.classes
     model = build_model(cfg.algorithm, cfg.model, gather_distributed=cfg.model.gather_distributed and world > 1,
                         num_classes=len(classes) if classes else None)
-    memory_format = torch.channels_last if cfg.model.channels_last else torch.contiguous_format
-    model = model.to(device, memory_format=memory_format)
+    layout = memory_format(model, device, cfg.model.channels_last)
+    model = model.to(device, memory_format=layout)
     net: nn.Module = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -148,7 +148,7 @@ def build(cfg: Config, run: Run) -> Trainer:
         augment=view_augmentation(cfg.augment, cfg.data.image_size).to(device),
         base_lrs=[g["lr"] for g in optimizer.param_groups], labels=labels,
         autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"),
-        memory_format=memory_format,
+        memory_format=layout,
     )
 
 

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+import yaml
 
 import ssl_emp.models
 from ssl_emp.checkpoint import load_checkpoint
@@ -30,14 +31,16 @@ def test_short_digits_run_learns_and_writes_its_outputs(tmp_path, tiny_args, cap
     assert "final kNN top-1" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("algorithm, method", [("simclr", "full"), ("moco", "emp"), ("simclr", "emp"), ("moco", "full")])
+@pytest.mark.parametrize("algorithm, method", [("simclr", "full"), ("moco", "emp"), ("simclr", "emp"), ("moco", "full"),
+                                               ("supervised", "emp")])
 def test_resume_equals_uninterrupted_run(tmp_path, tiny_args, algorithm, method):
     common = [*tiny_args, "--set", f"algorithm={algorithm}", "--set", "log_every=1", "--set", "data.train_subset=256",
               "--set", "eval.eval_every=0", "--method", method, "--pruning-rate", "0.5" if method != "full" else "0"]
     assert _run(tmp_path, "straight", common, "--epochs", "3")[0] == 0
     # Interrupt the second run after two epochs (an exception from inside the step), then resume.
     stop = {"calls": 0}
-    real_forward = ssl_emp.models.SimCLR.forward if algorithm == "simclr" else ssl_emp.models.MoCo.forward
+    cls = {"simclr": ssl_emp.models.SimCLR, "moco": ssl_emp.models.MoCo, "supervised": ssl_emp.models.Supervised}[algorithm]
+    real_forward = cls.forward
 
     class Interrupt(Exception):
         pass
@@ -50,7 +53,6 @@ def test_resume_equals_uninterrupted_run(tmp_path, tiny_args, algorithm, method)
             raise Interrupt
         return real_forward(self, *views, labels=labels)
 
-    cls = ssl_emp.models.SimCLR if algorithm == "simclr" else ssl_emp.models.MoCo
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(cls, "forward", forward)
         with pytest.raises(Interrupt):
@@ -151,3 +153,33 @@ def test_other_optimizers_train(tmp_path, tiny_args, optimizer):
     assert lines[-1]["loss"] < lines[1]["loss"]  # it trained
     ckpt = load_checkpoint(out / "checkpoints" / "final.pt")
     assert ckpt["optimizer"]["state"], f"{optimizer} saved no optimizer state in the checkpoint"
+
+
+def test_supervised_run_reports_test_accuracy_and_entropy(tmp_path, tiny_args, capsys):
+    """The positive control through the CLI: cross-entropy on labels, EMP scored on loss + entropy."""
+    out = tmp_path / "sup"
+    code = main(["pretrain", *tiny_args, "--set", "algorithm=supervised", "--epochs", "4", "--method", "emp",
+                 "--pruning-rate", "0.5", "--set", "eval.eval_every=0", "--output-dir", str(out)])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["algorithm"] == "supervised" and summary["test_top1"] > 0.3  # chance: 0.1
+    assert summary["entropy_repeatability"] is not None and summary["align_repeatability"] is None
+    header = (out / "pruning_table.csv").read_text().splitlines()[0].split(",")
+    assert "entropy" in header
+    assert "test top-1" in capsys.readouterr().out
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["augment"]["preset"] == "digits"  # digits keeps its own views: no flips
+
+
+def test_supervised_needs_labels_one_line_exit_2(tmp_path, tiny_args, capsys):
+    from PIL import Image
+
+    tree = tmp_path / "flat"
+    tree.mkdir()
+    for i in range(8):  # images at the top level: an unlabelled folder
+        Image.new("RGB", (16, 16), (i * 30, 0, 0)).save(tree / f"{i}.png")
+    code = main(["pretrain", *tiny_args, "--set", "algorithm=supervised", "--set", "data.dataset=imagefolder",
+                 "--data-dir", str(tree), "--set", "optim.batch_size=4", "--epochs", "1",
+                 "--output-dir", str(tmp_path / "run"), "--set", f"data.cache_dir={tmp_path / 'cache'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "labelled" in err[0]

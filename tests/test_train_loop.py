@@ -158,3 +158,18 @@ def test_moco_momentum_follows_its_cosine_schedule(monkeypatch):
 def test_config_keys_of_the_fast_path_default_as_documented():
     cfg = Config()
     assert cfg.model.channels_last is True and cfg.model.compile is False and cfg.model.gather_distributed is True
+
+
+def test_channels_last_is_skipped_where_torch_cpu_kernels_are_unsafe():
+    """A strided 1x1 convolution with < 16 input channels aborts torch's CPU backward in channels_last
+    (odd batches); such a model trains contiguous on the CPU, every other model channels_last."""
+    from ssl_emp.models import build_backbone
+    from ssl_emp.runtime import memory_format
+
+    narrow = build_backbone("resnet18", True, layers=[1, 1, 1, 1], channels=[8, 16, 32, 64])
+    default = build_backbone("resnet18", True, layers=[1, 1, 1, 1], channels=[16, 32, 64, 128])
+    cpu = torch.device("cpu")
+    assert memory_format(narrow, cpu, True) == torch.contiguous_format
+    assert memory_format(default, cpu, True) == torch.channels_last
+    assert memory_format(default, cpu, False) == torch.contiguous_format
+    assert memory_format(narrow, torch.device("cuda", 0), True) == torch.channels_last
