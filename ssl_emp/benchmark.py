@@ -419,7 +419,8 @@ def _run_grid(bench: Benchmark, runs: list[RunSpec], out: Path) -> int:
         write_report(out)
         durations.append(time.perf_counter() - t0)
         left = len(todo) - k - 1
-        _say(f"{index} done {run.run_id}: kNN top-1 {_pct(row['knn_top1'])}, linear top-1 {_pct(row['linear_top1'])}, "
+        test = f"test top-1 {_pct(row['test_top1'])}, " if row.get("test_top1") is not None else ""
+        _say(f"{index} done {run.run_id}: {test}kNN top-1 {_pct(row['knn_top1'])}, linear top-1 {_pct(row['linear_top1'])}, "
              f"achieved rate {row['achieved_rate']:.3f}, {_duration(durations[-1])}; "
              f"{left} left, ETA {_duration(statistics.mean(durations) * left)}")
     if not todo:
