@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from ssl_emp.fileio import atomic_write_text
 from ssl_emp.pruning import METHODS, DynamicPruner
 
 _FILL_CHUNK = 65536  # untimed warm-up updates go in big chunks to keep the run short
@@ -120,9 +121,7 @@ def main() -> None:
             "platform": platform.platform(),
             "batch_size": args.batch_size,
         }
-        tmp = args.output.with_suffix(args.output.suffix + ".tmp")
-        tmp.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-        os.replace(tmp, args.output)
+        atomic_write_text(args.output, json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

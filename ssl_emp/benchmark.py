@@ -25,9 +25,10 @@ import yaml
 # and dict-valued keys (backbone_kwargs, pruning.params) are updated entry by entry, not replaced.
 from ssl_emp.config import Config, _merge, config_from_dict, finalize, load_config
 from ssl_emp.errors import ConfigError, TrainingDiverged
+from ssl_emp.fileio import atomic_write_text
 from ssl_emp.pruning import METHODS
 from ssl_emp.report import write_report
-from ssl_emp.results import DIAGNOSTIC_KEYS, atomic_write, count_histogram, load_rows, write_results
+from ssl_emp.results import DIAGNOSTIC_KEYS, count_histogram, load_rows, write_results
 from ssl_emp.rundir import LOCK_NAME, FolderLock
 
 TOP_KEYS = ("base", "pretrain", "overrides", "grid", "linear_probe")
@@ -287,7 +288,7 @@ def _write_plan(bench: Benchmark, runs: list[RunSpec], out: Path) -> None:
         "linear_probe": bench.linear_probe,
         "runs": [{"run_id": r.run_id, "method": r.method, "target_rate": r.target_rate, "seed": r.seed} for r in runs],
     }
-    atomic_write(out / "benchmark.json", json.dumps(plan, indent=2))
+    atomic_write_text(out / "benchmark.json", json.dumps(plan, indent=2))
 
 
 # ----------------------------------------------------------------------------- one run
@@ -349,7 +350,7 @@ def execute_run(run: RunSpec, linear_probe: bool) -> dict[str, Any]:
             linear = evaluate_checkpoint(str(run_dir / "checkpoints" / "final.pt"), "linear",
                                          device=run.config.device, seed=run.seed)
             linear["time_s"] = time.perf_counter() - t0
-            atomic_write(linear_path, json.dumps(linear, indent=2))
+            atomic_write_text(linear_path, json.dumps(linear, indent=2))
     return make_row(run, summary, linear)
 
 

@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from ssl_emp.errors import RunFailed
 
-# ".NAME.tmp<PID>" (this module), ".NAME.<random>.tmp" (tempfile.mkstemp in pruning/)
+# ".NAME.tmp<PID>" (this module); ".NAME.<random>.tmp" (older versions, still swept)
 _TEMP = re.compile(r"^\..+\.tmp(\d*)$")
 
 

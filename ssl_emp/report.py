@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ssl_emp.errors import ConfigError
+from ssl_emp.fileio import atomic_write_text
 from ssl_emp.report_plots import write_plots
 from ssl_emp.report_stats import (
     HEADLINE_RATE,
@@ -34,7 +35,7 @@ from ssl_emp.report_stats import (
     same_rate,
     versus_reference,
 )
-from ssl_emp.results import REPEATABILITY_KEYS, atomic_write, load_rows
+from ssl_emp.results import REPEATABILITY_KEYS, load_rows
 
 __all__ = ["Cell", "group_cells", "main", "render_markdown", "write_report"]
 
@@ -382,7 +383,7 @@ def write_report(out: str | Path) -> Path:
     plan = json.loads(plan_path.read_text()) if plan_path.is_file() else None
     plots = write_plots(group_cells(rows, plan.get("runs") if plan else None), out) if rows else []
     path = out / "report.md"
-    atomic_write(path, render_markdown(rows, plan, plots, out))
+    atomic_write_text(path, render_markdown(rows, plan, plots, out))
     return path
 
 

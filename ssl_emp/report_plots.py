@@ -4,10 +4,11 @@ achieved pruning rate, per-sample training counts at one rate. Tables live in ``
 
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 from typing import Any
 
+from ssl_emp.fileio import atomic_write_bytes
 from ssl_emp.report_stats import (
     METRIC_LABELS,
     Cell,
@@ -34,9 +35,9 @@ def _colors(cells: list[Cell]) -> dict[str, Any]:
 
 
 def _save(fig: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _series(cells: list[Cell], method: str, key: str) -> tuple[list[float], list[float], list[float], list[float]]:

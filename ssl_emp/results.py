@@ -9,11 +9,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from ssl_emp.errors import ConfigError
+from ssl_emp.fileio import atomic_write_text
 
 # Per-run selection diagnostics copied from summary.json as they are (None when a run did not log
 # them, and absent from rows written before they existed: readers use ``row.get``).
@@ -22,13 +22,6 @@ DIAGNOSTIC_KEYS = (*REPEATABILITY_KEYS, "junk_kept_fraction")
 COLUMNS = ("run_id", "method", "target_rate", "achieved_rate", "seed", "knn_top1", "linear_top1", "test_top1",
            "wall_time_s", "train_time_s", "optimizer_steps", "sample_visits", "epochs", "num_samples", "versions",
            "machine", *DIAGNOSTIC_KEYS)
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file and ``os.replace``: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def load_rows(out: str | Path) -> list[dict[str, Any]]:
@@ -47,12 +40,12 @@ def load_rows(out: str | Path) -> list[dict[str, Any]]:
 
 def write_results(out: Path, rows: list[dict[str, Any]]) -> None:
     """``results.json`` (all fields) and ``results.csv`` (``COLUMNS``), each replaced atomically."""
-    atomic_write(out / "results.json", json.dumps(rows, indent=2))
+    atomic_write_text(out / "results.json", json.dumps(rows, indent=2))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS} for row in rows)
-    atomic_write(out / "results.csv", buf.getvalue())
+    atomic_write_text(out / "results.csv", buf.getvalue())
 
 
 def count_histogram(table: Path) -> list[int]:

@@ -16,9 +16,9 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
+from ssl_emp.distributed import all_gather_epoch
 from ssl_emp.errors import ConfigError
 from ssl_emp.pruning import DynamicPruner
-from ssl_emp.pruning.distributed import all_gather_epoch
 
 # K = ceil(0.3 · 203) = 61, padded to 62: 31 samples per rank each epoch.
 CONFIG = {

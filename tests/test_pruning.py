@@ -10,9 +10,9 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ssl_emp.config import config_from_dict, finalize
+from ssl_emp.distributed import shard
 from ssl_emp.errors import ConfigError
 from ssl_emp.pruning import METHOD_PARAMS, METHODS, PARAMS, DynamicPruner, emp_score, memory_strength, validate_params
-from ssl_emp.pruning.distributed import shard
 from ssl_emp.pruning.methods import infobatch_full_from
 
 FIXED_K = ("random-static", "random-dynamic", "eps-greedy", "ucb", "emp", "emp-easy")

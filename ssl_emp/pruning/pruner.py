@@ -13,10 +13,10 @@ all-gathers it under torch.distributed and folds it into the table, once per epo
 from __future__ import annotations
 
 import csv
+import io
 import math
 import numbers
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ssl_emp.distributed import all_gather_epoch, world_info
 from ssl_emp.errors import ConfigError
+from ssl_emp.fileio import atomic_write_text
 from ssl_emp.pruning.diagnostics import table_diagnostics
-from ssl_emp.pruning.distributed import all_gather_epoch, world_info
 from ssl_emp.pruning.methods import OBJECTIVES, RULES, SelectionContext, exact_fraction, make_generator
 from ssl_emp.pruning.params import validate_params
 from ssl_emp.pruning.sampler import PrunedSampler
@@ -394,19 +395,11 @@ class DynamicPruner:
                 raise ConfigError(f"labels has {len(label_list)} entries, expected num_samples={self.num_samples}")
             columns.append(label_list)
             header.append("label")
-        # Temp file in the same directory + os.replace: readers never see a half-written table.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", newline="") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(header)
-                writer.writerows(zip(*columns, strict=True))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        buf = io.StringIO(newline="")
+        writer = csv.writer(buf)
+        writer.writerow(header)
+        writer.writerows(zip(*columns, strict=True))
+        atomic_write_text(path, buf.getvalue())  # readers never see a half-written table
 
     # ------------------------------------------------------------------ checkpointing
     def _config(self) -> dict[str, Any]:

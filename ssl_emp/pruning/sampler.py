@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 from torch import Tensor
 from torch.utils.data import BatchSampler, Sampler
 
+from ssl_emp.distributed import shard, world_info
 from ssl_emp.errors import ConfigError
-from ssl_emp.pruning.distributed import shard, world_info
 
 if TYPE_CHECKING:
     from ssl_emp.pruning.pruner import DynamicPruner
