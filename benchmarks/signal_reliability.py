@@ -8,9 +8,11 @@ batch and on the two random views it got. This script measures how much of the r
 fresh draw of both: it takes a run's final checkpoint (and the same architecture at its random
 initialisation, seeded as the run), passes the run's training set through the training forward
 pass ``passes`` times, each with its own shuffled batches and augmentations (no update; batch norm
-in training mode, as during pretraining), and reports for ``loss_i`` and ``align_i``: Pearson and
-Spearman correlation between passes, and the overlap of the top 30% (the slots a r = 0.7 greedy
-pick fills; 0.30 is what an unrelated ranking gives).
+in training mode, as during pretraining), and reports for every per-sample signal the model gives
+(``loss_i`` and ``align_i`` for SimCLR / MoCo; ``loss_i`` and ``entropy_i`` for the supervised
+objective, where only the crop and flip are redrawn): Pearson and Spearman correlation between
+passes, and the overlap of the top 30% (the slots a r = 0.7 greedy pick fills; 0.30 is what an
+unrelated ranking gives).
 """
 
 from __future__ import annotations
@@ -37,20 +39,23 @@ TOP_FRACTION = 0.3
 
 
 @torch.no_grad()
-def signals(model: torch.nn.Module, images: torch.Tensor, augment: torch.nn.Module, batch_size: int,
-            gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample (loss, align) for every image, in shuffled batches with fresh views."""
+def signals(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor | None, augment: torch.nn.Module,
+            batch_size: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """Every per-sample signal the model returns (loss and align, or loss and entropy) for every
+    image, in shuffled batches with fresh views."""
     n = images.shape[0]
-    loss, align = torch.empty(n), torch.empty(n)
+    out: dict[str, torch.Tensor] = {}
     order = torch.randperm(n, generator=gen)
     model.train()  # batch statistics as in pretraining; nothing is stepped or saved
     for idx in order.split(batch_size):
         if len(idx) < 2:
             continue
         x = images[idx]
-        out = model(*(augment(x) for _ in range(model.num_views)))
-        loss[idx], align[idx] = out["loss"].float(), out["align"].float()
-    return loss, align
+        batch = model(*(augment(x) for _ in range(model.num_views)),
+                      labels=labels[idx] if model.needs_labels else None)
+        for name, value in batch.items():
+            out.setdefault(name, torch.full((n,), float("nan")))[idx] = value.float()
+    return out
 
 
 def _rank(x: torch.Tensor) -> torch.Tensor:
@@ -70,12 +75,13 @@ def agreement(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
     }
 
 
-def measure(model: torch.nn.Module, images: torch.Tensor, augment: torch.nn.Module, batch_size: int,
-            passes: int, seed: int) -> dict[str, dict[str, float]]:
-    draws = [signals(model, images, augment, batch_size, make_generator(seed, "reliability", p)) for p in range(passes)]
+def measure(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor | None, augment: torch.nn.Module,
+            batch_size: int, passes: int, seed: int) -> dict[str, dict[str, float]]:
+    draws = [signals(model, images, labels, augment, batch_size, make_generator(seed, "reliability", p))
+             for p in range(passes)]
     out = {}
-    for j, name in enumerate(("loss", "align")):
-        pairs = [agreement(draws[p][j], draws[q][j]) for p, q in itertools.combinations(range(passes), 2)]
+    for name in draws[0]:
+        pairs = [agreement(draws[p][name], draws[q][name]) for p, q in itertools.combinations(range(passes), 2)]
         out[name] = {key: sum(d[key] for d in pairs) / len(pairs) for key in pairs[0]}
     return out
 
@@ -98,13 +104,15 @@ def main(argv: list[str]) -> int:
     images = data.train.images
     augment = view_augmentation(cfg.augment, cfg.data.image_size)
     batch_size = args.batch_size or cfg.optim.batch_size
+    labels = data.train.labels
     torch.manual_seed(cfg.seed)  # the run's own initialisation
-    model = build_model(cfg.algorithm, cfg.model)
+    classes = data.train.classes
+    model = build_model(cfg.algorithm, cfg.model, num_classes=len(classes) if classes else None)
     t0 = time.perf_counter()
     torch.manual_seed(1234)  # augmentation draws: fixed, independent of the run's
-    result = {"init": measure(model, images, augment, batch_size, args.passes, cfg.seed)}
+    result = {"init": measure(model, images, labels, augment, batch_size, args.passes, cfg.seed)}
     model.load_state_dict(ckpt["model"])
-    result["final"] = measure(model, images, augment, batch_size, args.passes, cfg.seed)
+    result["final"] = measure(model, images, labels, augment, batch_size, args.passes, cfg.seed)
     report = {
         "command": "python " + " ".join([sys.argv[0], *argv]), "run": str(run), "images": int(images.shape[0]),
         "batch_size": batch_size, "passes": args.passes, "top_fraction": TOP_FRACTION,
@@ -114,9 +122,8 @@ def main(argv: list[str]) -> int:
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(report, indent=2))
     for stage in ("init", "final"):
-        for name in ("loss", "align"):
-            r = result[stage][name]
-            print(f"{stage:5s} {name:5s}: pearson {r['pearson']:.3f}, spearman {r['spearman']:.3f}, "
+        for name, r in result[stage].items():
+            print(f"{stage:5s} {name:7s}: pearson {r['pearson']:.3f}, spearman {r['spearman']:.3f}, "
                   f"top-30% overlap {r['top30_overlap']:.3f} (chance {TOP_FRACTION:.2f})")
     return 0
 

@@ -39,16 +39,18 @@ def test_agreement_separates_a_repeatable_signal_from_noise():
     assert half["pearson"] == pytest.approx(0.5**0.5, abs=0.02)
 
 
-def test_signal_reliability_on_a_tiny_run(tmp_path):
+@pytest.mark.parametrize("algorithm, signals", [("simclr", ("loss", "align")), ("supervised", ("loss", "entropy"))])
+def test_signal_reliability_on_a_tiny_run(tmp_path, algorithm, signals):
     run = tmp_path / "run"
     assert cli_main(["pretrain", "--output-dir", str(run), *TINY, "--epochs", "1", "--set", "eval.eval_every=0",
-                     "--set", "data.train_subset=256"]) == 0
+                     "--set", "data.train_subset=256", "--set", f"algorithm={algorithm}"]) == 0
     out = tmp_path / "rel.json"
     assert reliability.main(["--run", str(run), "--passes", "2", "--output", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["images"] == 256 and result["batch_size"] == 64
     for stage in ("init", "final"):
-        for signal in ("loss", "align"):
+        assert set(result[stage]) == set(signals)
+        for signal in signals:
             r = result[stage][signal]
             assert -1 <= r["spearman"] <= 1 and 0 <= r["top30_overlap"] <= 1 and r["std_across_samples"] > 0
     assert reliability.main(["--run", str(tmp_path / "absent"), "--output", str(out)]) == 2
