@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ssl_emp.errors import ConfigError, RunFailed, TrainingDiverged
 from ssl_emp.fileio import atomic_write_text, os_error_message
+from ssl_emp.pruning.methods import METHODS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int)
     p.add_argument("--seed", type=int)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--method", help="pruning method: full, random-static, random-dynamic, eps-greedy, ucb, infobatch, emp")
+    p.add_argument("--method", help=f"pruning method: {', '.join(METHODS)}")
     p.add_argument("--pruning-rate", type=float, help="fraction of the data set pruned each epoch, in [0, 0.95]")
     p.add_argument("--data-dir", help="data folder (sets data.data_dir)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
