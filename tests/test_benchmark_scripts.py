@@ -71,3 +71,18 @@ def test_summarize_tune_emp_pairs_by_seed(tmp_path):
     assert "| emp_beta0.0 | 2 | 30.50 ± 0.71 | +1.50 ± 0.71 |" in text
     assert "| emp_rho1.0 | 1 | 29.00 | -1.00 |" in text
     assert summarize.main([str(tmp_path / "absent")]) == 2
+
+
+def test_compare_throughput_reads_the_loop_rate_of_each_checkout(tmp_path):
+    compare = _script("compare_throughput")
+    root = BENCHMARKS.parent
+    out = tmp_path / "cmp.json"
+    args = ["--checkout", str(root), "--checkout", str(root), "--config", "configs/digits_simclr.yaml",
+            "--set", "data.train_subset=256", "--set", "model.backbone_kwargs.channels=[8,16,32,64]",
+            "--repeats", "1", "--output", str(out)]
+    assert compare.main(args) == 0
+    report = json.loads(out.read_text())
+    (entry,) = report["checkouts"].values()  # the same checkout twice: one entry, two one-epoch samples
+    assert len(entry["images_per_s"]) == 2 and all(v > 0 for v in entry["images_per_s"])
+    assert report["ratio_new_over_old"] == pytest.approx(1.0)
+    assert compare.main(["--checkout", str(root), "--config", "x", "--output", str(out)]) == 2
