@@ -1,4 +1,4 @@
-"""Table of the EMP parameter study (``benchmarks/tune_emp.sh``): one row per setting.
+"""Table of an EMP parameter study (``benchmarks/tune_emp.sh``, ``tune_emp_long.sh``): one row per setting.
 
     python benchmarks/summarize_tune_emp.py [DIR]     (DIR: benchmarks/results/tune_emp)
 
@@ -33,7 +33,9 @@ def _mean_std(values: list[float], sign: str = "") -> str:
 def summarize(root: Path) -> str:
     ref = _knn_by_seed(root / REFERENCE[0], REFERENCE[1])
     settings = [(REFERENCE[0], REFERENCE[1])]
-    settings += [(d.name, "emp") for d in sorted(root.iterdir()) if d.is_dir() and d.name.startswith("emp_")]
+    # emp_* folders vary EMP's parameters; emp-easy (the reverse ranking) is its own method.
+    settings += [(d.name, "emp-easy" if d.name == "emp-easy" else "emp") for d in sorted(root.iterdir())
+                 if d.is_dir() and (d.name.startswith("emp_") or d.name == "emp-easy")]
     lines = [
         "| setting | seeds | validation kNN top-1 (%) | Δ vs random-dynamic, paired (pp) | per seed (%) |",
         "| --- | ---: | ---: | ---: | --- |",

@@ -10,7 +10,7 @@
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results/tune_emp_long}
-SSL_EMP=${SSL_EMP:-.venv/bin/ssl-emp}
+SSL_EMP=${SSL_EMP:-.venv/bin/ssl-emp}   # PYTHON for the summary: ${PYTHON:-.venv/bin/python}
 common=(--config configs/bench_cifar10_long_cpu.yaml --set data.val_fraction=0.2 --set "grid.rates=[${RATE:-0.9}]"
         --set "grid.seeds=${SEEDS:-[0,1,2]}" --set linear_probe=false)
 bench() {  # name, extra --set args...
@@ -25,4 +25,4 @@ for rate in 0.1 0.3; do
 done
 for rho in 0.5 1.0; do bench "emp_rho$rho" --set "grid.methods=[emp]" --set "grid.method_params.emp.rho=$rho"; done
 for eps in 0.0 0.5; do bench "emp_eps$eps" --set "grid.methods=[emp]" --set "grid.method_params.emp.epsilon=$eps"; done
-.venv/bin/python benchmarks/summarize_tune_emp.py "$OUT"
+"${PYTHON:-.venv/bin/python}" benchmarks/summarize_tune_emp.py "$OUT"
