@@ -4,7 +4,8 @@ A benchmark file names a pretrain config (``base:``, relative to the benchmark f
 ``pretrain:`` mapping), optional ``overrides`` merged into it, the ``grid`` and ``linear_probe``.
 Every run trains into ``DIR/runs/<id>/``; after each run ``DIR/results.json``, ``DIR/results.csv``
 and the report (``DIR/report.md`` + plots) are rewritten, so a killed sweep loses at most the run
-in progress and a rerun of the same command continues where it stopped.
+in progress and a rerun of the same command continues where it stopped. Reading the benchmark
+file and expanding its grid is ``ssl_emp.benchmark_grid``.
 """
 
 from __future__ import annotations
@@ -14,223 +15,27 @@ import json
 import shutil
 import statistics
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-# _merge with update_dicts=True is exactly what `ssl-emp pretrain --set` applies: nested sections
-# and dict-valued keys (backbone_kwargs, pruning.params) are updated entry by entry, not replaced.
-from ssl_emp.config import Config, _merge, config_from_dict, finalize, load_config
+# These names were defined here before the grid moved to benchmark_grid and callers still import
+# them from here; ``X as X`` marks the ones kept only for them (re-exports).
+from ssl_emp.benchmark_grid import GRID_KEYS as GRID_KEYS
+from ssl_emp.benchmark_grid import RATELESS as RATELESS
+from ssl_emp.benchmark_grid import TOP_KEYS as TOP_KEYS
+from ssl_emp.benchmark_grid import Benchmark, RunSpec, expand_grid, load_benchmark
+from ssl_emp.benchmark_grid import run_id as run_id
+from ssl_emp.config import Config, finalize, load_config
 from ssl_emp.errors import ConfigError, TrainingDiverged
 from ssl_emp.fileio import atomic_write_text
-from ssl_emp.pruning import METHODS
 from ssl_emp.report import write_report
 from ssl_emp.results import DIAGNOSTIC_KEYS, count_histogram, load_rows, write_results
 from ssl_emp.rundir import LOCK_NAME, FolderLock
 
-TOP_KEYS = ("base", "pretrain", "overrides", "grid", "linear_probe")
-GRID_KEYS = ("methods", "rates", "seeds", "method_params", "method_rates")
-RATELESS = ("full", "infobatch")  # full trains at r = 0; InfoBatch's rate follows from its own p, δ
-
 # Keys that may differ between invocations without changing what a run computes (paths, workers,
 # logging); everything else must match the runs already in the output folder.
 _IGNORED = ("output_dir", "progress", "device", "log_every", "data.data_dir", "data.num_workers", "data.cache_dir")
-
-
-@dataclass
-class Benchmark:
-    """A parsed, validated benchmark file."""
-
-    source: Path
-    base: Config  # the pretrain config every run starts from (not yet finalized)
-    methods: list[str]
-    rates: list[float]
-    seeds: list[int]
-    method_params: dict[str, dict[str, Any]]
-    linear_probe: bool
-    method_rates: dict[str, list[float]] = field(default_factory=dict)  # method -> its only rates
-
-
-@dataclass
-class RunSpec:
-    """One cell of the grid: its id and its complete, validated pretrain config."""
-
-    run_id: str
-    method: str
-    target_rate: float | None  # None: the method picks its own rate (infobatch)
-    seed: int
-    config: Config
-
-
-# ----------------------------------------------------------------------------- parsing
-
-
-def _read_yaml(path: Path, what: str) -> Any:
-    if not path.is_file():
-        raise ConfigError(f"{what} not found: {path}")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{what} {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
-
-
-def _mapping(value: Any, name: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"benchmark key '{name}' must be a mapping, got {value!r}")
-    return value
-
-
-def _unique_list(value: Any, name: str, check: Callable[[Any], bool], kind: str) -> list[Any]:
-    if not isinstance(value, list) or not value:
-        raise ConfigError(f"benchmark key '{name}' must be a non-empty list of {kind}, got {value!r}")
-    for item in value:
-        if not check(item):
-            raise ConfigError(f"benchmark key '{name}' must hold {kind}, got {item!r}")
-    if len(set(value)) != len(value):
-        raise ConfigError(f"benchmark key '{name}' has duplicates: {value!r}")
-    return list(value)
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_num(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def _deep_update(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in new.items():
-        out[key] = _deep_update(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def _split_overrides(items: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``--set`` items -> (benchmark-level values, pretrain-config values), both nested mappings.
-
-    ``grid.*`` and ``linear_probe`` change the benchmark; any other key changes the pretrain
-    config exactly as ``ssl-emp pretrain --set`` would.
-    """
-    bench: dict[str, Any] = {}
-    pretrain: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects key=value, got '{item}'")
-        value: Any = yaml.safe_load(raw) if raw else None
-        parts = key.split(".")
-        target = bench if parts[0] in ("grid", "linear_probe") else pretrain
-        for part in parts[:-1]:
-            target = target.setdefault(part, {})
-            if not isinstance(target, dict):
-                raise ConfigError(f"--set {key}: '{part}' is not a section")
-        target[parts[-1]] = value
-    return bench, pretrain
-
-
-def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> Benchmark:
-    """Read and validate a benchmark file; ``overrides`` are ``--set key=value`` items."""
-    path = Path(path)
-    doc = _read_yaml(path, "benchmark config")
-    if not isinstance(doc, dict):
-        raise ConfigError(f"benchmark config {path} must be a mapping of {', '.join(TOP_KEYS)}")
-    for key in doc:
-        if key not in TOP_KEYS:
-            raise ConfigError(f"unknown benchmark key '{key}' (allowed: {', '.join(TOP_KEYS)})")
-    bench_sets, pretrain_sets = _split_overrides(overrides or [])
-    grid = _deep_update(_mapping(doc.get("grid"), "grid"), _mapping(bench_sets.get("grid"), "grid"))
-    for key in grid:
-        if key not in GRID_KEYS:
-            raise ConfigError(f"unknown benchmark key 'grid.{key}' (allowed: {', '.join(GRID_KEYS)})")
-
-    if "base" in doc and "pretrain" in doc:
-        raise ConfigError("benchmark config has both 'base' and 'pretrain'; give one")
-    if "base" in doc:
-        if not isinstance(doc["base"], str):
-            raise ConfigError(f"benchmark key 'base' must be a file name, got {doc['base']!r}")
-        values = _read_yaml(path.parent / doc["base"], "base config") or {}
-    else:
-        values = _mapping(doc.get("pretrain"), "pretrain")
-    base = config_from_dict(values)
-    _merge(base, _mapping(doc.get("overrides"), "overrides"), update_dicts=True)
-    _merge(base, pretrain_sets, update_dicts=True)
-
-    methods = _unique_list(grid.get("methods"), "grid.methods", lambda m: isinstance(m, str), "method names")
-    for m in methods:
-        if m not in METHODS:
-            raise ConfigError(f"unknown pruning method '{m}' in grid.methods (choose from {', '.join(METHODS)})")
-    needs_rates = any(m not in RATELESS for m in methods)
-    rates = (_unique_list(grid.get("rates"), "grid.rates", _is_num, "numbers") if needs_rates or "rates" in grid else [])
-    rates = [float(r) for r in rates]
-    seeds = _unique_list(grid.get("seeds", [base.seed]), "grid.seeds", _is_int, "integers")
-    method_params = _mapping(grid.get("method_params"), "grid.method_params")
-    for m, params in method_params.items():
-        if m not in methods:
-            raise ConfigError(f"grid.method_params names '{m}', which is not in grid.methods")
-        _mapping(params, f"grid.method_params.{m}")
-    method_rates = _method_rates(_mapping(grid.get("method_rates"), "grid.method_rates"), methods, rates)
-    linear = bench_sets.get("linear_probe", doc.get("linear_probe", True))
-    if not isinstance(linear, bool):
-        raise ConfigError(f"benchmark key 'linear_probe' must be true or false, got {linear!r}")
-    params = {m: dict(p or {}) for m, p in method_params.items()}
-    return Benchmark(path, base, methods, rates, seeds, params, linear, method_rates)
-
-
-def _method_rates(value: dict[str, Any], methods: list[str], rates: list[float]) -> dict[str, list[float]]:
-    """``grid.method_rates``: restrict a method to some of ``grid.rates`` (e.g. an ablation)."""
-    out = {}
-    for m, listed in value.items():
-        key = f"grid.method_rates.{m}"
-        if m not in methods:
-            raise ConfigError(f"grid.method_rates names '{m}', which is not in grid.methods")
-        if m in RATELESS:
-            raise ConfigError(f"grid.method_rates names '{m}', which takes no pruning rate")
-        chosen = [float(r) for r in _unique_list(listed, key, _is_num, "numbers")]
-        for r in chosen:
-            if r not in rates:
-                raise ConfigError(f"benchmark key '{key}' has rate {r:g}, which is not in grid.rates {rates}")
-        out[m] = chosen
-    return out
-
-
-def run_id(method: str, rate: float | None, seed: int) -> str:
-    """Stable folder name of a run: ``emp_r0.7_s0``; rate-less methods: ``full_s0``."""
-    return f"{method}_s{seed}" if rate is None else f"{method}_r{rate:g}_s{seed}"
-
-
-def expand_grid(bench: Benchmark, output_dir: str | Path) -> list[RunSpec]:
-    """All runs, seed-major so a partial sweep holds whole seeds: per seed the rate-less methods
-    (full, infobatch), then each rate in the listed order with every method at that rate.
-
-    A method listed in ``grid.method_rates`` runs at those rates only. Every run's config is
-    finalized here, before anything runs, which checks its pruning method, rate and params.
-    """
-    cells: list[tuple[str, float | None]] = [(m, None) for m in bench.methods if m in RATELESS]
-    cells += [(m, r) for r in bench.rates for m in bench.methods
-              if m not in RATELESS and r in bench.method_rates.get(m, bench.rates)]
-    runs = []
-    for seed in bench.seeds:
-        for method, rate in cells:
-            rid = run_id(method, rate, seed)
-            cfg = copy.deepcopy(bench.base)
-            cfg.seed = seed
-            cfg.pruning.method = method
-            cfg.pruning.rate = 0.0 if rate is None else rate
-            cfg.pruning.params = {**cfg.pruning.params, **bench.method_params.get(method, {})}
-            cfg.output_dir = str(Path(output_dir) / "runs" / rid)
-            cfg.progress = False  # per-epoch lines only; bars across dozens of runs are noise in a log
-            try:
-                finalize(cfg)  # checks pruning.method/rate/params: ssl_emp.pruning.validate_params
-            except ConfigError as exc:
-                raise ConfigError(f"run {rid}: {exc}") from exc
-            runs.append(RunSpec(rid, method, 0.0 if method == "full" else rate, seed, cfg))
-    return runs
 
 
 # ----------------------------------------------------------------------------- output folder

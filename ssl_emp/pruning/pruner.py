@@ -7,7 +7,8 @@ state and identical state on every rank under torch.distributed.
 
 ``update()`` never synchronises with the device: it buffers each step's tensors where they live
 and returns the loss weights computed on the training device. ``flush()`` validates the buffer,
-all-gathers it under torch.distributed and folds it into the table, once per epoch.
+all-gathers it under torch.distributed and folds it into the table, once per epoch. The buffer
+itself (what is kept, how it reaches the host, how it is checked) is ``ssl_emp.pruning.buffer``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import math
 import numbers
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from torch import Tensor
 from ssl_emp.distributed import all_gather_epoch, world_info
 from ssl_emp.errors import ConfigError
 from ssl_emp.fileio import atomic_write_text
+from ssl_emp.pruning.buffer import _check_batch, _collect, _keep, _Step, _validate
 from ssl_emp.pruning.diagnostics import table_diagnostics
 from ssl_emp.pruning.methods import OBJECTIVES, RULES, SelectionContext, exact_fraction, make_generator
 from ssl_emp.pruning.params import validate_params
@@ -37,8 +38,6 @@ from ssl_emp.pruning.score import memory_strength
 from ssl_emp.pruning.state import SIGNALS, SampleTable
 
 _STATE_VERSION = 2  # 2: entropy and raw-observation columns, objective in the config
-_ALIGN_SLACK = 1e-3  # cosine similarities may overshoot ±1 by rounding; more is a caller bug
-_ENTROPY_SLACK = 1e-3  # -Σ p log p may dip below 0 by rounding
 
 
 def _integer(name: str, value: object, low: int | None = None, high: int | None = None) -> int:
@@ -49,53 +48,6 @@ def _integer(name: str, value: object, low: int | None = None, high: int | None 
         bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
         raise ConfigError(f"{name} must be {bounds}, got {out}")
     return out
-
-
-@dataclass(frozen=True)
-class _Step:
-    """One update() call, kept as given (idx on the CPU, signals on the training device)."""
-
-    idx: Tensor
-    loss: Tensor
-    align: Tensor | None
-    entropy: Tensor | None
-
-
-def _keep(t: Tensor) -> Tensor:
-    """``t`` detached; copied (on its device, no sync) when it is a view into a larger buffer,
-    so the buffer does not keep e.g. a whole logits matrix alive until flush()."""
-    t = t.detach()
-    return t.clone() if t.untyped_storage().nbytes() > t.numel() * t.element_size() else t
-
-
-def _to_host(parts: list[Tensor], dtype: torch.dtype) -> Tensor:
-    """Concatenate where the parts live, then one device->host copy (not one per step)."""
-    if any(p.device != parts[0].device for p in parts):
-        parts = [p.to("cpu") for p in parts]
-    return torch.cat(parts).to("cpu", dtype)
-
-
-def _collect(steps: list[_Step]) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor], Tensor]:
-    """The buffer on the CPU: int64 idx, float64 signals (NaN where not given), bool masks of the
-    rows that gave each optional signal, and the int64 per-step sizes."""
-    sizes = torch.tensor([s.idx.numel() for s in steps], dtype=torch.int64)
-    total = int(sizes.sum())
-    if not steps:
-        idx = torch.zeros(0, dtype=torch.int64)
-        signals = {"loss": torch.zeros(0, dtype=torch.float64)}
-    else:
-        idx = _to_host([s.idx for s in steps], torch.int64)
-        signals = {"loss": _to_host([s.loss for s in steps], torch.float64)}
-    given = {}
-    for name in SIGNALS[1:]:
-        parts = [getattr(s, name) for s in steps]
-        given[name] = torch.repeat_interleave(torch.tensor([p is not None for p in parts], dtype=torch.bool), sizes)
-        if all(p is None for p in parts):
-            signals[name] = torch.full((total,), float("nan"), dtype=torch.float64)
-        else:
-            filled = [p if p is not None else torch.full_like(s.loss, float("nan")) for p, s in zip(parts, steps, strict=True)]
-            signals[name] = _to_host(filled, torch.float64)
-    return idx, signals, given, sizes
 
 
 class DynamicPruner:
@@ -280,7 +232,7 @@ class DynamicPruner:
         if not self._pending and world == 1:
             return
         idx, signals, given, sizes = _collect(self._pending)
-        self._validate(idx, signals, given)
+        _validate(idx, signals, given, self.num_samples)
         if world > 1:
             rows = all_gather_epoch(sizes, torch.stack([idx.to(torch.float64), *signals.values()], dim=1))
             idx = rows[:, 0].to(torch.int64)
@@ -299,28 +251,6 @@ class DynamicPruner:
                 f"{what}(): {len(self._pending)} update(s) not flushed under torch.distributed; "
                 "call pruner.flush() on every rank first (e.g. at the end of each epoch)"
             )
-
-    def _validate(self, idx: Tensor, signals: dict[str, Tensor], given: dict[str, Tensor]) -> None:
-        """Check the values (ConfigError naming the first bad one) and clamp rounding overshoot."""
-        if idx.numel() == 0:
-            return
-        low, high = int(idx.min()), int(idx.max())
-        if low < 0 or high >= self.num_samples:
-            raise ConfigError(f"index {low if low < 0 else high} out of range [0, {self.num_samples})")
-        loss, align, entropy = signals["loss"], signals["align"], signals["entropy"]
-        checks = [
-            ("loss must be finite", loss, loss.isfinite()),
-            ("align must be a finite similarity in [-1, 1]", align,
-             ~given["align"] | (align.isfinite() & (align.abs() <= 1 + _ALIGN_SLACK))),
-            ("entropy must be finite and >= 0", entropy,
-             ~given["entropy"] | (entropy.isfinite() & (entropy >= -_ENTROPY_SLACK))),
-        ]
-        for text, values, ok in checks:
-            if not bool(ok.all()):
-                bad = int((~ok).nonzero()[0])
-                raise ConfigError(f"{text}, got {float(values[bad])} for index {int(idx[bad])}")
-        signals["align"] = align.clamp(-1.0, 1.0)
-        signals["entropy"] = entropy.clamp_min(0.0)
 
     def _observe(self, idx: Tensor, signals: dict[str, Tensor]) -> None:
         if idx.numel() == 0:
@@ -456,20 +386,3 @@ class DynamicPruner:
         if int(state["epoch"]) >= 0:
             upweight = state["upweight"].to(torch.bool).clone() if state["has_upweight"] else None
             self._install(int(state["epoch"]), state["kept"].to(torch.int64).clone(), upweight)
-
-
-def _check_batch(idx: Tensor, loss: Tensor, given: dict[str, Tensor | None]) -> None:
-    """Types, shapes and dtypes only: metadata, so checking costs no host synchronisation."""
-    named = [("idx", idx), ("loss", loss)] + [(name, t) for name, t in given.items() if t is not None]
-    for name, t in named:
-        if not isinstance(t, Tensor):
-            raise ConfigError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 1:
-            raise ConfigError(f"{name} must be 1-D (one value per sample), got shape {tuple(t.shape)}")
-        if t.shape != idx.shape:
-            raise ConfigError(f"{name} shape {tuple(t.shape)} does not match idx shape {tuple(idx.shape)}")
-    if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
-        raise ConfigError(f"idx must be an integer tensor, got dtype {idx.dtype}")
-    for name, t in named[1:]:
-        if not t.dtype.is_floating_point:
-            raise ConfigError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
