@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
-# _merge with update_dicts=True is exactly what `ssl-emp pretrain --set` applies: nested sections
+# merge_values with update_dicts=True is exactly what `ssl-emp pretrain --set` applies: nested sections
 # and dict-valued keys (backbone_kwargs, pruning.params) are updated entry by entry, not replaced.
-from ssl_emp.config import Config, _merge, config_from_dict, finalize
+from ssl_emp.config import Config, config_from_dict, finalize, merge_values
 from ssl_emp.errors import ConfigError
 from ssl_emp.pruning import METHODS
 
@@ -141,8 +141,8 @@ def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> Benc
     else:
         values = _mapping(doc.get("pretrain"), "pretrain")
     base = config_from_dict(values)
-    _merge(base, _mapping(doc.get("overrides"), "overrides"), update_dicts=True)
-    _merge(base, pretrain_sets, update_dicts=True)
+    merge_values(base, _mapping(doc.get("overrides"), "overrides"), update_dicts=True)
+    merge_values(base, pretrain_sets, update_dicts=True)
 
     methods = _unique_list(grid.get("methods"), "grid.methods", lambda m: isinstance(m, str), "method names")
     for m in methods:

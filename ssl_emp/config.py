@@ -127,7 +127,12 @@ _CONTRASTIVE_ONLY = ("min_scale", "cj_prob", "cj_strength", "gray_prob", "blur_p
 _AUTO_PRESET = {"simclr": "simclr", "moco": "mocov2", "supervised": "supervised"}
 
 
-def _merge(obj: Any, values: dict[str, Any], prefix: str = "", update_dicts: bool = False) -> None:
+def merge_values(obj: Any, values: dict[str, Any], prefix: str = "", update_dicts: bool = False) -> None:
+    """Set a config dataclass's fields from a nested mapping, in place, checking keys and types.
+
+    ``prefix`` names the section in messages; with ``update_dicts`` a dict-valued field is updated
+    entry by entry (what ``--set`` does) instead of replaced.
+    """
     if not isinstance(values, dict):
         raise ConfigError(f"config section '{prefix.rstrip('.') or '<root>'}' must be a mapping")
     fields = {f.name: f for f in dataclasses.fields(obj)}
@@ -136,7 +141,7 @@ def _merge(obj: Any, values: dict[str, Any], prefix: str = "", update_dicts: boo
             raise ConfigError(f"unknown config key '{prefix}{key}'")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
-            _merge(current, value, f"{prefix}{key}.", update_dicts)
+            merge_values(current, value, f"{prefix}{key}.", update_dicts)
         elif update_dicts and isinstance(current, dict) and isinstance(value, dict):
             setattr(obj, key, {**current, **value})  # --set a.b.c=1 changes one entry of dict a.b
         else:
@@ -182,7 +187,7 @@ def _coerce(value: Any, annotation: str) -> Any:
 
 def config_from_dict(values: dict[str, Any] | None) -> Config:
     cfg = Config()
-    _merge(cfg, values or {})
+    merge_values(cfg, values or {})
     return cfg
 
 
@@ -205,7 +210,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         nested: Any = yaml.safe_load(raw) if raw else None
         for part in reversed(key.split(".")):
             nested = {part: nested}
-        _merge(cfg, nested, update_dicts=True)
+        merge_values(cfg, nested, update_dicts=True)
     return finalize(cfg)
 
 

@@ -26,8 +26,8 @@ from ssl_emp.data_folder import CACHE_VERSION as CACHE_VERSION
 from ssl_emp.data_folder import IMAGE_SUFFIXES as IMAGE_SUFFIXES
 from ssl_emp.data_folder import MEMORY_SHARE as MEMORY_SHARE
 from ssl_emp.data_folder import Entry as Entry
-from ssl_emp.data_folder import _decode, _imagefolder, _resize
 from ssl_emp.data_folder import available_memory as available_memory
+from ssl_emp.data_folder import decode_image, load_imagefolder_split, resize_square
 from ssl_emp.errors import ConfigError
 
 
@@ -66,7 +66,7 @@ class IndexedImageFiles(Dataset):
 
     def __getitem__(self, index: int) -> tuple[int, Tensor]:
         path = self.files[index]
-        return index, _resize(_decode(Path(path).read_bytes(), path)[None], self.image_size)[0]
+        return index, resize_square(decode_image(Path(path).read_bytes(), path)[None], self.image_size)[0]
 
 
 class Labelled(Dataset):
@@ -149,12 +149,12 @@ def _torchvision_set(name: str, cfg: DataConfig, split: str) -> IndexedImages:
     except OSError as exc:  # download without network
         raise ConfigError(f"could not download {name} into {root}: {exc}") from exc
     labels = None if (labels < 0).all() else labels  # STL10 "unlabeled" split has label -1
-    return IndexedImages(_resize(images, cfg.image_size), labels, classes)
+    return IndexedImages(resize_square(images, cfg.image_size), labels, classes)
 
 
 def _imagefolder_set(cfg: DataConfig, split: str) -> IndexedImages | IndexedImageFiles | None:
     """An image folder's split as an indexed data set; ssl_emp.data_folder does the reading."""
-    found = _imagefolder(cfg, split)
+    found = load_imagefolder_split(cfg, split)
     if found is None:
         return None
     images, labels, classes = found

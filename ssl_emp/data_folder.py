@@ -177,7 +177,8 @@ def _write_cache(path: Path, images: Tensor, labels: Tensor | None, classes: lis
         print(f"ssl-emp: not caching the decoded images: {exc}", file=sys.stderr)
 
 
-def _decode(data: bytes, name: str) -> Tensor:
+def decode_image(data: bytes, name: str) -> Tensor:
+    """An encoded image's bytes as uint8 RGB [3, H, W]; ConfigError naming ``name`` if unreadable."""
     # Pillow, not torchvision.io: torchvision 0.29 deprecates its decoders.
     from PIL import Image
 
@@ -193,7 +194,8 @@ def _decode(data: bytes, name: str) -> Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
-def _resize(images: Tensor, size: int) -> Tensor:
+def resize_square(images: Tensor, size: int) -> Tensor:
+    """uint8 images [N, 3, H, W] resized (bilinear, antialiased) to [N, 3, size, size]; as is if already."""
     if images.shape[-2:] == (size, size):
         return images
     out = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
@@ -205,11 +207,11 @@ def _decode_all(entries: list[Entry], source: Path, archive: bool, size: int) ->
     for i, (_, full, payload) in enumerate(entries):
         data = Path(payload).read_bytes() if isinstance(payload, str) else payload
         name = f"{source}:{full}" if archive else str(source / full)
-        images[i] = _resize(_decode(data, name)[None], size)[0]
+        images[i] = resize_square(decode_image(data, name)[None], size)[0]
     return images
 
 
-def _imagefolder(cfg: DataConfig, split: str) -> FolderSplit | None:
+def load_imagefolder_split(cfg: DataConfig, split: str) -> FolderSplit | None:
     """One split of the folder or archive at ``data_dir``; None when it has no images for a split
     other than train (an empty train split is an error)."""
     if cfg.data_dir is None:

@@ -20,7 +20,7 @@ _ALIGN_SLACK = 1e-3  # cosine similarities may overshoot ±1 by rounding; more i
 _ENTROPY_SLACK = 1e-3  # -Σ p log p may dip below 0 by rounding
 
 
-def _check_batch(idx: Tensor, loss: Tensor, given: dict[str, Tensor | None]) -> None:
+def check_batch_metadata(idx: Tensor, loss: Tensor, given: dict[str, Tensor | None]) -> None:
     """Types, shapes and dtypes only: metadata, so checking costs no host synchronisation."""
     named = [("idx", idx), ("loss", loss)] + [(name, t) for name, t in given.items() if t is not None]
     for name, t in named:
@@ -38,7 +38,7 @@ def _check_batch(idx: Tensor, loss: Tensor, given: dict[str, Tensor | None]) -> 
 
 
 @dataclass(frozen=True)
-class _Step:
+class BufferedStep:
     """One update() call, kept as given (idx on the CPU, signals on the training device)."""
 
     idx: Tensor
@@ -47,7 +47,7 @@ class _Step:
     entropy: Tensor | None
 
 
-def _keep(t: Tensor) -> Tensor:
+def detach_for_buffer(t: Tensor) -> Tensor:
     """``t`` detached; copied (on its device, no sync) when it is a view into a larger buffer,
     so the buffer does not keep e.g. a whole logits matrix alive until flush()."""
     t = t.detach()
@@ -61,7 +61,7 @@ def _to_host(parts: list[Tensor], dtype: torch.dtype) -> Tensor:
     return torch.cat(parts).to("cpu", dtype)
 
 
-def _collect(steps: list[_Step]) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor], Tensor]:
+def collect_on_host(steps: list[BufferedStep]) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor], Tensor]:
     """The buffer on the CPU: int64 idx, float64 signals (NaN where not given), bool masks of the
     rows that gave each optional signal, and the int64 per-step sizes."""
     sizes = torch.tensor([s.idx.numel() for s in steps], dtype=torch.int64)
@@ -84,7 +84,7 @@ def _collect(steps: list[_Step]) -> tuple[Tensor, dict[str, Tensor], dict[str, T
     return idx, signals, given, sizes
 
 
-def _validate(idx: Tensor, signals: dict[str, Tensor], given: dict[str, Tensor], num_samples: int) -> None:
+def validate_buffer(idx: Tensor, signals: dict[str, Tensor], given: dict[str, Tensor], num_samples: int) -> None:
     """Check the values (ConfigError naming the first bad one) and clamp rounding overshoot."""
     if idx.numel() == 0:
         return

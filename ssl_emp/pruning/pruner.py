@@ -29,7 +29,13 @@ from torch import Tensor
 from ssl_emp.distributed import all_gather_epoch, world_info
 from ssl_emp.errors import ConfigError
 from ssl_emp.fileio import atomic_write_text
-from ssl_emp.pruning.buffer import _check_batch, _collect, _keep, _Step, _validate
+from ssl_emp.pruning.buffer import (
+    BufferedStep,
+    check_batch_metadata,
+    collect_on_host,
+    detach_for_buffer,
+    validate_buffer,
+)
 from ssl_emp.pruning.diagnostics import table_diagnostics
 from ssl_emp.pruning.methods import OBJECTIVES, RULES, SelectionContext, exact_fraction, make_generator
 from ssl_emp.pruning.params import validate_params
@@ -88,7 +94,7 @@ class DynamicPruner:
         self._kept: Tensor | None = None
         self._upweight: Tensor | None = None
         self._weight_cache: dict[tuple[torch.device, torch.dtype], Tensor] = {}
-        self._pending: list[_Step] = []
+        self._pending: list[BufferedStep] = []
         self._epoch_seen = torch.zeros(self.num_samples, dtype=torch.bool)
         self._visits = 0
         self._steps = 0
@@ -200,9 +206,9 @@ class DynamicPruner:
                 f"method {self.method!r} with objective {self.objective!r} needs the per-sample {need} tensor, "
                 f"got {need}=None"
             )
-        _check_batch(idx, loss, given)
-        optional = [None if t is None else _keep(t) for t in (align, entropy)]
-        self._pending.append(_Step(_keep(idx), _keep(loss), *optional))
+        check_batch_metadata(idx, loss, given)
+        optional = [None if t is None else detach_for_buffer(t) for t in (align, entropy)]
+        self._pending.append(BufferedStep(detach_for_buffer(idx), detach_for_buffer(loss), *optional))
         self._steps += 1
         return self._weights(idx, loss)
 
@@ -231,8 +237,8 @@ class DynamicPruner:
         _, world = world_info()
         if not self._pending and world == 1:
             return
-        idx, signals, given, sizes = _collect(self._pending)
-        _validate(idx, signals, given, self.num_samples)
+        idx, signals, given, sizes = collect_on_host(self._pending)
+        validate_buffer(idx, signals, given, self.num_samples)
         if world > 1:
             rows = all_gather_epoch(sizes, torch.stack([idx.to(torch.float64), *signals.values()], dim=1))
             idx = rows[:, 0].to(torch.int64)

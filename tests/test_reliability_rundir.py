@@ -1,0 +1,214 @@
+"""Run folders: one writer per folder, a full disk and Ctrl-C leave the last checkpoint usable and
+say so in one line, temp files of killed writes are swept at the next start."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import fcntl
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import ssl_emp.fileio
+import ssl_emp.models
+import ssl_emp.pruning.pruner
+from ssl_emp.checkpoint import load_checkpoint
+from ssl_emp.cli import main
+from ssl_emp.errors import RunFailed
+from ssl_emp.fileio import atomic_torch_save, atomic_write_text, sweep_temp_files
+from tests.reliability_helpers import FAST, one_line, pretrain
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+# ----------------------------------------------------------------------------- one writer per folder
+
+
+def _hold_lock(folder: Path):
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / ".lock", "w")
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return handle
+
+
+def test_second_writer_gets_one_line_and_exit_2(tmp_path, tiny_args, capsys):
+    out = tmp_path / "run"
+    holder = _hold_lock(out)  # another process's run (a second open file description conflicts the same way)
+    try:
+        assert pretrain(out, tiny_args, *FAST) == 2
+        assert "another ssl-emp process is writing to" in one_line(capsys)
+        assert [p.name for p in out.iterdir()] == [".lock"]  # it wrote nothing
+    finally:
+        holder.close()
+    # The lock file of a finished (or killed) process is no obstacle.
+    assert pretrain(out, tiny_args, *FAST) == 0
+    assert (out / "checkpoints" / "final.pt").is_file()
+
+
+def test_benchmark_takes_the_same_lock(tmp_path, capsys):
+    out = tmp_path / "bench"
+    holder = _hold_lock(out)
+    try:
+        code = main(["benchmark", "--config", str(CONFIGS / "bench_digits_smoke.yaml"), "--output-dir", str(out)])
+    finally:
+        holder.close()
+    assert code == 2 and "another ssl-emp process" in one_line(capsys)
+    assert not (out / "benchmark.json").exists()
+
+
+def test_bad_input_leaves_no_folder_behind(tmp_path, tiny_args, capsys):
+    out = tmp_path / "bad"
+    assert pretrain(out, tiny_args, *FAST, "--set", "optim.batch_size=5000") == 2
+    one_line(capsys)
+    assert not out.exists()
+
+
+def _fail_writes_to(monkeypatch, fragment: str, after: int = 0, limit: int = 100) -> dict:
+    """Make the ``after``+1-th and later files opened by ssl_emp.fileio whose name contains
+    ``fragment`` fail with ENOSPC once ``limit`` bytes are written: a disk that fills up."""
+    state = {"opened": 0}
+    real_open = open
+
+    class Full(io.FileIO):
+        written = 0
+
+        def write(self, data):
+            self.written += len(data)
+            if self.written > limit:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().write(data)
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        if fragment in str(path) and "w" in mode:
+            state["opened"] += 1
+            if state["opened"] > after:
+                return io.BufferedWriter(Full(path, "w"), buffer_size=16)
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(ssl_emp.fileio, "open", fake_open, raising=False)
+    return state
+
+
+def test_full_disk_during_checkpoint_is_one_line_exit_1_and_keeps_the_last_one(tmp_path, tiny_args, capsys, monkeypatch):
+    out = tmp_path / "run"
+    _fail_writes_to(monkeypatch, ".last.pt.tmp", after=1)  # epoch 0's checkpoint is written, epoch 1's is not
+    assert pretrain(out, tiny_args, *FAST[:-1], "2") == 1
+    err = one_line(capsys)
+    assert err == f"ssl-emp: error: cannot write {out / 'checkpoints' / 'last.pt'}: no space left on device"
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.pt"]  # no temp file left
+    monkeypatch.undo()  # space freed: the run continues from its last checkpoint
+    assert main(["pretrain", "--output-dir", str(out), "--resume", "--no-progress"]) == 0
+    assert [json.loads(ln)["epoch"] for ln in (out / "metrics.jsonl").read_text().splitlines()] == [-1, 0, 1]
+
+
+def test_full_disk_while_writing_the_pruning_table_is_one_line_exit_1(tmp_path, tiny_args, capsys, monkeypatch):
+    class FullCsv:
+        @staticmethod
+        def writer(handle):
+            class Writer:
+                def writerow(self, row):
+                    handle.write("index,count\n")
+                    raise OSError(errno.ENOSPC, "No space left on device")
+
+            return Writer()
+
+    monkeypatch.setattr(ssl_emp.pruning.pruner, "csv", FullCsv)
+    out = tmp_path / "run"
+    assert pretrain(out, tiny_args, *FAST) == 1
+    assert one_line(capsys) == f"ssl-emp: error: cannot write {out / 'pruning_table.csv'}: no space left on device"
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert load_checkpoint(out / "checkpoints" / "final.pt")["epoch"] == 0
+
+
+def test_atomic_torch_save_reports_a_full_disk_that_torch_hides(tmp_path, monkeypatch):
+    """torch.save turns the ENOSPC of a write into 'RuntimeError: unexpected pos ...'."""
+    target = tmp_path / "x.pt"
+    atomic_torch_save({"a": torch.arange(10)}, target)
+    _fail_writes_to(monkeypatch, ".x.pt.tmp", limit=1000)
+    with pytest.raises(RunFailed, match=r"x\.pt: no space left on device"):
+        atomic_torch_save({"a": torch.zeros(100_000)}, target)
+    with pytest.raises(RunFailed, match="no space left"):
+        atomic_write_text(tmp_path / "x.pt", "a" * 10_000)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.pt"]
+    assert torch.equal(torch.load(target, weights_only=True)["a"], torch.arange(10))
+
+
+# ----------------------------------------------------------------------------- Ctrl-C
+
+
+def _interrupt_at_call(monkeypatch, n: int) -> None:
+    real = ssl_emp.models.SimCLR.forward
+    calls = {"n": 0}
+
+    def forward(self, *views, labels=None):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return real(self, *views, labels=labels)
+
+    monkeypatch.setattr(ssl_emp.models.SimCLR, "forward", forward)
+
+
+def test_ctrl_c_before_the_first_checkpoint_then_the_same_command_starts_clean(tmp_path, tiny_args, capsys):
+    out = tmp_path / "run"
+    args = [*tiny_args, *FAST[:-1], "2", "--set", "log_every=1"]
+    with pytest.MonkeyPatch.context() as mp:
+        _interrupt_at_call(mp, 2)  # in epoch 1
+        assert pretrain(out, args) == 130
+    err = one_line(capsys)
+    assert "rerun the same command to start again" in err and "--resume" not in err
+    assert main(["pretrain", "--output-dir", str(out), "--resume", "--no-progress"]) == 2
+    assert "rerun the same command without --resume" in one_line(capsys)
+    assert pretrain(out, args) == 0
+    assert "stopped before its first checkpoint" in capsys.readouterr().err
+    epochs = [json.loads(ln)["epoch"] for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [-1, 0, 1]
+    rows = list(csv.reader((out / "steps.csv").read_text().splitlines()))
+    assert rows[0] == ["step", "epoch", "lr", "loss"] and all(r[0].isdigit() for r in rows[1:])
+    assert [r[0] for r in rows[1:]] == [str(i) for i in range(1, 5)]  # 128 images / 64: 2 steps x 2 epochs
+
+
+def test_ctrl_c_after_a_checkpoint_says_resume_and_resume_works(tmp_path, tiny_args, capsys):
+    out = tmp_path / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        _interrupt_at_call(mp, 3)  # epoch 2, after epoch 1's checkpoint
+        assert pretrain(out, tiny_args, *FAST[:-1], "2") == 130
+    assert "the last checkpoint is intact (continue with --resume)" in one_line(capsys)
+    assert main(["pretrain", "--output-dir", str(out), "--resume", "--no-progress"]) == 0
+    assert load_checkpoint(out / "checkpoints" / "final.pt")["epoch"] == 1
+
+
+# ----------------------------------------------------------------------------- temp files of killed writes
+
+
+def test_temp_files_of_a_killed_run_are_swept_at_the_next_start(tmp_path, tiny_args):
+    out = tmp_path / "run"
+    assert pretrain(out, tiny_args, *FAST[:-1], "2", "--set", "data.train_subset=64") == 0
+    (out / "checkpoints" / "final.pt").unlink()
+    (out / "summary.json").unlink()
+    stale = [out / "checkpoints" / ".last.pt.tmp4242", out / ".summary.json.tmp99", out / ".pruning_table.csv.ab1_x.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a file")
+    ckpt = load_checkpoint(out / "checkpoints" / "last.pt")
+    ckpt["epoch"] = 0  # as if killed while writing epoch 1's checkpoint
+    torch.save(ckpt, out / "checkpoints" / "last.pt")
+    assert main(["pretrain", "--output-dir", str(out), "--resume", "--no-progress"]) == 0
+    assert not any(p.exists() for p in stale)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["final.pt", "last.pt"]
+
+
+def test_sweep_in_a_shared_folder_keeps_live_writers_files(tmp_path):
+    live = tmp_path / f".a.pt.tmp{os.getpid()}"
+    dead = tmp_path / f".b.pt.tmp{2**22 + 1}"  # above Linux's largest pid: no such process
+    keep = tmp_path / "c.pt"
+    for path in (live, dead, keep):
+        path.write_bytes(b"x")
+    assert sweep_temp_files(tmp_path, only_dead=True) == [dead]
+    assert sorted(sweep_temp_files(tmp_path)) == [live]
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
