@@ -25,6 +25,7 @@ def _script(name: str) -> ModuleType:
 
 reliability = _script("signal_reliability")
 summarize = _script("summarize_tune_emp")
+class_balance = _script("class_balance")
 
 
 def test_agreement_separates_a_repeatable_signal_from_noise():
@@ -86,3 +87,36 @@ def test_compare_throughput_reads_the_loop_rate_of_each_checkout(tmp_path):
     assert len(entry["images_per_s"]) == 2 and all(v > 0 for v in entry["images_per_s"])
     assert report["ratio_new_over_old"] == pytest.approx(1.0)
     assert compare.main(["--checkout", str(root), "--config", "x", "--output", str(out)]) == 2
+
+
+def _pruning_run(runs: Path, run_id: str, labels: list[int], counts: list[int], top1: float = 0.5) -> None:
+    run = runs / run_id
+    run.mkdir(parents=True)
+    lines = ["index,count,loss,align,entropy,memory,last_epoch,label"]
+    lines += [f"{i},{c},1.0,nan,nan,0.0,0,{y}" for i, (y, c) in enumerate(zip(labels, counts, strict=True))]
+    (run / "pruning_table.csv").write_text("\n".join(lines) + "\n")
+    (run / "summary.json").write_text(json.dumps({"knn_top1": top1, "test_top1": None}))
+
+
+def test_class_balance_compares_visit_shares_with_image_shares(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    labels = [0, 0, 0, 1]  # images: 3/4 class 0, 1/4 class 1
+    _pruning_run(runs, "random-dynamic_r0.5_s0", labels, [2, 2, 2, 2])  # visits mirror the images
+    _pruning_run(runs, "emp_r0.5_s0", labels, [1, 1, 0, 6])  # visits: 1/4 class 0, 3/4 class 1
+    (tmp_path / "runs" / "emp_r0.5_s1").mkdir()  # unfinished run: no table, skipped
+    out = tmp_path / "balance.json"
+    assert class_balance.main([str(runs), "--out", str(out)]) == 0
+    rows = {r["run_id"]: r for r in json.loads(out.read_text())}
+    assert set(rows) == {"random-dynamic_r0.5_s0", "emp_r0.5_s0"}
+    assert rows["random-dynamic_r0.5_s0"]["tv"] == pytest.approx(0.0)
+    emp = rows["emp_r0.5_s0"]
+    assert (emp["method"], emp["rate"], emp["seed"]) == ("emp", 0.5, 0)
+    assert emp["tv"] == pytest.approx(0.5)  # 0.5 * (|1/4 - 3/4| + |3/4 - 1/4|)
+    assert emp["max_ratio"] == pytest.approx(3.0) and emp["min_ratio"] == pytest.approx(1 / 3)
+    assert "| emp | 0.5 | 1 | 50.00 |" in capsys.readouterr().out
+
+
+def test_class_balance_rejects_a_folder_without_runs(tmp_path, capsys):
+    with pytest.raises(SystemExit) as err:
+        class_balance.main([str(tmp_path)])
+    assert err.value.code == 2 and "no finished run" in capsys.readouterr().err

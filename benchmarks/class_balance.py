@@ -1,0 +1,93 @@
+"""Class balance of what each method trained on: visits per class from the run folders' pruning tables.
+
+    python benchmarks/class_balance.py RUNS_DIR [--out FILE.json]   (RUNS_DIR: a benchmark's runs/ folder)
+
+A selection rule that prefers hard (or easy) images can also prefer some classes; that alone can
+cost accuracy, whatever the score says about single images. For every run this sums the per-image
+training visits (`count` column of `pruning_table.csv`) by label and compares each class's share
+of visits with its share of images: total variation distance TV = ½ Σ_c |visits_c − images_c|
+(0: the class mix of the data; random selection gives ≈ 0) and the most and least trained class
+(visit share / image share). The JSON holds the per-run visit and image counts per class, so
+every figure the table shows can be recomputed from the committed file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+
+def class_counts(table: Path) -> tuple[dict[int, int], dict[int, int]]:
+    """(visits per label, images per label) from one run's pruning_table.csv."""
+    visits: dict[int, int] = defaultdict(int)
+    images: dict[int, int] = defaultdict(int)
+    with table.open(newline="") as f:
+        for row in csv.DictReader(f):
+            label = int(row["label"])
+            visits[label] += int(row["count"])
+            images[label] += 1
+    return dict(visits), dict(images)
+
+
+def balance(visits: dict[int, int], images: dict[int, int]) -> dict[str, float]:
+    """TV distance between the class mix of visits and of images, and the extreme per-class ratios."""
+    n_visits, n_images = sum(visits.values()), sum(images.values())
+    ratios = {c: (visits.get(c, 0) / n_visits) / (images[c] / n_images) for c in images}
+    tv = 0.5 * sum(abs(visits.get(c, 0) / n_visits - images[c] / n_images) for c in images)
+    return {"tv": tv, "max_ratio": max(ratios.values()), "min_ratio": min(ratios.values())}
+
+
+def collect(runs_dir: Path) -> list[dict]:
+    rows = []
+    for run in sorted(p for p in runs_dir.iterdir() if (p / "pruning_table.csv").is_file()):
+        summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+        if not summary:
+            continue  # unfinished run
+        method, _, seed = run.name.rpartition("_s")
+        name, _, rate = method.partition("_r")
+        visits, images = class_counts(run / "pruning_table.csv")
+        metric = summary.get("test_top1") if summary.get("test_top1") is not None else summary.get("knn_top1")
+        rows.append({"run_id": run.name, "method": name, "rate": float(rate) if rate else None, "seed": int(seed),
+                     "top1": metric, "visits": visits, "images": images, **balance(visits, images)})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    cells: dict[tuple[str, float | None], list[dict]] = defaultdict(list)
+    for r in rows:
+        cells[(r["method"], r["rate"])].append(r)
+    lines = ["| method | r | runs | TV of visits vs images (%) | most trained class (× share) | least trained class (× share) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+
+    def ms(values: list[float], scale: float = 1.0) -> str:
+        m = statistics.fmean(values) * scale
+        return f"{m:.2f}" if len(values) < 2 else f"{m:.2f} ± {statistics.stdev(values) * scale:.2f}"
+
+    for (method, rate), rs in sorted(cells.items(), key=lambda kv: (kv[0][1] or 0.0, kv[0][0])):
+        lines.append(f"| {method} | {'—' if rate is None else rate} | {len(rs)} | {ms([r['tv'] for r in rs], 100)} "
+                     f"| {ms([r['max_ratio'] for r in rs])} | {ms([r['min_ratio'] for r in rs])} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs_dir", type=Path)
+    parser.add_argument("--out", type=Path, help="write the per-run counts and balance figures here (JSON)")
+    args = parser.parse_args(argv)
+    if not args.runs_dir.is_dir():
+        parser.error(f"not a folder: {args.runs_dir}")
+    rows = collect(args.runs_dir)
+    if not rows:
+        parser.error(f"no finished run with a pruning_table.csv under {args.runs_dir}")
+    if args.out:
+        args.out.write_text(json.dumps(rows, indent=1) + "\n")
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
