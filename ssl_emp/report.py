@@ -10,6 +10,7 @@ The numbers come from ``ssl_emp.report_stats``, the plots from ``ssl_emp.report_
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -121,15 +122,22 @@ def _passes_se(p: Paired) -> bool:
     return p.se is not None and p.se <= MAX_PAIRED_SE_PP + _TOL
 
 
+def seeds_needed(std: float) -> int:
+    """Seeds for which a paired difference with this per-seed std has SE ≤ ``MAX_PAIRED_SE_PP``
+    (std / √n ≤ SE), at least 2: how a user sizes a sweep from a pilot's spread."""
+    return max(2, math.ceil((std / MAX_PAIRED_SE_PP) ** 2 - _TOL))
+
+
 def _noise_table(pairs: list[tuple[Cell, Paired]]) -> str:
-    lines = [f"| target r | method | seeds paired | std of Δ (pp) | SE of Δ (pp) | SE ≤ {MAX_PAIRED_SE_PP:g} pp |",
-             "| ---: | --- | ---: | ---: | ---: | --- |"]
+    lines = [f"| target r | method | seeds paired | std of Δ (pp) | SE of Δ (pp) | SE ≤ {MAX_PAIRED_SE_PP:g} pp "
+             f"| seeds for SE ≤ {MAX_PAIRED_SE_PP:g} pp at this std |",
+             "| ---: | --- | ---: | ---: | ---: | --- | ---: |"]
     for c, p in pairs:
         if p.se is None:
-            lines.append(f"| {_rate(c.target_rate)} | {c.method} | {p.n} | — | — | — (one seed) |")
+            lines.append(f"| {_rate(c.target_rate)} | {c.method} | {p.n} | — | — | — (one seed) | — |")
         else:
             lines.append(f"| {_rate(c.target_rate)} | {c.method} | {p.n} | {p.std:.2f} | {p.se:.2f} | "
-                         f"{'pass' if _passes_se(p) else 'FAIL'} |")
+                         f"{'pass' if _passes_se(p) else 'FAIL'} | {seeds_needed(p.std)} |")
     return "\n".join(lines)
 
 
@@ -156,7 +164,8 @@ def protocol_check(cells: list[Cell], key: str) -> str:
     noisy = [p.se for p in measured if not _passes_se(p)]
     if noisy:
         fails.append(f"{len(noisy)} of {len(measured)} paired SEs > {MAX_PAIRED_SE_PP:g} pp "
-                     f"(largest {max(noisy):.2f} pp)")
+                     f"(largest {max(noisy):.2f} pp; the noisiest cell needs "
+                     f"{seeds_needed(max(p.std for p in measured))} seeds)")
     if not measured:
         missing.append(f"two seeds of a method and {REFERENCE} at one rate")
     if fails:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ssl_emp.report import MAX_PAIRED_SE_PP, MIN_RANGE_PP, render_markdown, write_report
+from ssl_emp.report import MAX_PAIRED_SE_PP, MIN_RANGE_PP, render_markdown, seeds_needed, write_report
 from ssl_emp.report_stats import dynamic_range, group_cells, paired, primary_metric, t_quantile
 
 
@@ -103,17 +103,23 @@ def test_supervised_report_ranks_by_test_accuracy_and_shows_knn_beside_it():
 def test_protocol_check_range_noise_and_verdict():
     text = _section(render_markdown(SUPERVISED, PLAN), "Can this protocol see?")
     assert "Dynamic range: +10.00 pp (full − random-dynamic at r = 0.8): pass." in text
-    assert "| 0.5 | emp | 1 | — | — | — (one seed) |" in text
-    assert "| 0.8 | emp | 3 | 0.10 | 0.06 | pass |" in text  # SE 0.1/sqrt(3)
-    assert "| 0.8 | emp-easy | 3 | 1.00 | 0.58 | FAIL |" in text  # diffs −2, −1, −3
-    assert "Verdict: **FAIL**: 1 of 2 paired SEs > 0.3 pp (largest 0.58 pp)." in text
+    assert "| 0.5 | emp | 1 | — | — | — (one seed) | — |" in text
+    assert "| 0.8 | emp | 3 | 0.10 | 0.06 | pass | 2 |" in text  # SE 0.1/sqrt(3); 2 seeds at least
+    assert "| 0.8 | emp-easy | 3 | 1.00 | 0.58 | FAIL | 12 |" in text  # diffs −2, −1, −3; (1/0.3)² = 11.1
+    assert "Verdict: **FAIL**: 1 of 2 paired SEs > 0.3 pp (largest 0.58 pp; the noisiest cell needs 12 seeds)." in text
     quiet = [r for r in SUPERVISED if r["method"] != "emp-easy"]
     assert "Verdict: **pass**: this protocol can tell selection rules apart." in render_markdown(quiet)
     old = _section(render_markdown(OLD), "Can this protocol see?")
     assert "Dynamic range: +4.00 pp (full − random-dynamic at r = 0.7): FAIL." in old  # 82 − 78 (kNN)
-    assert "Verdict: **FAIL**: dynamic range 4.00 pp < 5 pp; 1 of 1 paired SEs > 0.3 pp (largest 0.58 pp)." in old
+    assert ("Verdict: **FAIL**: dynamic range 4.00 pp < 5 pp; 1 of 1 paired SEs > 0.3 pp (largest 0.58 pp; "
+            "the noisiest cell needs 12 seeds).") in old
     early = render_markdown([r for r in SUPERVISED if r["method"] == "full" or r["seed"] == 0])
     assert "Verdict: not known yet: needs two seeds of a method and random-dynamic at one rate." in early
+
+
+def test_seeds_needed_for_the_paired_se_criterion():
+    assert seeds_needed(0.3) == 2 and seeds_needed(0.6) == 4 and seeds_needed(0.61) == 5  # (0.61/0.3)² = 4.13
+    assert seeds_needed(1.5) == 25 and seeds_needed(0.0) == 2
 
 
 def test_every_method_vs_random_dynamic_with_intervals():
