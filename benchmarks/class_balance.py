@@ -1,6 +1,6 @@
 """Class balance of what each method trained on: visits per class from the run folders' pruning tables.
 
-    python benchmarks/class_balance.py RUNS_DIR [--out FILE.json]   (RUNS_DIR: a benchmark's runs/ folder)
+    python benchmarks/class_balance.py RUNS_DIR [RUNS_DIR ...] [--out FILE.json]   (a benchmark's runs/ folder)
 
 A selection rule that prefers hard (or easy) images can also prefer some classes; that alone can
 cost accuracy, whatever the score says about single images. For every run this sums the per-image
@@ -75,14 +75,16 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs_dir", type=Path)
+    parser.add_argument("runs_dirs", type=Path, nargs="+", help="runs/ folders of one or more benchmarks (seeds split across folders)")
     parser.add_argument("--out", type=Path, help="write the per-run counts and balance figures here (JSON)")
     args = parser.parse_args(argv)
-    if not args.runs_dir.is_dir():
-        parser.error(f"not a folder: {args.runs_dir}")
-    rows = collect(args.runs_dir)
+    rows = []
+    for folder in args.runs_dirs:
+        if not folder.is_dir():
+            parser.error(f"not a folder: {folder}")
+        rows += collect(folder)
     if not rows:
-        parser.error(f"no finished run with a pruning_table.csv under {args.runs_dir}")
+        parser.error(f"no finished run with a pruning_table.csv under {', '.join(map(str, args.runs_dirs))}")
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1) + "\n")
     print(table(rows))

@@ -104,16 +104,17 @@ def test_class_balance_compares_visit_shares_with_image_shares(tmp_path, capsys)
     _pruning_run(runs, "random-dynamic_r0.5_s0", labels, [2, 2, 2, 2])  # visits mirror the images
     _pruning_run(runs, "emp_r0.5_s0", labels, [1, 1, 0, 6])  # visits: 1/4 class 0, 3/4 class 1
     (tmp_path / "runs" / "emp_r0.5_s1").mkdir()  # unfinished run: no table, skipped
+    _pruning_run(tmp_path / "runs_s34", "emp_r0.5_s3", labels, [1, 1, 0, 6])  # seeds split across folders
     out = tmp_path / "balance.json"
-    assert class_balance.main([str(runs), "--out", str(out)]) == 0
+    assert class_balance.main([str(runs), str(tmp_path / "runs_s34"), "--out", str(out)]) == 0
     rows = {r["run_id"]: r for r in json.loads(out.read_text())}
-    assert set(rows) == {"random-dynamic_r0.5_s0", "emp_r0.5_s0"}
+    assert set(rows) == {"random-dynamic_r0.5_s0", "emp_r0.5_s0", "emp_r0.5_s3"}
     assert rows["random-dynamic_r0.5_s0"]["tv"] == pytest.approx(0.0)
     emp = rows["emp_r0.5_s0"]
     assert (emp["method"], emp["rate"], emp["seed"]) == ("emp", 0.5, 0)
     assert emp["tv"] == pytest.approx(0.5)  # 0.5 * (|1/4 - 3/4| + |3/4 - 1/4|)
     assert emp["max_ratio"] == pytest.approx(3.0) and emp["min_ratio"] == pytest.approx(1 / 3)
-    assert "| emp | 0.5 | 1 | 50.00 |" in capsys.readouterr().out
+    assert "| emp | 0.5 | 2 | 50.00 ± 0.00 |" in capsys.readouterr().out
 
 
 def test_class_balance_rejects_a_folder_without_runs(tmp_path, capsys):
