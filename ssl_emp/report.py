@@ -4,13 +4,13 @@
 
 Cells are (method, target rate); means and sample standard deviations are over the seeds
 finished so far (one seed: the mean alone). InfoBatch has no target rate: it is its own cell.
-The numbers come from ``ssl_emp.report_stats``, the plots from ``ssl_emp.report_plots``.
+The numbers come from ``ssl_emp.report_stats``, the protocol check from ``ssl_emp.report_protocol``,
+the plots from ``ssl_emp.report_plots``.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,20 +19,22 @@ from typing import Any
 from ssl_emp.errors import ConfigError
 from ssl_emp.fileio import atomic_write_text
 from ssl_emp.report_plots import write_plots
+from ssl_emp.report_protocol import protocol_check
 from ssl_emp.report_stats import (
     HEADLINE_RATE,
     METRIC_LABELS,
     REFERENCE,
+    TOL,
     Cell,
     Paired,
     count_plot_rate,
     count_stats,
-    dynamic_range,
     find_cell,
     group_cells,
     paired,
     pooled_counts,
     primary_metric,
+    rate_label,
     same_rate,
     versus_reference,
 )
@@ -40,13 +42,6 @@ from ssl_emp.results import REPEATABILITY_KEYS, load_rows
 
 __all__ = ["Cell", "group_cells", "main", "render_markdown", "write_report"]
 
-# The criterion of EMP_SSL.md "When a benchmark can tell methods apart", as this project's issue 10
-# sets it: a protocol can rank selection rules when full data beats random-dynamic at the highest
-# rate by at least MIN_RANGE_PP points of the primary metric, and the per-seed paired difference
-# (method − random-dynamic) has a standard error of at most MAX_PAIRED_SE_PP points.
-MIN_RANGE_PP = 5.0
-MAX_PAIRED_SE_PP = 0.3
-_TOL = 1e-9
 
 
 def _fmt(stat: tuple[float, float, int] | None, scale: float = 1.0, digits: int = 2) -> str:
@@ -55,10 +50,6 @@ def _fmt(stat: tuple[float, float, int] | None, scale: float = 1.0, digits: int 
     mean, std, n = stat
     text = f"{scale * mean:.{digits}f}"
     return text if n < 2 else f"{text} ± {scale * std:.{digits}f}"
-
-
-def _rate(rate: float | None) -> str:
-    return "own" if rate is None else f"{rate:g}"
 
 
 def _short(key: str) -> str:
@@ -84,7 +75,7 @@ def _best(cells: list[Cell], key: str) -> set[int]:
         means = {id(c): s[0] for c in cells if same_rate(c.target_rate, rate) and (s := c.stat(key))}
         if len(means) >= 2:
             top = max(means.values())
-            best |= {k for k, mean in means.items() if mean >= top - _TOL}
+            best |= {k for k, mean in means.items() if mean >= top - TOL}
     return best
 
 
@@ -107,74 +98,12 @@ def results_table(cells: list[Cell], key: str = "knn_top1") -> str:
         ratio = f"{main[0] / full[0]:.3f}" if main and full and full[0] > 0 else "—"
         seeds = f"{len(c.rows)}/{c.planned}" if c.planned and c.planned >= len(c.rows) else str(len(c.rows))
         lines.append(
-            f"| {c.method} | {_rate(c.target_rate)} | {_fmt(c.stat('achieved_rate'), 1, 3)} | "
+            f"| {c.method} | {rate_label(c.target_rate)} | {_fmt(c.stat('achieved_rate'), 1, 3)} | "
             + "".join(f"{t} | " for t in texts)
             + f"{_fmt(c.stat('linear_top1'), 100)} | {ratio} | {_fmt(c.stat('wall_time_s'), 1, 0)} | "
             f"{_fmt(c.stat('optimizer_steps'), 1, 0)} | {seeds} |"
         )
     return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- can the protocol see?
-
-
-def _passes_se(p: Paired) -> bool:
-    return p.se is not None and p.se <= MAX_PAIRED_SE_PP + _TOL
-
-
-def seeds_needed(std: float) -> int:
-    """Seeds for which a paired difference with this per-seed std has SE ≤ ``MAX_PAIRED_SE_PP``
-    (std / √n ≤ SE), at least 2: how a user sizes a sweep from a pilot's spread."""
-    return max(2, math.ceil((std / MAX_PAIRED_SE_PP) ** 2 - _TOL))
-
-
-def _noise_table(pairs: list[tuple[Cell, Paired]]) -> str:
-    lines = [f"| target r | method | seeds paired | std of Δ (pp) | SE of Δ (pp) | SE ≤ {MAX_PAIRED_SE_PP:g} pp "
-             f"| seeds for SE ≤ {MAX_PAIRED_SE_PP:g} pp at this std |",
-             "| ---: | --- | ---: | ---: | ---: | --- | ---: |"]
-    for c, p in pairs:
-        if p.se is None:
-            lines.append(f"| {_rate(c.target_rate)} | {c.method} | {p.n} | — | — | — (one seed) | — |")
-        else:
-            lines.append(f"| {_rate(c.target_rate)} | {c.method} | {p.n} | {p.std:.2f} | {p.se:.2f} | "
-                         f"{'pass' if _passes_se(p) else 'FAIL'} | {seeds_needed(p.std)} |")
-    return "\n".join(lines)
-
-
-def protocol_check(cells: list[Cell], key: str) -> str:
-    """Dynamic range and paired noise against the ``MIN_RANGE_PP`` / ``MAX_PAIRED_SE_PP`` criterion,
-    with a verdict: a sweep that fails it cannot rank selection rules, whatever its tables say."""
-    intro = (f"Before any comparison: can this sweep tell selection rules apart (EMP_SSL.md, \"When a benchmark "
-             f"can tell methods apart\")? The criterion: dynamic range (mean {METRIC_LABELS[key]} of full data − that "
-             f"of {REFERENCE} at the highest rate) ≥ {MIN_RANGE_PP:g} pp, and paired noise (standard error, std / √n "
-             f"over seeds, of the per-seed difference method − {REFERENCE}) ≤ {MAX_PAIRED_SE_PP:g} pp.")
-    fails, missing = [], []
-    rng = dynamic_range(cells, key)
-    if rng is None:
-        missing.append(f"full and {REFERENCE} results")
-        range_line = f"Dynamic range: not measurable yet (needs full and {REFERENCE} results)."
-    else:
-        value, rate = rng
-        ok = value >= MIN_RANGE_PP - _TOL
-        range_line = f"Dynamic range: {value:+.2f} pp (full − {REFERENCE} at r = {rate:g}): {'pass' if ok else 'FAIL'}."
-        if not ok:
-            fails.append(f"dynamic range {value:.2f} pp < {MIN_RANGE_PP:g} pp")
-    pairs = versus_reference(cells, key)
-    measured = [p for _, p in pairs if p.se is not None]
-    noisy = [p.se for p in measured if not _passes_se(p)]
-    if noisy:
-        fails.append(f"{len(noisy)} of {len(measured)} paired SEs > {MAX_PAIRED_SE_PP:g} pp "
-                     f"(largest {max(noisy):.2f} pp; the noisiest cell needs "
-                     f"{seeds_needed(max(p.std for p in measured))} seeds)")
-    if not measured:
-        missing.append(f"two seeds of a method and {REFERENCE} at one rate")
-    if fails:
-        verdict = f"**FAIL**: {'; '.join(fails)}. Differences between rules in this sweep are not evidence."
-    elif missing:
-        verdict = f"not known yet: needs {' and '.join(missing)}."
-    else:
-        verdict = "**pass**: this protocol can tell selection rules apart."
-    return "\n".join([intro, "", range_line, *(["", _noise_table(pairs)] if pairs else []), "", f"Verdict: {verdict}"])
 
 
 # ----------------------------------------------------------------------------- comparisons
@@ -195,7 +124,7 @@ def versus_reference_table(cells: list[Cell], key: str) -> str:
             text = f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
             text = f"**{text}**" if ci[0] > 0 or ci[1] < 0 else text
         std = "" if p.std is None else f" ± {p.std:.2f}"
-        lines.append(f"| {_rate(c.target_rate)} | {c.method} | {p.mean:+.2f}{std} | {p.n} | {text} |")
+        lines.append(f"| {rate_label(c.target_rate)} | {c.method} | {p.mean:+.2f}{std} | {p.n} | {text} |")
     return "\n".join(lines)
 
 
@@ -228,7 +157,7 @@ def emp_vs_random(cells: list[Cell], ours: str = "emp", ref: str = REFERENCE, ke
             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for a, b in pairs:
         out.append(
-            f"| {_rate(a.target_rate)} | {_fmt(a.stat(key), 100)} | {_fmt(b.stat(key), 100)} | "
+            f"| {rate_label(a.target_rate)} | {_fmt(a.stat(key), 100)} | {_fmt(b.stat(key), 100)} | "
             f"{delta(a, b, key)} | {_pp(paired(a, b, key))} | {_fmt(a.stat('linear_top1'), 100)} | "
             f"{_fmt(b.stat('linear_top1'), 100)} | {delta(a, b, 'linear_top1')} |"
         )
@@ -251,7 +180,7 @@ def emp_vs_baselines(cells: list[Cell], ours: str = "emp", key: str = "knn_top1"
         for m in refs:
             b = find_cell(cells, m, rate)
             row.append(_pp(paired(a, b, key)) if a is not None and b is not None else "—")
-        out.append(f"| {_rate(rate)} | " + " | ".join(row) + " |")
+        out.append(f"| {rate_label(rate)} | " + " | ".join(row) + " |")
     return "\n".join(out)
 
 
@@ -269,7 +198,7 @@ def repeatability_table(cells: list[Cell]) -> str | None:
     for c in cells:
         stats = [c.stat(k) for k in keys]
         if any(stats):
-            lines.append(f"| {c.method} | {_rate(c.target_rate)} | " + " | ".join(_fmt(s, 1, 3) for s in stats) + " |")
+            lines.append(f"| {c.method} | {rate_label(c.target_rate)} | " + " | ".join(_fmt(s, 1, 3) for s in stats) + " |")
     return "\n".join(lines)
 
 
@@ -284,7 +213,7 @@ def junk_table(cells: list[Cell], key: str, injected: float | None) -> str | Non
     for c in cells:
         junk = c.stat("junk_kept_fraction")
         if junk:
-            lines.append(f"| {c.method} | {_rate(c.target_rate)} | {_fmt(junk, 100)} | {share} | "
+            lines.append(f"| {c.method} | {rate_label(c.target_rate)} | {_fmt(junk, 100)} | {share} | "
                          f"{_fmt(c.stat(key), 100)} |")
     return "\n".join(lines)
 

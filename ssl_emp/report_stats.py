@@ -20,7 +20,7 @@ from ssl_emp.results import run_counts
 HEADLINE_RATE = 0.7  # the rate the spec singles out (EMP's regime: r >= 0.7)
 REFERENCE = "random-dynamic"  # every selection rule is compared with it, seed by seed
 METRIC_LABELS = {"test_top1": "test top-1", "knn_top1": "kNN top-1", "linear_top1": "linear top-1"}
-_TOL = 1e-9
+TOL = 1e-9  # rates and means closer than this are equal (they come from float arithmetic)
 
 
 @dataclass
@@ -46,8 +46,13 @@ class Cell:
         return {int(r["seed"]): float(r[key]) for r in self.rows if r.get(key) is not None}
 
 
+def rate_label(rate: float | None) -> str:
+    """A cell's target rate as tables print it: ``own`` for a method that sets its own (InfoBatch)."""
+    return "own" if rate is None else f"{rate:g}"
+
+
 def same_rate(a: float | None, b: float | None) -> bool:
-    return (a is None and b is None) or (a is not None and b is not None and abs(a - b) < _TOL)
+    return (a is None and b is None) or (a is not None and b is not None and abs(a - b) < TOL)
 
 
 def method_order(method: str) -> tuple[int, str]:

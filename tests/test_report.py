@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from ssl_emp.report import MAX_PAIRED_SE_PP, MIN_RANGE_PP, render_markdown, seeds_needed, write_report
+from ssl_emp.report import render_markdown, write_report
+from ssl_emp.report_protocol import MAX_PAIRED_SE_PP, MIN_RANGE_PP, seeds_needed
 from ssl_emp.report_stats import dynamic_range, group_cells, paired, primary_metric, t_quantile
 
 
