@@ -196,6 +196,13 @@ def _take(ds: IndexedImages | IndexedImageFiles, keep: Tensor) -> IndexedImages 
     return IndexedImages(ds.images[keep], labels, ds.classes)
 
 
+def junk_indices(n: int, fraction: float, gen: torch.Generator | None = None) -> Tensor:
+    """The sorted indices ``inject_junk`` replaces among ``n`` training images: fixed by seed 0, so
+    an analysis of a finished run can tell its junk images from the clean ones."""
+    gen = torch.Generator().manual_seed(0) if gen is None else gen
+    return torch.randperm(n, generator=gen)[: round(fraction * n)].sort().values
+
+
 def inject_junk(ds: IndexedImages, fraction: float) -> tuple[IndexedImages, Tensor]:
     """Replace a fixed (seed 0) ``fraction`` of the images by pixel-shuffled copies of themselves.
 
@@ -205,15 +212,14 @@ def inject_junk(ds: IndexedImages, fraction: float) -> tuple[IndexedImages, Tens
     """
     if not isinstance(ds, IndexedImages):
         raise ConfigError("data.inject_noise needs the training images held in memory (data.in_memory=true)")
-    n = len(ds)
     gen = torch.Generator().manual_seed(0)
-    junk_idx = torch.randperm(n, generator=gen)[: round(fraction * n)].sort().values
+    junk_idx = junk_indices(len(ds), fraction, gen)
     images = ds.images.clone()
     flat = images[junk_idx].flatten(2)  # [k, 3, H*W]
     # One pixel permutation per image, shared by its three channels (pixels move, colours stay).
     perm = torch.rand(flat.shape[0], flat.shape[2], generator=gen).argsort(dim=1)
     images[junk_idx] = flat.gather(2, perm[:, None, :].expand(-1, 3, -1)).view(-1, *images.shape[1:])
-    mask = torch.zeros(n, dtype=torch.bool)
+    mask = torch.zeros(len(ds), dtype=torch.bool)
     mask[junk_idx] = True
     return IndexedImages(images, ds.labels, ds.classes), mask
 

@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from ssl_emp.cli import main as cli_main
+from ssl_emp.config import Config, save_config
+from ssl_emp.data import junk_indices
 from tests.conftest import TINY
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -26,6 +28,7 @@ def _script(name: str) -> ModuleType:
 reliability = _script("signal_reliability")
 summarize = _script("summarize_tune_emp")
 class_balance = _script("class_balance")
+junk_probe = _script("junk_probe")
 
 
 def test_agreement_separates_a_repeatable_signal_from_noise():
@@ -121,3 +124,40 @@ def test_class_balance_rejects_a_folder_without_runs(tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         class_balance.main([str(tmp_path)])
     assert err.value.code == 2 and "no finished run" in capsys.readouterr().err
+
+
+def _junk_run(runs: Path, run_id: str, inject: float, shares: list[float], n: int = 40) -> set[int]:
+    """A finished run whose junk images were trained 5 times at loss 1.0, the clean ones once at 3.0."""
+    run = runs / run_id
+    run.mkdir(parents=True)
+    cfg = Config()
+    cfg.data.inject_noise = inject
+    save_config(cfg, run / "config.yaml")
+    junk = set(junk_indices(n, inject).tolist()) if inject else set()
+    lines = ["index,count,loss,align,entropy,memory,last_epoch,label"]
+    lines += [f"{i},5,1.0,0.9,nan,0.5,0,0" if i in junk else f"{i},1,3.0,0.6,nan,0.1,0,0" for i in range(n)]
+    (run / "pruning_table.csv").write_text("\n".join(lines) + "\n")
+    records = [{"epoch": -1, "knn_top1": 0.2}] + [{"epoch": e, "pruning/junk_kept_fraction": f} for e, f in enumerate(shares)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (run / "summary.json").write_text(json.dumps({"knn_top1": 0.3}))
+    return junk
+
+
+def test_junk_probe_separates_junk_from_clean_images_by_the_runs_own_junk_set(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    junk = _junk_run(runs, "emp_r0.5_s0", 0.25, [0.25, 0.1, 0.05])
+    _junk_run(runs, "emp_r0.5_s1", 0.25, [0.25, 0.2, 0.15])
+    _junk_run(runs, "full_s0", 0.0, [])  # no junk injected: not a probe run, skipped
+    (runs / "ucb_r0.5_s0").mkdir()  # unfinished: skipped
+    out = tmp_path / "junk.json"
+    assert junk_probe.main([str(runs), "--out", str(out)]) == 0
+    rows = {r["run_id"]: r for r in json.loads(out.read_text())}
+    assert set(rows) == {"emp_r0.5_s0", "emp_r0.5_s1"} and len(junk) == 10
+    r = rows["emp_r0.5_s0"]
+    assert (r["method"], r["rate"], r["seed"], r["injected"]) == ("emp", 0.5, 0, 0.25)
+    assert r["junk_kept_by_epoch"] == [0.25, 0.1, 0.05]
+    assert (r["count_junk"], r["count_clean"], r["loss_junk"], r["loss_clean"]) == (5, 1, 1.0, 3.0)
+    assert "| emp | 0.5 | 2 | 25.0 ± 0.0 | 5.00 ± 0.00 / 1.00 ± 0.00 | 1.00 ± 0.00 / 3.00 ± 0.00 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as err:
+        junk_probe.main([str(tmp_path / "runs" / "ucb_r0.5_s0")])
+    assert err.value.code == 2 and "no finished junk-probe run" in capsys.readouterr().err

@@ -3,7 +3,7 @@
 import torch
 
 from ssl_emp.config import DataConfig
-from ssl_emp.data import load_data
+from ssl_emp.data import junk_indices, load_data
 
 
 def test_inject_noise_marks_a_fixed_fraction_of_shuffled_copies_and_keeps_the_bank_clean():
@@ -24,3 +24,11 @@ def test_inject_noise_marks_a_fixed_fraction_of_shuffled_copies_and_keeps_the_ba
     assert torch.equal(probed.bank.images, clean.train.images)
     assert torch.equal(probed.train.labels, clean.train.labels)
     assert clean.junk is None
+
+
+def test_junk_indices_name_the_images_inject_junk_replaced():
+    # benchmarks/junk_probe.py finds a finished run's junk images with junk_indices alone
+    probed = load_data(DataConfig(image_size=16, inject_noise=0.2))
+    n = len(probed.train)
+    assert torch.equal(junk_indices(n, 0.2), probed.junk.nonzero().squeeze(1))
+    assert not torch.equal(junk_indices(n, 0.2), junk_indices(n + 1, 0.2)[: round(0.2 * n)])
