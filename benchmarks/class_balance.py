@@ -13,12 +13,13 @@ every figure the table shows can be recomputed from the committed file.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
+
+from ssl_emp.results import analyse_run_folders, parse_run_id
 
 
 def class_counts(table: Path) -> tuple[dict[int, int], dict[int, int]]:
@@ -47,11 +48,10 @@ def collect(runs_dir: Path) -> list[dict]:
         summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
         if not summary:
             continue  # unfinished run
-        method, _, seed = run.name.rpartition("_s")
-        name, _, rate = method.partition("_r")
+        name, rate, seed = parse_run_id(run.name)
         visits, images = class_counts(run / "pruning_table.csv")
         metric = summary.get("test_top1") if summary.get("test_top1") is not None else summary.get("knn_top1")
-        rows.append({"run_id": run.name, "method": name, "rate": float(rate) if rate else None, "seed": int(seed),
+        rows.append({"run_id": run.name, "method": name, "rate": rate, "seed": seed,
                      "top1": metric, "visits": visits, "images": images, **balance(visits, images)})
     return rows
 
@@ -74,21 +74,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs_dirs", type=Path, nargs="+", help="runs/ folders of one or more benchmarks (seeds split across folders)")
-    parser.add_argument("--out", type=Path, help="write the per-run counts and balance figures here (JSON)")
-    args = parser.parse_args(argv)
-    rows = []
-    for folder in args.runs_dirs:
-        if not folder.is_dir():
-            parser.error(f"not a folder: {folder}")
-        rows += collect(folder)
-    if not rows:
-        parser.error(f"no finished run with a pruning_table.csv under {', '.join(map(str, args.runs_dirs))}")
-    if args.out:
-        args.out.write_text(json.dumps(rows, indent=1) + "\n")
-    print(table(rows))
-    return 0
+    return analyse_run_folders(argv, __doc__.splitlines()[0], collect, table, "finished run with a pruning_table.csv")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ junk images are the ones ``ssl_emp.data.junk_indices`` picks for the run's ``dat
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from ssl_emp.config import load_config
 from ssl_emp.data import junk_indices
+from ssl_emp.results import analyse_run_folders, parse_run_id
 
 EPOCHS = (1, 10, 40, 80)  # 1-based epochs whose kept-set junk share the table shows (if the run has them)
 COLUMNS = ("count", "loss", "align", "memory")
@@ -54,9 +54,8 @@ def collect(runs_dir: Path) -> list[dict]:
         if not fraction or not (run / "pruning_table.csv").is_file():
             continue
         summary = json.loads((run / "summary.json").read_text())
-        method, _, seed = run.name.rpartition("_s")
-        name, _, rate = method.partition("_r")
-        rows.append({"run_id": run.name, "method": name, "rate": float(rate) if rate else None, "seed": int(seed),
+        name, rate, seed = parse_run_id(run.name)
+        rows.append({"run_id": run.name, "method": name, "rate": rate, "seed": seed,
                      "knn_top1": summary.get("knn_top1"), "injected": fraction,
                      "junk_kept_by_epoch": junk_trajectory(run / "metrics.jsonl"),
                      **junk_vs_clean(run / "pruning_table.csv", fraction)})
@@ -88,21 +87,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs_dirs", type=Path, nargs="+", help="runs/ folders of one or more junk-probe benchmarks")
-    parser.add_argument("--out", type=Path, help="write the per-run figures here (JSON)")
-    args = parser.parse_args(argv)
-    rows = []
-    for folder in args.runs_dirs:
-        if not folder.is_dir():
-            parser.error(f"not a folder: {folder}")
-        rows += collect(folder)
-    if not rows:
-        parser.error(f"no finished junk-probe run (data.inject_noise > 0) under {', '.join(map(str, args.runs_dirs))}")
-    if args.out:
-        args.out.write_text(json.dumps(rows, indent=1) + "\n")
-    print(table(rows))
-    return 0
+    return analyse_run_folders(argv, __doc__.splitlines()[0], collect, table, "finished junk-probe run (data.inject_noise > 0)")
 
 
 if __name__ == "__main__":

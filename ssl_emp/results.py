@@ -6,9 +6,11 @@ report (``ssl_emp.report``), so that neither imports the other.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +69,34 @@ def run_counts(row: dict[str, Any], out: Path) -> list[int]:
     written before the histogram travelled in the row, the run folder's pruning_table.csv."""
     hist = row.get("count_histogram") or count_histogram(out / "runs" / row["run_id"] / "pruning_table.csv")
     return [c for c, n in enumerate(hist) for _ in range(n)]
+
+
+def parse_run_id(run_id: str) -> tuple[str, float | None, int]:
+    """(method, target rate or None, seed) of a run folder name, the inverse of
+    ``ssl_emp.benchmark_grid.run_id``: ``emp_r0.7_s2`` -> ("emp", 0.7, 2), ``full_s0`` -> ("full", None, 0)."""
+    head, _, seed = run_id.rpartition("_s")
+    method, _, rate = head.partition("_r")
+    return method, float(rate) if rate else None, int(seed)
+
+
+def analyse_run_folders(argv: list[str] | None, description: str, collect: Callable[[Path], list[dict[str, Any]]],
+                        table: Callable[[list[dict[str, Any]]], str], wanted: str) -> int:
+    """The command line of the per-run analyses under ``benchmarks/``: ``collect`` rows from one or
+    more benchmarks' ``runs/`` folders (seeds may be split across sweeps), write them with ``--out``
+    (JSON, so every printed figure can be recomputed) and print ``table(rows)``; ``wanted`` names
+    the runs ``collect`` keeps, for the error when there are none."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("runs_dirs", type=Path, nargs="+", help="runs/ folders of one or more benchmarks")
+    parser.add_argument("--out", type=Path, help="write the per-run figures here (JSON)")
+    args = parser.parse_args(argv)
+    rows = []
+    for folder in args.runs_dirs:
+        if not folder.is_dir():
+            parser.error(f"not a folder: {folder}")
+        rows += collect(folder)
+    if not rows:
+        parser.error(f"no {wanted} under {', '.join(map(str, args.runs_dirs))}")
+    if args.out:
+        atomic_write_text(args.out, json.dumps(rows, indent=1) + "\n")
+    print(table(rows))
+    return 0

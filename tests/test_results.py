@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from ssl_emp.benchmark_grid import run_id
 from ssl_emp.errors import ConfigError
-from ssl_emp.results import COLUMNS, count_histogram, load_rows, run_counts, write_results
+from ssl_emp.results import COLUMNS, count_histogram, load_rows, parse_run_id, run_counts, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,3 +75,8 @@ def test_rows_written_before_the_new_keys_still_round_trip(tmp_path):
     line = table[1]
     assert (line["test_top1"], line["loss_repeatability"], line["junk_kept_fraction"]) == ("0.9", "0.1", "0.05")
     assert table[1]["align_repeatability"] == ""
+
+
+def test_parse_run_id_inverts_run_id():
+    for method, rate, seed in (("emp", 0.7, 2), ("random-dynamic", 0.25, 10), ("full", None, 0), ("emp-easy", 0.9, 4)):
+        assert parse_run_id(run_id(method, rate, seed)) == (method, rate, seed)
