@@ -29,6 +29,7 @@ reliability = _script("signal_reliability")
 summarize = _script("summarize_tune_emp")
 class_balance = _script("class_balance")
 junk_probe = _script("junk_probe")
+compare_sweeps = _script("compare_sweeps")
 
 
 def test_agreement_separates_a_repeatable_signal_from_noise():
@@ -161,3 +162,30 @@ def test_junk_probe_separates_junk_from_clean_images_by_the_runs_own_junk_set(tm
     with pytest.raises(SystemExit) as err:
         junk_probe.main([str(tmp_path / "runs" / "ucb_r0.5_s0")])
     assert err.value.code == 2 and "no finished junk-probe run" in capsys.readouterr().err
+
+
+def test_compare_sweeps_pairs_a_method_of_one_sweep_with_another_by_seed(tmp_path, capsys):
+    def sweep(name: str, method: str, knn: dict[tuple[float, int], float], base: dict) -> str:
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = [{"run_id": f"{method}_r{r:g}_s{s}", "method": method, "target_rate": r, "seed": s, "knn_top1": k}
+                for (r, s), k in knn.items()]
+        (folder / "results.json").write_text(json.dumps(rows))
+        (folder / "benchmark.json").write_text(json.dumps({"base": base}))
+        return str(folder)
+
+    ours = sweep("beta", "emp", {(0.7, 0): 0.32, (0.7, 1): 0.31, (0.7, 2): 0.30, (0.9, 5): 0.2}, {"epochs": 80})
+    ref = sweep("main", "random-dynamic", {(0.7, 0): 0.30, (0.7, 1): 0.30, (0.9, 0): 0.25}, {"epochs": 80})
+    out = tmp_path / "cmp.md"
+    assert compare_sweeps.main([f"{ours}:emp", f"{ref}:random-dynamic", "--label", "EMP b", "--out", str(out)]) == 0
+    text = out.read_text()
+    # seeds 0 and 1 pair at r = 0.7 (seed 2 has no partner); r = 0.9 shares no seed: no row
+    assert "| 0.7 | 0, 1 | 31.50 ± 0.71 | 30.00 ± 0.00 | +1.50 ± 0.71 | [-4.85, +7.85] |" in text
+    assert "| 0.9 |" not in text and text == capsys.readouterr().out
+    other = sweep("other", "random-dynamic", {(0.7, 0): 0.3}, {"epochs": 10})
+    for args, message in (([f"{ours}:emp", f"{other}:random-dynamic"], "different base configs"),
+                          ([f"{ours}:ucb", f"{ref}:random-dynamic"], "no finished run of 'ucb'"),
+                          ([ours, f"{ref}:random-dynamic"], "expected DIR:METHOD")):
+        with pytest.raises(SystemExit) as err:
+            compare_sweeps.main(args)
+        assert err.value.code == 2 and message in capsys.readouterr().err
