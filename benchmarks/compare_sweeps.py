@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     a_dir, a_method, a_cells, key = _side(args.ours, parser)
     b_dir, b_method, b_cells, b_key = _side(args.ref, parser)
-    if _base(a_dir) is not None and _base(b_dir) is not None and _base(a_dir) != _base(b_dir):
+    a_base, b_base = _base(a_dir), _base(b_dir)
+    if a_base is not None and b_base is not None and a_base != b_base:
         parser.error(f"{a_dir} and {b_dir} ran different base configs (benchmark.json): seeds do not pair")
     if key != b_key:
         parser.error(f"the two sweeps rank by different metrics ({key} vs {b_key})")
