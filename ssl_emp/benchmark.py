@@ -185,27 +185,71 @@ def format_plan(runs: list[RunSpec], done: set[str]) -> str:
     return "\n".join(lines)
 
 
+def merged_rows(bench: Benchmark, runs: list[RunSpec], out: Path, sources: list[Path]) -> list[dict[str, Any]]:
+    """The rows of ``out`` plus those of each source folder: the same sweep split by seed (or method)
+    over processes or machines, each part in its own folder, joined here.
+
+    A source must be a benchmark folder of the same base config whose rows all belong to this grid;
+    a run found in two folders with different results is refused (the same row twice is not: a merge
+    can be repeated while a part is still running). Only rows move; run folders stay where they ran.
+    """
+    rows = {row["run_id"]: row for row in load_rows(out)}
+    in_grid = {r.run_id for r in runs}
+    for src in sources:
+        plan = src / "benchmark.json"
+        if not plan.is_file():
+            raise ConfigError(f"--merge-from {src}: not a benchmark folder (no benchmark.json)")
+        saved = json.loads(plan.read_text())
+        diff = _config_diff(saved["base"], _base_dict(bench))
+        if diff:
+            raise ConfigError(f"--merge-from {src}: a benchmark of a different base config: {', '.join(diff)}")
+        for row in load_rows(src):
+            rid, method = row["run_id"], row["method"]
+            if rid not in in_grid:
+                raise ConfigError(f"--merge-from {src}: run {rid} is not in this grid (widen grid.* to include it)")
+            theirs = saved["grid"].get("method_params", {}).get(method, {})
+            if theirs != json.loads(json.dumps(bench.method_params.get(method, {}))):
+                raise ConfigError(f"--merge-from {src}: {method} ran with grid.method_params {theirs}, "
+                                  f"not {bench.method_params.get(method, {})}")
+            if rid in rows and rows[rid] != row:
+                raise ConfigError(f"--merge-from {src}: run {rid} is also in {out} with different results")
+            rows[rid] = row
+    return list(rows.values())
+
+
 def run_benchmark(config: str | Path, output_dir: str | Path, overrides: list[str] | None = None,
-                  dry_run: bool = False) -> int:
-    """Run (or continue) a benchmark sweep; returns the exit code (1 if a run diverged)."""
+                  dry_run: bool = False, merge_from: list[str | Path] | None = None) -> int:
+    """Run (or continue) a benchmark sweep; returns the exit code (1 if a run diverged).
+
+    ``merge_from``: other folders of the same sweep whose finished rows join this one first.
+    """
     bench = load_benchmark(config, overrides)
     out = Path(output_dir)
     runs = expand_grid(bench, out)
-    done = {row["run_id"] for row in load_rows(out)}
+    sources = [Path(s) for s in merge_from or []]
+    if any(s.resolve() == out.resolve() for s in sources):
+        raise ConfigError(f"--merge-from {out} is the output folder itself")
+    done = {row["run_id"] for row in merged_rows(bench, runs, out, sources)}
     if dry_run:
         print(format_plan(runs, done))
         return 0
     with FolderLock(out):  # one writer per benchmark folder; each run also locks its own folder
         check_output_dir(bench, runs, out)
-        return _run_grid(bench, runs, out)
+        return _run_grid(bench, runs, out, sources)
 
 
-def _run_grid(bench: Benchmark, runs: list[RunSpec], out: Path) -> int:
+def _run_grid(bench: Benchmark, runs: list[RunSpec], out: Path, sources: list[Path]) -> int:
     _write_plan(bench, runs, out)
 
     # Rows of runs outside the current grid (e.g. a grid since narrowed) are kept, after the grid's.
-    rows = {row["run_id"]: row for row in load_rows(out)}
+    rows = {row["run_id"]: row for row in merged_rows(bench, runs, out, sources)}
     order = {r.run_id: i for i, r in enumerate(runs)}
+
+    def save() -> None:
+        write_results(out, sorted(rows.values(), key=lambda r: (order.get(r["run_id"], len(order)), r["run_id"])))
+
+    if sources:
+        save()
     todo = [r for r in runs if r.run_id not in rows]
     _say(f"benchmark {bench.source} -> {out}: {len(runs)} runs, {len(runs) - len(todo)} done, {len(todo)} to run")
     durations: list[float] = []
@@ -221,7 +265,7 @@ def _run_grid(bench: Benchmark, runs: list[RunSpec], out: Path) -> int:
             _say(f"{index} FAILED {run.run_id}: {exc}")
             continue
         rows[run.run_id] = row
-        write_results(out, sorted(rows.values(), key=lambda r: (order.get(r["run_id"], len(order)), r["run_id"])))
+        save()
         write_report(out)
         durations.append(time.perf_counter() - t0)
         left = len(todo) - k - 1

@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--output-dir", help="benchmark folder (default: runs/benchmark/<config name>)")
     b.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="grid.* / linear_probe change the benchmark, other keys every run's config (repeatable)")
+    b.add_argument("--merge-from", action="append", default=[], metavar="DIR",
+                   help="add the finished rows of another folder of the same sweep (e.g. run with other seeds) "
+                        "to --output-dir first (repeatable)")
     b.add_argument("--dry-run", action="store_true", help="print the expanded run list and exit")
     return parser
 
@@ -134,7 +137,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     from ssl_emp.benchmark import run_benchmark
 
     output_dir = args.output_dir or str(Path("runs") / "benchmark" / Path(args.config).stem)
-    return run_benchmark(args.config, output_dir, args.overrides, dry_run=args.dry_run)
+    return run_benchmark(args.config, output_dir, args.overrides, dry_run=args.dry_run, merge_from=args.merge_from)
 
 
 def _interrupted_hint(args: argparse.Namespace) -> str:

@@ -287,3 +287,58 @@ def test_make_row_copies_test_accuracy_and_diagnostics_when_the_summary_has_them
     assert (row["test_top1"], row["loss_repeatability"], row["align_repeatability"]) == (0.9, 0.1, None)
     assert (row["entropy_repeatability"], row["junk_kept_fraction"], row["linear_top1"]) == (0.3, 0.05, 0.5)
     assert set(COLUMNS) <= set(row)
+
+
+def _split(copy_of: Path, tmp_path: Path, keep: set[str]) -> Path:
+    """Move the rows not in ``keep`` into a second folder of the same sweep (rows and plan only)."""
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(copy_of / "benchmark.json", other)
+    rows = _rows(copy_of)
+    (copy_of / "results.json").write_text(json.dumps([r for r in rows if r["run_id"] in keep]))
+    (other / "results.json").write_text(json.dumps([r for r in rows if r["run_id"] not in keep][::-1]))
+    return other
+
+
+def test_merge_from_joins_a_sweep_split_over_two_folders(copy_of, tmp_path, monkeypatch, capsys):
+    original = _rows(copy_of)
+    other = _split(copy_of, tmp_path, {"full_s0"})
+    _forbid_training(monkeypatch)
+    assert _bench(copy_of, "--dry-run", "--merge-from", str(other)) == 0
+    assert "3 already in results.json" in capsys.readouterr().out and len(_rows(copy_of)) == 1  # dry: no write
+    for _ in range(2):  # a repeated merge changes nothing
+        assert _bench(copy_of, "--merge-from", str(other)) == 0
+        assert "3 done, 0 to run" in capsys.readouterr().out
+        assert _rows(copy_of) == original  # every row, in plan order
+        assert "3 of 3 runs finished" in (copy_of / "report.md").read_text()
+
+
+@pytest.mark.parametrize("spoil, message", [
+    (lambda other: (other / "benchmark.json").unlink(), "not a benchmark folder"),
+    (lambda other: _edit(other / "benchmark.json", lambda p: p["base"].update(epochs=3)), "epochs (3 -> 2)"),
+    (lambda other: _edit(other / "benchmark.json", lambda p: p["grid"]["method_params"].update({"random-dynamic": {"seed_offset": 1}})),
+     "random-dynamic ran with grid.method_params {'seed_offset': 1}"),
+    (lambda other: _edit(other / "results.json", lambda rows: rows[0].update(run_id="emp_r0.5_s7")),
+     "run emp_r0.5_s7 is not in this grid"),
+    (lambda other: _edit(other / "results.json", lambda rows: rows[0].update(knn_top1=0.123)),
+     "is also in"),
+])
+def test_merge_from_refuses_a_folder_of_another_sweep_with_one_line(copy_of, tmp_path, monkeypatch, capsys,
+                                                                     spoil, message):
+    other = _split(copy_of, tmp_path, {"full_s0", "emp_r0.5_s0"})
+    if "also in" in message:  # the same run in both folders, with different numbers
+        rows = _rows(other) + [r for r in _rows(copy_of) if r["run_id"] == "emp_r0.5_s0"]
+        (other / "results.json").write_text(json.dumps(rows[::-1]))
+    before = (copy_of / "results.json").read_text()
+    spoil(other)
+    _forbid_training(monkeypatch)
+    assert _bench(copy_of, "--merge-from", str(other)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert (copy_of / "results.json").read_text() == before  # nothing written is lost
+
+
+def _edit(path: Path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
