@@ -189,13 +189,15 @@ def merged_rows(bench: Benchmark, runs: list[RunSpec], out: Path, sources: list[
     """The rows of ``out`` plus those of each source folder: the same sweep split by seed (or method)
     over processes or machines, each part in its own folder, joined here.
 
-    A source must be a benchmark folder of the same base config whose rows all belong to this grid;
-    a run found in two folders with different results is refused (the same row twice is not: a merge
-    can be repeated while a part is still running). Only rows move; run folders stay where they ran.
+    A source must be a benchmark folder of the same base config; only its rows of runs in this grid
+    are taken (so a sub-grid can be pooled from a bigger sweep). A run found in two folders with
+    different results is refused (the same row twice is not: a merge can be repeated while a part
+    is still running). Only rows move; run folders stay where they ran.
     """
     rows = {row["run_id"]: row for row in load_rows(out)}
     in_grid = {r.run_id for r in runs}
     for src in sources:
+        taken = 0
         plan = src / "benchmark.json"
         if not plan.is_file():
             raise ConfigError(f"--merge-from {src}: not a benchmark folder (no benchmark.json)")
@@ -203,10 +205,11 @@ def merged_rows(bench: Benchmark, runs: list[RunSpec], out: Path, sources: list[
         diff = _config_diff(saved["base"], _base_dict(bench))
         if diff:
             raise ConfigError(f"--merge-from {src}: a benchmark of a different base config: {', '.join(diff)}")
-        for row in load_rows(src):
+        src_rows = load_rows(src)
+        for row in src_rows:
             rid, method = row["run_id"], row["method"]
             if rid not in in_grid:
-                raise ConfigError(f"--merge-from {src}: run {rid} is not in this grid (widen grid.* to include it)")
+                continue
             theirs = saved["grid"].get("method_params", {}).get(method, {})
             if theirs != json.loads(json.dumps(bench.method_params.get(method, {}))):
                 raise ConfigError(f"--merge-from {src}: {method} ran with grid.method_params {theirs}, "
@@ -214,6 +217,8 @@ def merged_rows(bench: Benchmark, runs: list[RunSpec], out: Path, sources: list[
             if rid in rows and rows[rid] != row:
                 raise ConfigError(f"--merge-from {src}: run {rid} is also in {out} with different results")
             rows[rid] = row
+            taken += 1
+        _say(f"--merge-from {src}: {taken} of {len(src_rows)} rows are runs of this grid")
     return list(rows.values())
 
 
@@ -229,9 +234,8 @@ def run_benchmark(config: str | Path, output_dir: str | Path, overrides: list[st
     sources = [Path(s) for s in merge_from or []]
     if any(s.resolve() == out.resolve() for s in sources):
         raise ConfigError(f"--merge-from {out} is the output folder itself")
-    done = {row["run_id"] for row in merged_rows(bench, runs, out, sources)}
     if dry_run:
-        print(format_plan(runs, done))
+        print(format_plan(runs, {row["run_id"] for row in merged_rows(bench, runs, out, sources)}))
         return 0
     with FolderLock(out):  # one writer per benchmark folder; each run also locks its own folder
         check_output_dir(bench, runs, out)
