@@ -51,10 +51,13 @@ def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _config_diff(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    # A key the saved config lacks was added to Config after it was written; its default keeps the
+def config_diff(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """The keys (``section.key (saved -> wanted)``) in which two config dicts differ, paths and
+    logging aside."""
+    # A key a config lacks was added to Config after it was written; its default keeps the
     # earlier behaviour, so a sweep started before the field existed can still be resumed.
-    a, b = {**_flat(asdict(Config())), **_flat(saved)}, _flat(wanted)
+    defaults = _flat(asdict(Config()))
+    a, b = {**defaults, **_flat(saved)}, {**defaults, **_flat(wanted)}
     return [f"{k} ({a.get(k)!r} -> {b.get(k)!r})" for k in sorted(set(a) | set(b))
             if k not in _IGNORED and a.get(k) != b.get(k)]
 
@@ -72,14 +75,14 @@ def check_output_dir(bench: Benchmark, runs: list[RunSpec], out: Path) -> None:
         raise ConfigError(f"{out} exists and is not a benchmark folder (no benchmark.json); choose another --output-dir")
     if plan.is_file():
         saved = json.loads(plan.read_text())["base"]
-        diff = _config_diff(saved, _base_dict(bench))
+        diff = config_diff(saved, _base_dict(bench))
         if diff:
             raise ConfigError(f"{out} holds a benchmark of a different base config: {', '.join(diff)}; "
                               "choose another --output-dir")
     for run in runs:
         saved_cfg = Path(run.config.output_dir) / "config.yaml"
         if saved_cfg.is_file():
-            diff = _config_diff(asdict(load_config(saved_cfg)), asdict(run.config))
+            diff = config_diff(asdict(load_config(saved_cfg)), asdict(run.config))
             if diff:
                 raise ConfigError(f"{saved_cfg.parent} holds a run with a different config: {', '.join(diff)}; "
                                   "choose another --output-dir")
@@ -202,7 +205,7 @@ def merged_rows(bench: Benchmark, runs: list[RunSpec], out: Path, sources: list[
         if not plan.is_file():
             raise ConfigError(f"--merge-from {src}: not a benchmark folder (no benchmark.json)")
         saved = json.loads(plan.read_text())
-        diff = _config_diff(saved["base"], _base_dict(bench))
+        diff = config_diff(saved["base"], _base_dict(bench))
         if diff:
             raise ConfigError(f"--merge-from {src}: a benchmark of a different base config: {', '.join(diff)}")
         src_rows = load_rows(src)

@@ -185,7 +185,14 @@ def test_compare_sweeps_pairs_a_method_of_one_sweep_with_another_by_seed(tmp_pat
     other = sweep("other", "random-dynamic", {(0.7, 0): 0.3}, {"epochs": 10})
     for args, message in (([f"{ours}:emp", f"{other}:random-dynamic"], "different base configs"),
                           ([f"{ours}:ucb", f"{ref}:random-dynamic"], "no finished run of 'ucb'"),
-                          ([ours, f"{ref}:random-dynamic"], "expected DIR:METHOD")):
+                          ([ours, f"{ref}:random-dynamic"], "expected DIR:METHOD"),
+                          ([f"{ours}:*", f"{ref}:random-dynamic"], "use it on both sides")):
         with pytest.raises(SystemExit) as err:
             compare_sweeps.main(args)
         assert err.value.code == 2 and message in capsys.readouterr().err
+    # The same method across two configs (junk vs clean, say): asked for, and the difference said.
+    junk = sweep("junk", "random-dynamic", {(0.7, 0): 0.33, (0.7, 1): 0.34}, {"epochs": 10})
+    assert compare_sweeps.main([f"{junk}:*", f"{ref}:*", "--across-configs"]) == 0
+    text = capsys.readouterr().out
+    assert "differ in epochs (80 -> 10)" in text and "--across-configs`" in text
+    assert "| random-dynamic | 0.7 | 0, 1 | 33.50 ± 0.71 | 30.00 ± 0.00 | +3.50 ± 0.71 |" in text
