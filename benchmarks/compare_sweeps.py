@@ -9,7 +9,7 @@ of the main sweep. The figures are the report's (``ssl_emp.report_stats``): prim
 std over seeds, per-seed difference ours − ref (points) with its 95 % Student-t interval.
 
 ``--across-configs`` pairs sweeps whose base configs differ (the junk probe against the clean
-protocol): a seed then pairs the initialisation and the data order, not the data; the keys that
+protocol): a seed then pairs the initialisation and the random streams, not the data; the keys that
 differ head the output. ``*`` as METHOD on both sides compares every method both sweeps ran.
 """
 
@@ -48,9 +48,13 @@ def _stat(c: Cell, key: str, seeds: list[int]) -> str:
 
 
 def compare(ours: list[Cell], ref: list[Cell], key: str, names: tuple[str, str], method_column: bool = False) -> str:
-    first = "| method " if method_column else ""
-    lines = [f"{first}| target r | seeds | {names[0]} {METRIC_LABELS[key]} (%) | {names[1]} {METRIC_LABELS[key]} (%) | "
-             "Δ paired by seed (pp) | 95 % CI (pp) |", ("| --- " if method_column else "") + "| ---: | --- | ---: | ---: | ---: | ---: |"]
+    """The table; with ``method_column`` each method of ``ours`` pairs with the same method of ``ref``."""
+    def first(text: str) -> str:
+        return f"| {text} " if method_column else ""
+
+    lines = [f"{first('method')}| target r | seeds | {names[0]} {METRIC_LABELS[key]} (%) | "
+             f"{names[1]} {METRIC_LABELS[key]} (%) | Δ paired by seed (pp) | 95 % CI (pp) |",
+             f"{first('---')}| ---: | --- | ---: | ---: | ---: | ---: |"]
     for a in ours:
         b = next((c for c in ref if (c.method == a.method or not method_column)
                   and same_rate(c.target_rate, a.target_rate)), None)
@@ -63,9 +67,13 @@ def compare(ours: list[Cell], ref: list[Cell], key: str, names: tuple[str, str],
         if ci is not None and (ci[0] > 0 or ci[1] < 0):
             interval = f"**{interval}**"
         seeds = sorted(set(a.by_seed(key)) & set(b.by_seed(key)))
-        lines.append((f"| {a.method} " if method_column else "") + f"| {rate_label(a.target_rate)} | {', '.join(map(str, seeds))} | {_stat(a, key, seeds)} | "
-                     f"{_stat(b, key, seeds)} | {delta} | {interval} |")
+        lines.append(f"{first(a.method)}| {rate_label(a.target_rate)} | {', '.join(map(str, seeds))} | "
+                     f"{_stat(a, key, seeds)} | {_stat(b, key, seeds)} | {delta} | {interval} |")
     return "\n".join(lines)
+
+
+def _name(method: str, folder: Path) -> str:
+    return folder.name if method == "*" else f"{method} ({folder.name})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,10 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     key, b_key = primary_metric(a_rows), primary_metric(b_rows)
     if key != b_key:
         parser.error(f"the two sweeps rank by different metrics ({key} vs {b_key})")
-    def name(method: str, folder: Path) -> str:
-        return folder.name if method == "*" else f"{method} ({folder.name})"
-
-    names = (args.label or name(a_method, a_dir), name(b_method, b_dir))
+    names = (args.label or _name(a_method, a_dir), _name(b_method, b_dir))
     table = compare(group_cells(a_rows), group_cells(b_rows), key, names, method_column=a_method == "*")
     if table.count("\n") < 2:
         parser.error("no seed finished at the same rate in both")
@@ -108,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(text)
     print(text, end="")
     return 0
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -199,13 +199,15 @@ def merged_rows(bench: Benchmark, runs: list[RunSpec], out: Path, sources: list[
     """
     rows = {row["run_id"]: row for row in load_rows(out)}
     in_grid = {r.run_id for r in runs}
+    base = _base_dict(bench)
+    params = json.loads(json.dumps(bench.method_params))  # as benchmark.json holds them
     for src in sources:
         taken = 0
         plan = src / "benchmark.json"
         if not plan.is_file():
             raise ConfigError(f"--merge-from {src}: not a benchmark folder (no benchmark.json)")
         saved = json.loads(plan.read_text())
-        diff = config_diff(saved["base"], _base_dict(bench))
+        diff = config_diff(saved["base"], base)
         if diff:
             raise ConfigError(f"--merge-from {src}: a benchmark of a different base config: {', '.join(diff)}")
         src_rows = load_rows(src)
@@ -214,9 +216,9 @@ def merged_rows(bench: Benchmark, runs: list[RunSpec], out: Path, sources: list[
             if rid not in in_grid:
                 continue
             theirs = saved["grid"].get("method_params", {}).get(method, {})
-            if theirs != json.loads(json.dumps(bench.method_params.get(method, {}))):
+            if theirs != params.get(method, {}):
                 raise ConfigError(f"--merge-from {src}: {method} ran with grid.method_params {theirs}, "
-                                  f"not {bench.method_params.get(method, {})}")
+                                  f"not {params.get(method, {})}")
             if rid in rows and rows[rid] != row:
                 raise ConfigError(f"--merge-from {src}: run {rid} is also in {out} with different results")
             rows[rid] = row
