@@ -23,8 +23,8 @@ from typing import Any
 # them from here; ``X as X`` marks the ones kept only for them (re-exports).
 from ssl_emp.benchmark_grid import GRID_KEYS as GRID_KEYS
 from ssl_emp.benchmark_grid import RATELESS as RATELESS
+from ssl_emp.benchmark_grid import SHORTER, Benchmark, RunSpec, expand_grid, load_benchmark
 from ssl_emp.benchmark_grid import TOP_KEYS as TOP_KEYS
-from ssl_emp.benchmark_grid import Benchmark, RunSpec, expand_grid, load_benchmark
 from ssl_emp.benchmark_grid import run_id as run_id
 from ssl_emp.config import Config, finalize, load_config
 from ssl_emp.errors import ConfigError, TrainingDiverged
@@ -115,9 +115,12 @@ def make_row(run: RunSpec, summary: dict[str, Any], linear: dict[str, Any] | Non
     the bulky per-run folders (checkpoints, tables). Keys a summary may lack (``test_top1``: supervised
     runs only; the selection diagnostics) are None then.
     """
+    achieved = summary["achieved_rate"]
+    if run.method == SHORTER:  # its pruner saw E' epochs of full data; the budget is the grid's E
+        achieved = 1.0 - summary["images_seen"] / (summary["num_samples"] * run.budget_epochs)
     return {
         "run_id": run.run_id, "method": run.method, "target_rate": run.target_rate,
-        "achieved_rate": summary["achieved_rate"], "seed": run.seed, "knn_top1": summary["knn_top1"],
+        "achieved_rate": achieved, "seed": run.seed, "knn_top1": summary["knn_top1"],
         "linear_top1": linear["top1"] if linear else None, "test_top1": summary.get("test_top1"),
         "wall_time_s": summary["wall_time_s"],
         "train_time_s": summary["train_time_s"], "optimizer_steps": summary["optimizer_steps"],

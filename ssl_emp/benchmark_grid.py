@@ -8,6 +8,7 @@ here, before the first run starts.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,11 @@ from ssl_emp.pruning import METHODS
 TOP_KEYS = ("base", "pretrain", "overrides", "grid", "linear_probe")
 GRID_KEYS = ("methods", "rates", "seeds", "method_params", "method_rates")
 RATELESS = ("full", "infobatch")  # full trains at r = 0; InfoBatch's rate follows from its own p, δ
+# The equal-compute baseline (EMP_SSL.md "Equal compute"): not a pruning rule but a grid method, full
+# data for round((1 − r)·E) epochs with the whole schedule compressed into them. Its rates may lie
+# outside grid.rates (grid.method_rates.shorter), e.g. the achieved rate of InfoBatch.
+SHORTER = "shorter"
+GRID_METHODS = (*METHODS, SHORTER)
 
 
 @dataclass
@@ -49,6 +55,7 @@ class RunSpec:
     target_rate: float | None  # None: the method picks its own rate (infobatch)
     seed: int
     config: Config
+    budget_epochs: int  # the grid's E: achieved rates are 1 − visits / (N · E), also for `shorter`
 
 
 def _read_yaml(path: Path, what: str) -> Any:
@@ -146,8 +153,8 @@ def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> Benc
 
     methods = _unique_list(grid.get("methods"), "grid.methods", lambda m: isinstance(m, str), "method names")
     for m in methods:
-        if m not in METHODS:
-            raise ConfigError(f"unknown pruning method '{m}' in grid.methods (choose from {', '.join(METHODS)})")
+        if m not in GRID_METHODS:
+            raise ConfigError(f"unknown pruning method '{m}' in grid.methods (choose from {', '.join(GRID_METHODS)})")
     needs_rates = any(m not in RATELESS for m in methods)
     rates = (_unique_list(grid.get("rates"), "grid.rates", _is_num, "numbers") if needs_rates or "rates" in grid else [])
     rates = [float(r) for r in rates]
@@ -156,6 +163,8 @@ def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> Benc
     for m, params in method_params.items():
         if m not in methods:
             raise ConfigError(f"grid.method_params names '{m}', which is not in grid.methods")
+        if m == SHORTER:
+            raise ConfigError(f"grid.method_params names '{SHORTER}', which trains on full data and takes no pruning params")
         _mapping(params, f"grid.method_params.{m}")
     method_rates = _method_rates(_mapping(grid.get("method_rates"), "grid.method_rates"), methods, rates)
     linear = bench_sets.get("linear_probe", doc.get("linear_probe", True))
@@ -176,7 +185,9 @@ def _method_rates(value: dict[str, Any], methods: list[str], rates: list[float])
             raise ConfigError(f"grid.method_rates names '{m}', which takes no pruning rate")
         chosen = [float(r) for r in _unique_list(listed, key, _is_num, "numbers")]
         for r in chosen:
-            if r not in rates:
+            if m == SHORTER and not 0.0 < r < 1.0:
+                raise ConfigError(f"benchmark key '{key}' has rate {r:g}; a shorter run needs 0 < r < 1")
+            if r not in rates and m != SHORTER:
                 raise ConfigError(f"benchmark key '{key}' has rate {r:g}, which is not in grid.rates {rates}")
         out[m] = chosen
     return out
@@ -187,30 +198,54 @@ def run_id(method: str, rate: float | None, seed: int) -> str:
     return f"{method}_s{seed}" if rate is None else f"{method}_r{rate:g}_s{seed}"
 
 
+def shorter_epochs(rate: float, epochs: int) -> int:
+    """Epochs of the equal-compute run at rate r: (1 − r)·E rounded half up (Python's round() would
+    round 7.5 down to even), at least one."""
+    return max(1, math.floor((1.0 - rate) * epochs + 0.5 + 1e-9))
+
+
+def compress_schedule(cfg: Config, epochs: int) -> None:
+    """Shorten ``cfg`` to ``epochs`` with the same schedule *shape*: warm-up keeps its fraction of
+    the run; LR and MoCo momentum follow the fraction of the run done, so they reach their end values."""
+    cfg.optim.warmup_epochs = cfg.optim.warmup_epochs * epochs / cfg.epochs
+    cfg.epochs = epochs
+
+
+def _cells(bench: Benchmark) -> list[tuple[str, float | None]]:
+    cells: list[tuple[str, float | None]] = [(m, None) for m in bench.methods if m in RATELESS]
+    cells += [(m, r) for r in bench.rates for m in bench.methods
+              if m not in RATELESS and r in bench.method_rates.get(m, bench.rates)]
+    extra = [r for r in bench.method_rates.get(SHORTER, []) if r not in bench.rates]
+    return cells + [(SHORTER, r) for r in extra if SHORTER in bench.methods]
+
+
 def expand_grid(bench: Benchmark, output_dir: str | Path) -> list[RunSpec]:
     """All runs, seed-major so a partial sweep holds whole seeds: per seed the rate-less methods
-    (full, infobatch), then each rate in the listed order with every method at that rate.
+    (full, infobatch), then each rate in the listed order with every method at that rate, then
+    `shorter` at its rates outside grid.rates.
 
     A method listed in ``grid.method_rates`` runs at those rates only. Every run's config is
     finalized here, before anything runs, which checks its pruning method, rate and params.
     """
-    cells: list[tuple[str, float | None]] = [(m, None) for m in bench.methods if m in RATELESS]
-    cells += [(m, r) for r in bench.rates for m in bench.methods
-              if m not in RATELESS and r in bench.method_rates.get(m, bench.rates)]
     runs = []
     for seed in bench.seeds:
-        for method, rate in cells:
+        for method, rate in _cells(bench):
             rid = run_id(method, rate, seed)
             cfg = copy.deepcopy(bench.base)
             cfg.seed = seed
-            cfg.pruning.method = method
-            cfg.pruning.rate = 0.0 if rate is None else rate
-            cfg.pruning.params = {**cfg.pruning.params, **bench.method_params.get(method, {})}
+            if method == SHORTER:
+                assert rate is not None  # _cells gives `shorter` a rate
+                cfg.pruning.method, cfg.pruning.rate = "full", 0.0
+                compress_schedule(cfg, shorter_epochs(rate, bench.base.epochs))
+            else:
+                cfg.pruning.method = method
+                cfg.pruning.rate = 0.0 if rate is None else rate
+                cfg.pruning.params = {**cfg.pruning.params, **bench.method_params.get(method, {})}
             cfg.output_dir = str(Path(output_dir) / "runs" / rid)
             cfg.progress = False  # per-epoch lines only; bars across dozens of runs are noise in a log
             try:
                 finalize(cfg)  # checks pruning.method/rate/params: ssl_emp.pruning.validate_params
             except ConfigError as exc:
                 raise ConfigError(f"run {rid}: {exc}") from exc
-            runs.append(RunSpec(rid, method, 0.0 if method == "full" else rate, seed, cfg))
+            runs.append(RunSpec(rid, method, 0.0 if method == "full" else rate, seed, cfg, bench.base.epochs))
     return runs

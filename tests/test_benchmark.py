@@ -275,7 +275,7 @@ def test_make_row_copies_test_accuracy_and_diagnostics_when_the_summary_has_them
     from ssl_emp.benchmark import RunSpec, make_row
     from ssl_emp.config import Config
 
-    run = RunSpec("emp_r0.7_s0", "emp", 0.7, 0, Config(output_dir=str(tmp_path)))
+    run = RunSpec("emp_r0.7_s0", "emp", 0.7, 0, Config(output_dir=str(tmp_path)), Config().epochs)
     old = {"achieved_rate": 0.7, "knn_top1": 0.4, "wall_time_s": 1.0, "train_time_s": 0.5, "optimizer_steps": 3,
            "images_seen": 30, "epochs": 1, "num_samples": 100}
     row = make_row(run, old, None)  # a summary written before these keys existed
