@@ -21,6 +21,7 @@ from ssl_emp.fileio import atomic_write_text
 from ssl_emp.report_plots import write_plots
 from ssl_emp.report_protocol import protocol_check
 from ssl_emp.report_stats import (
+    EQUAL_COMPUTE,
     HEADLINE_RATE,
     METRIC_LABELS,
     REFERENCE,
@@ -36,7 +37,7 @@ from ssl_emp.report_stats import (
     primary_metric,
     rate_label,
     same_rate,
-    versus_reference,
+    versus,
 )
 from ssl_emp.results import REPEATABILITY_KEYS, load_rows
 
@@ -109,22 +110,37 @@ def results_table(cells: list[Cell], key: str = "knn_top1") -> str:
 # ----------------------------------------------------------------------------- comparisons
 
 
+def _ci_text(p: Paired | None) -> str:
+    """``mean ± std`` and the 95 % Student-t interval, the interval in bold when it excludes 0."""
+    if p is None:
+        return "— | — | —"
+    ci = p.ci95()
+    text = "—" if ci is None else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
+    if ci is not None and (ci[0] > 0 or ci[1] < 0):
+        text = f"**{text}**"
+    std = "" if p.std is None else f" ± {p.std:.2f}"
+    return f"{p.mean:+.2f}{std} | {p.n} | {text}"
+
+
 def versus_reference_table(cells: list[Cell], key: str) -> str:
-    """Every fixed-rate method minus random-dynamic, seed by seed: mean ± std, n and the 95 %
-    Student-t interval, in bold when it excludes 0."""
-    pairs = versus_reference(cells, key)
-    if not pairs:
-        return f"No rate has a method and {REFERENCE} with a seed in common yet."
-    lines = [f"| target r | method | Δ {_short(key)} (pp) | n | 95 % CI (pp) |", "| ---: | --- | ---: | ---: | ---: |"]
-    for c, p in pairs:
-        ci = p.ci95()
-        if ci is None:
-            text = "—"
-        else:
-            text = f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
-            text = f"**{text}**" if ci[0] > 0 or ci[1] < 0 else text
-        std = "" if p.std is None else f" ± {p.std:.2f}"
-        lines.append(f"| {rate_label(c.target_rate)} | {c.method} | {p.mean:+.2f}{std} | {p.n} | {text} |")
+    """Every method minus both references at the same compute, seed by seed: random-dynamic (the
+    same visits, no selection) and `shorter` (the same visits as fewer full-data epochs). A method
+    that sets its own rate is paired with the reference cell at its achieved rate (``matched``)."""
+    refs = {ref: {id(c): (b, p) for c, b, p in versus(cells, key, ref)} for ref in (REFERENCE, EQUAL_COMPUTE)}
+    # `shorter` vs random-dynamic is random-dynamic's row, read the other way round
+    rows = [c for c in cells if c.method != EQUAL_COMPUTE and any(id(c) in pairs for pairs in refs.values())]
+    if not rows:
+        return f"No method shares a seed with {REFERENCE} or {EQUAL_COMPUTE} at its compute yet."
+    s = _short(key)
+    lines = [f"| target r | method | achieved r | Δ {s} vs {REFERENCE} (pp) | n | 95 % CI (pp) | "
+             f"Δ {s} vs {EQUAL_COMPUTE} (pp) | n | 95 % CI (pp) | {EQUAL_COMPUTE} run (achieved r) |",
+             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for c in rows:
+        short = refs[EQUAL_COMPUTE].get(id(c))
+        which = "—" if short is None else f"r {rate_label(short[0].target_rate)} ({_fmt(short[0].stat('achieved_rate'), 1, 3)})"
+        lines.append(f"| {rate_label(c.target_rate)} | {c.method} | {_fmt(c.stat('achieved_rate'), 1, 3)} | "
+                     f"{_ci_text(refs[REFERENCE].get(id(c), (None, None))[1])} | "
+                     f"{_ci_text(None if short is None else short[1])} | {which} |")
     return "\n".join(lines)
 
 
@@ -292,9 +308,12 @@ def render_markdown(rows: list[dict[str, Any]], plan: dict[str, Any] | None = No
     injected = ((plan or {}).get("base") or {}).get("data", {}).get("inject_noise")
     out += ["## Can this protocol see?", "", protocol_check(cells, key), "",
             "## Results", "", results_table(cells, key), "",
-            f"## Every method vs {REFERENCE}", "", f"Per-seed difference of {label} (method − {REFERENCE}, same "
-            "seed), mean ± sample std over the seeds both finished; 95 % confidence interval mean ± "
-            "t(0.975, n − 1) · std/√n (Student t). Intervals in **bold** exclude 0.", "",
+            f"## Every method vs {REFERENCE} and {EQUAL_COMPUTE}", "", f"Per-seed difference of {label} (method − "
+            f"reference, same seed) against the two ways to spend the same compute without selection: {REFERENCE} "
+            f"(the same visits, a fresh random subset each epoch) and {EQUAL_COMPUTE} (full data for round((1 − r)·E) "
+            "epochs, the schedule compressed). Mean ± sample std over the seeds both finished; 95 % confidence "
+            "interval mean ± t(0.975, n − 1) · std/√n (Student t), in **bold** when it excludes 0. A method that sets "
+            "its own rate is paired with the reference run nearest its achieved rate (within half an epoch).", "",
             versus_reference_table(cells, key), "",
             f"## EMP vs {REFERENCE}", "", emp_vs_random(cells, key=key), "",
             "## EMP vs each baseline", "", f"Paired per-seed difference of {label} (pp), mean ± std over the "

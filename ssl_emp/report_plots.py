@@ -10,6 +10,7 @@ from typing import Any
 
 from ssl_emp.fileio import atomic_write_bytes
 from ssl_emp.report_stats import (
+    EQUAL_COMPUTE,
     METRIC_LABELS,
     Cell,
     count_plot_rate,
@@ -20,6 +21,7 @@ from ssl_emp.report_stats import (
 )
 
 ACC_PLOT = "accuracy_vs_rate.png"
+COMPUTE_PLOT = "accuracy_vs_compute.png"
 COUNT_PLOT = "train_counts_r{rate:g}.png"
 WALL_PLOT = "wall_time_vs_rate.png"
 
@@ -82,6 +84,42 @@ def plot_accuracy(cells: list[Cell], path: Path) -> bool:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("accuracy vs pruning rate (mean ± std over seeds)")
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
+def plot_compute(cells: list[Cell], path: Path) -> bool:
+    """The primary metric against achieved sample-visits and against wall time, one marker per
+    (method, rate) with its seed spread; `shorter` and full data joined as the equal-compute frontier.
+    A marker above the line buys accuracy that fewer full-data epochs cannot; below it costs some."""
+    import matplotlib.pyplot as plt
+
+    key = primary_metric([r for c in cells for r in c.rows])
+    points = [(c, x, y, w) for c in cells if (x := c.stat("sample_visits")) and (y := c.stat(key))
+              and (w := c.stat("wall_time_s"))]
+    if not points:
+        return False
+    colors = _colors(cells)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), squeeze=False)
+    for ax, (axis, label) in zip(axes[0], ((1, "sample-visits (achieved)"), (3, "pretraining wall time (s)")),
+                                 strict=True):
+        frontier = sorted((p for p in points if p[0].method in ("full", EQUAL_COMPUTE)), key=lambda p: p[axis][0])
+        if len(frontier) > 1:
+            ax.plot([p[axis][0] for p in frontier], [100 * p[2][0] for p in frontier], color="black", lw=1,
+                    label=f"frontier: full data, fewer epochs ({EQUAL_COMPUTE} + full)", zorder=1)
+        seen: set[str] = set()
+        for c, *stats in points:
+            xs, ys = stats[axis - 1], stats[1]
+            ax.errorbar(xs[0], 100 * ys[0], xerr=xs[1], yerr=100 * ys[1], marker="s" if c.method in
+                        ("full", EQUAL_COMPUTE) else "o", ms=5, capsize=3, color=colors.get(c.method), ls="none",
+                        label=None if c.method in seen else c.method, zorder=2)
+            seen.add(c.method)
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"{METRIC_LABELS[key]} (%)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"{METRIC_LABELS[key]} against compute (mean ± std over seeds)")
     _save(fig, path)
     plt.close(fig)
     return True
@@ -162,6 +200,8 @@ def write_plots(cells: list[Cell], out: Path) -> list[str] | None:
     made = []
     if plot_accuracy(cells, out / ACC_PLOT):
         made.append(ACC_PLOT)
+    if plot_compute(cells, out / COMPUTE_PLOT):
+        made.append(COMPUTE_PLOT)
     rate = count_plot_rate(cells)
     if rate is not None and plot_counts(cells, out, rate, out / COUNT_PLOT.format(rate=rate)):
         made.append(COUNT_PLOT.format(rate=rate))

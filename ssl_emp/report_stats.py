@@ -19,6 +19,7 @@ from ssl_emp.results import run_counts
 
 HEADLINE_RATE = 0.7  # the rate the spec singles out (EMP's regime: r >= 0.7)
 REFERENCE = "random-dynamic"  # every selection rule is compared with it, seed by seed
+EQUAL_COMPUTE = "shorter"  # ... and with full data for (1 − r)·E epochs (benchmark_grid.SHORTER)
 METRIC_LABELS = {"test_top1": "test top-1", "knn_top1": "kNN top-1", "linear_top1": "linear top-1"}
 TOL = 1e-9  # rates and means closer than this are equal (they come from float arithmetic)
 
@@ -157,6 +158,41 @@ def versus_reference(cells: list[Cell], key: str, ref: str = REFERENCE) -> list[
         p = paired(c, b, key) if b is not None else None
         if p is not None:
             out.append((c, p))
+    return out
+
+
+def epochs_of(c: Cell) -> int | None:
+    """The grid's E for a cell (a `shorter` row's own epochs are fewer: its budget is 1 − r of E)."""
+    epochs = [int(r["epochs"]) for r in c.rows if r.get("epochs")]
+    return max(epochs) if epochs else None
+
+
+def matched(cells: list[Cell], method: str, c: Cell) -> Cell | None:
+    """``method``'s cell at the compute of ``c``: at its target rate, or, for a cell that sets its own
+    rate (InfoBatch), the cell whose mean achieved rate is nearest to ``c``'s within half an epoch's
+    worth of visits (1 / 2E): whole epochs are the finest step a `shorter` run can take."""
+    if c.target_rate is not None:
+        return find_cell(cells, method, c.target_rate)
+    own, epochs = c.stat("achieved_rate"), epochs_of(c)
+    if own is None or epochs is None:
+        return None
+    near = [(abs(s[0] - own[0]), o) for o in cells if o.method == method and o is not c and o.target_rate is not None
+            and (s := o.stat("achieved_rate")) is not None]
+    best = min(near, key=lambda t: t[0], default=None)
+    return best[1] if best is not None and best[0] <= 0.5 / epochs + TOL else None
+
+
+def versus(cells: list[Cell], key: str, ref: str) -> list[tuple[Cell, Cell, Paired]]:
+    """Every cell other than full and ``ref`` paired seed by seed with ``ref`` at its compute
+    (``matched``): (cell, the reference cell, cell − reference)."""
+    out = []
+    for c in cells:
+        if c.method in (ref, "full"):
+            continue
+        b = matched(cells, ref, c)
+        p = paired(c, b, key) if b is not None else None
+        if b is not None and p is not None:
+            out.append((c, b, p))
     return out
 
 

@@ -145,23 +145,26 @@ def test_plan_written_before_a_config_field_existed_still_resumes(copy_of, monke
     assert "data.val_fraction (0.0 -> 0.2)" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["bench_cifar10_cpu.yaml", "bench_cifar10_resnet18_gpu.yaml"])
-def test_dry_run_lists_the_whole_grid(tmp_path, monkeypatch, capsys, name):
+# 3 seeds x (full + infobatch + 6 methods x 4 rates, shorter included) = 78; the CPU grid adds shorter at
+# InfoBatch's rate (0.2): 81.
+@pytest.mark.parametrize("name, per_seed", [("bench_cifar10_cpu.yaml", 27), ("bench_cifar10_resnet18_gpu.yaml", 26)])
+def test_dry_run_lists_the_whole_grid(tmp_path, monkeypatch, capsys, name, per_seed):
     _forbid_training(monkeypatch)
     out = tmp_path / "never"
     assert main(["benchmark", "--config", str(CONFIGS / name), "--output-dir", str(out), "--dry-run"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith("66 runs")
+    assert lines[0].startswith(f"{3 * per_seed} runs")
     ids = [line.split()[1] for line in lines[1:]]
-    assert len(ids) == len(set(ids)) == 66 and not out.exists()
+    assert len(ids) == len(set(ids)) == 3 * per_seed and not out.exists()
     assert ids[:2] == ["full_s0", "infobatch_s0"] and "emp_r0.7_s2" in ids and "full_r0_s0" not in ids
+    assert "shorter_r0.7_s2" in ids
     seeds = [int(i.rsplit("_s", 1)[1]) for i in ids]
     assert seeds == sorted(seeds)  # seed-major: a partial sweep holds whole seeds
-    # --set reaches the grid too: one seed, 22 runs
+    # --set reaches the grid too: one seed
     assert main(["benchmark", "--config", str(CONFIGS / name), "--output-dir", str(out), "--dry-run",
                  "--set", "grid.seeds=[1]", "--set", "grid.method_params.emp.beta=0.5"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith("22 runs") and all(line.split()[1].endswith("_s1") for line in lines[1:])
+    assert lines[0].startswith(f"{per_seed} runs") and all(line.split()[1].endswith("_s1") for line in lines[1:])
 
 
 BASE = str(CONFIGS / "digits_simclr.yaml")

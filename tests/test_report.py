@@ -124,13 +124,14 @@ def test_seeds_needed_for_the_paired_se_criterion():
 
 
 def test_every_method_vs_random_dynamic_with_intervals():
-    text = _section(render_markdown(SUPERVISED, PLAN), "Every method vs random-dynamic")
-    assert "| target r | method | Δ test (pp) | n | 95 % CI (pp) |" in text
-    assert "| 0.5 | emp | +1.00 | 1 | — |" in text
-    assert "| 0.8 | emp | +3.10 ± 0.10 | 3 | **[+2.85, +3.35]** |" in text  # excludes 0: bold
-    assert "| 0.8 | emp-easy | -2.00 ± 1.00 | 3 | [-4.48, +0.48] |" in text  # −2 ± 4.303 · 1/sqrt(3)
-    old = _section(render_markdown(OLD), "Every method vs random-dynamic")
-    assert "| 0.7 | emp | +1.00 ± 1.00 | 3 | [-1.48, +3.48] |" in old and "Δ kNN (pp)" in old
+    title = "Every method vs random-dynamic and shorter"
+    text = _section(render_markdown(SUPERVISED, PLAN), title)
+    assert "| target r | method | achieved r | Δ test vs random-dynamic (pp) | n | 95 % CI (pp) |" in text
+    assert "| 0.5 | emp | 0.500 | +1.00 | 1 | — |" in text
+    assert "| 0.8 | emp | 0.800 ± 0.000 | +3.10 ± 0.10 | 3 | **[+2.85, +3.35]** |" in text  # excludes 0: bold
+    assert "| 0.8 | emp-easy | 0.800 ± 0.000 | -2.00 ± 1.00 | 3 | [-4.48, +0.48] |" in text  # −2 ± 4.303 · 1/sqrt(3)
+    old = _section(render_markdown(OLD), title)
+    assert "| 0.7 | emp | 0.700 ± 0.000 | +1.00 ± 1.00 | 3 | [-1.48, +3.48] |" in old and "Δ kNN vs random-dynamic" in old
 
 
 def test_repeatability_table_shows_only_logged_signals():
@@ -167,7 +168,7 @@ def test_methods_outside_the_known_list_are_ordered_after_known_ones():
             _row("random-dynamic", 0.5, 0, 0.6)]
     assert [c.method for c in group_cells(rows)] == ["random-dynamic", "emp", "aa-rule", "zz-rule"]
     text = render_markdown(rows)
-    assert "| 0.5 | zz-rule | +10.00 | 1 | — |" in text and "emp − zz-rule" in text
+    assert "| 0.5 | zz-rule | 0.500 | +10.00 | 1 | — |" in text and "emp − zz-rule" in text
 
 
 def test_supervised_folder_report_and_plots(tmp_path):
