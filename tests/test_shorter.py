@@ -127,3 +127,22 @@ def test_shorter_rows_survive_a_merge(sweep, tmp_path, monkeypatch, capsys):
     assert main(["benchmark", "--config", config, "--output-dir", str(whole), "--merge-from", str(part)]) == 0
     assert "4 of 4 rows are runs of this grid" in capsys.readouterr().out
     assert json.loads((whole / "results.json").read_text()) == rows
+
+
+def test_equal_compute_table_recomputes_the_report_figures(sweep, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("equal_compute", CONFIGS.parent / "benchmarks" / "equal_compute.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "table.md"
+    assert script.main([f"smoke={sweep}", "--out", str(out), "--json", str(tmp_path / "t.json")]) == 0
+    rows = json.loads((tmp_path / "t.json").read_text())
+    assert [r["rate"] for r in rows][0] == "0.5" and rows[1]["rate"].startswith("own (")
+    cells = group_cells(list(_rows(sweep).values()))
+    rd = next(c for c in cells if c.method == "random-dynamic")
+    full = next(c for c in cells if c.method == "full")
+    expect = paired(rd, matched(cells, "shorter", rd), "knn_top1")
+    assert rows[0]["random_dynamic_vs_shorter"]["mean"] == pytest.approx(expect.mean)
+    assert rows[0]["kept_random_dynamic"] == pytest.approx(rd.stat("knn_top1")[0] / full.stat("knn_top1")[0])
+    assert rows[0]["visits_saved"] == pytest.approx(0.5)
+    assert rows[1]["rule"] == "infobatch" and rows[1]["rule_vs_shorter"]["n"] == 2
+    assert out.read_text().strip() == capsys.readouterr().out.strip()
