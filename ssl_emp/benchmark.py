@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import statistics
 import time
 from dataclasses import asdict
@@ -34,7 +33,9 @@ from ssl_emp.results import DIAGNOSTIC_KEYS, count_histogram, load_rows, write_r
 from ssl_emp.rundir import LOCK_NAME, FolderLock
 
 # Keys that may differ between invocations without changing what a run computes (paths, workers,
-# logging); everything else must match the runs already in the output folder.
+# logging); everything else must match the runs already in the output folder. data.num_workers is
+# one since every loader has its own generator (train.loader_generator): 0 and 2 workers give the
+# same weights, tests/test_workers_and_signals.py.
 _IGNORED = ("output_dir", "progress", "device", "log_every", "data.data_dir", "data.num_workers", "data.cache_dir")
 
 
@@ -147,9 +148,9 @@ def execute_run(run: RunSpec, linear_probe: bool) -> dict[str, Any]:
     except json.JSONDecodeError:  # killed while writing it: the final checkpoint resumes to the end
         summary = None
     if summary is None:
+        # A run killed before its first checkpoint is started again by pretrain itself, which clears
+        # only the files such a run writes, and refuses (one line) a folder that is not a run's.
         resume = (run_dir / "checkpoints" / "last.pt").is_file()
-        if not resume and run_dir.exists():
-            shutil.rmtree(run_dir)  # killed before its first checkpoint: nothing to continue, logs would repeat
         summary = pretrain(copy.deepcopy(run.config), resume=resume)
     linear = None
     if linear_probe:
@@ -191,16 +192,30 @@ def format_plan(runs: list[RunSpec], done: set[str]) -> str:
     return "\n".join(lines)
 
 
+# Row fields that say how long a run took and where, not what it computed: an identical rerun
+# (another machine, a busier one, a later library version) differs in these alone.
+CIRCUMSTANCE_KEYS = ("wall_time_s", "train_time_s", "eval_time_s", "pruner_time_s", "linear_time_s",
+                     "machine", "versions", "device")
+
+
+def _outcome_diff(ours: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
+    """``key (ours -> theirs)`` for each outcome field in which two rows of one run differ."""
+    keys = sorted((set(ours) | set(theirs)) - set(CIRCUMSTANCE_KEYS))
+    return [f"{k} ({ours.get(k)!r} -> {theirs.get(k)!r})" for k in keys if ours.get(k) != theirs.get(k)]
+
+
 def merged_rows(bench: Benchmark, runs: list[RunSpec], out: Path, sources: list[Path]) -> list[dict[str, Any]]:
     """The rows of ``out`` plus those of each source folder: the same sweep split by seed (or method)
     over processes or machines, each part in its own folder, joined here.
 
     A source must be a benchmark folder of the same base config; only its rows of runs in this grid
     are taken (so a sub-grid can be pooled from a bigger sweep). A run found in two folders with
-    different results is refused (the same row twice is not: a merge can be repeated while a part
-    is still running). Only rows move; run folders stay where they ran.
+    different results is refused; the same results twice are not, whatever their timings and
+    machine (``CIRCUMSTANCE_KEYS``), and the row met first is kept: a merge can be repeated while a
+    part is still running, or a part rerun elsewhere. Only rows move; run folders stay where they ran.
     """
     rows = {row["run_id"]: row for row in load_rows(out)}
+    found_in = dict.fromkeys(rows, out)
     in_grid = {r.run_id for r in runs}
     base = _base_dict(bench)
     params = json.loads(json.dumps(bench.method_params))  # as benchmark.json holds them
@@ -222,9 +237,13 @@ def merged_rows(bench: Benchmark, runs: list[RunSpec], out: Path, sources: list[
             if theirs != params.get(method, {}):
                 raise ConfigError(f"--merge-from {src}: {method} ran with grid.method_params {theirs}, "
                                   f"not {params.get(method, {})}")
-            if rid in rows and rows[rid] != row:
-                raise ConfigError(f"--merge-from {src}: run {rid} is also in {out} with different results")
-            rows[rid] = row
+            if rid in rows:
+                diff = _outcome_diff(rows[rid], row)
+                if diff:
+                    raise ConfigError(f"--merge-from {src}: run {rid} is also in {found_in[rid]} with different "
+                                      f"results: {', '.join(diff)}")
+            else:  # the row already here stays: the same results, its own timings
+                rows[rid], found_in[rid] = row, src
             taken += 1
         _say(f"--merge-from {src}: {taken} of {len(src_rows)} rows are runs of this grid")
     return list(rows.values())

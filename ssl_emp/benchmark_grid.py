@@ -59,6 +59,8 @@ class RunSpec:
 
 
 def _read_yaml(path: Path, what: str) -> Any:
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a folder, not a file")
     if not path.is_file():
         raise ConfigError(f"{what} not found: {path}")
     try:

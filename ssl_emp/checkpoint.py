@@ -42,6 +42,10 @@ def safe_torch_load(path: str | Path, what: str = "file") -> Any:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint written by ``atomic_torch_save``; a one-line ``ConfigError`` if it cannot be."""
     path = Path(path)
+    if path.is_dir():
+        final = path / "checkpoints" / "final.pt"  # a run folder: name the file the user most likely meant
+        hint = f" (the run's final checkpoint is {final})" if final.is_file() else " (pass the .pt file)"
+        raise ConfigError(f"checkpoint {path} is a folder, not a file{hint}")
     if not path.is_file():
         raise ConfigError(f"checkpoint not found: {path}")
     ckpt = safe_torch_load(path, "checkpoint")

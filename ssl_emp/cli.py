@@ -1,19 +1,26 @@
 """``ssl-emp`` command line: ``pretrain``, ``eval knn|linear``, ``export``, ``benchmark``.
 
 Bad input ends with one line on stderr naming the problem and exit code 2; a run that cannot go
-on (a NaN loss, a full disk) with one line and exit code 1. None overwrites anything already written.
+on (a NaN loss, a full disk) with one line and exit code 1; Ctrl-C with 130 and SIGTERM with 143,
+each with one line that says what is on disk and how to continue. None overwrites anything already
+written.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from ssl_emp.errors import ConfigError, RunFailed, TrainingDiverged
 from ssl_emp.fileio import atomic_write_text, os_error_message
 from ssl_emp.pruning.methods import METHODS
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 class _Parser(argparse.ArgumentParser):
@@ -152,6 +159,14 @@ def _interrupted_hint(args: argparse.Namespace) -> str:
     return "no checkpoint was written yet (rerun the same command to start again)"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what SLURM and Kubernetes send before preemption), handled like Ctrl-C."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -160,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     from ssl_emp.distributed import init, teardown
 
     started = args.command == "pretrain" and init()
+    # Only the main thread may set handlers; a library caller on another thread keeps its own.
+    previous = (signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread()
+                else None)
     try:
         return {"pretrain": _pretrain, "eval": _eval, "export": _export, "benchmark": _benchmark}[args.command](args)
     except ConfigError as exc:
@@ -171,10 +189,15 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # a write not routed through ssl_emp.fileio (e.g. a full disk): still one line
         print(f"ssl-emp: error: {os_error_message(exc, exc.filename or 'a file')}", file=sys.stderr)
         return 1
+    except Terminated:
+        print(f"ssl-emp: terminated (SIGTERM); {_interrupted_hint(args)}", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print(f"ssl-emp: interrupted; {_interrupted_hint(args)}", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         teardown(started)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from ssl_emp.errors import ConfigError
+from ssl_emp.fileio import atomic_write_text
 from ssl_emp.pruning.params import validate_params
 
 
@@ -196,6 +197,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"config file {path} is a folder, not a file (pass a .yaml file)")
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
@@ -223,8 +226,15 @@ def finalize(cfg: Config) -> Config:
     return cfg
 
 
-def save_config(cfg: Config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write ``cfg`` as YAML to ``path`` atomically (a killed run never leaves half a config)."""
+    atomic_write_text(path, yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+
+
+# optim.lr is per 256 images (SimCLR's LARS uses 0.3, its square-root rule 0.075 x sqrt(B)); a
+# rate far above that diverges on the first step, and 1e300 does not even fit torch's float32
+# parameter update (a traceback from inside the optimizer).
+MAX_LR = 100.0
 
 
 def _require(ok: bool, message: str) -> None:
@@ -287,7 +297,7 @@ def validate(cfg: Config) -> None:
         _require(_is_int(value) and value > 0, f"model.{name} must be a positive integer, got {value!r}")
     o = cfg.optim
     _require(o.name in OPTIMIZERS, f"unknown optimizer '{o.name}' (choose from {', '.join(OPTIMIZERS)})")
-    _require(_is_num(o.lr) and o.lr > 0, f"optim.lr must be > 0, got {o.lr!r}")
+    _require(_is_num(o.lr) and 0 < o.lr <= MAX_LR, f"optim.lr must be in (0, {MAX_LR:g}], got {o.lr!r}")
     _require(_is_num(o.weight_decay) and o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay!r}")
     _require(_is_num(o.momentum) and 0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum!r}")
     _require(_is_int(o.batch_size) and o.batch_size >= 2, f"optim.batch_size must be an integer >= 2, got {o.batch_size!r}")

@@ -9,8 +9,11 @@ epochs never re-decode. Named sets: ``digits`` (embedded default, scikit-learn),
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +30,7 @@ from ssl_emp.data_folder import IMAGE_SUFFIXES as IMAGE_SUFFIXES
 from ssl_emp.data_folder import MEMORY_SHARE as MEMORY_SHARE
 from ssl_emp.data_folder import Entry as Entry
 from ssl_emp.data_folder import available_memory as available_memory
-from ssl_emp.data_folder import decode_image, load_imagefolder_split, resize_square
+from ssl_emp.data_folder import decode_image, fits_in_memory, load_imagefolder_split, resize_square
 from ssl_emp.errors import ConfigError
 
 
@@ -108,6 +111,14 @@ def _nhwc_to_tensor(array: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).contiguous()
 
 
+def _check_fits(n: int, size: int, what: str) -> None:
+    """Refuse a held-in-memory split whose decoded uint8 images would not fit, before allocating them."""
+    fits, text = fits_in_memory(n * 3 * size * size)
+    if not fits:
+        raise ConfigError(f"{what} at data.image_size={size} ({n} images decoded: {text}) does not fit in memory: "
+                          "choose a smaller data.image_size")
+
+
 # ----------------------------------------------------------------------------- named sets
 
 
@@ -121,8 +132,13 @@ def load_digits_split(split: str, image_size: int) -> IndexedImages:
     y = torch.from_numpy(digits.target).long()
     train_idx, test_idx = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y.numpy(), random_state=0)
     idx = torch.from_numpy(train_idx if split == "train" else test_idx)
-    images = F.interpolate(x[idx, None], size=(image_size, image_size), mode="bilinear", align_corners=False)
-    images = images.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    _check_fits(len(idx), image_size, f"the {split} split of digits")
+    images = torch.empty((len(idx), 3, image_size, image_size), dtype=torch.uint8)
+    step = max(1, 2**24 // image_size**2)  # upsampled in chunks: the floats of all at once can be 4x the result
+    for start in range(0, len(idx), step):
+        part = F.interpolate(x[idx[start:start + step], None], size=(image_size, image_size), mode="bilinear",
+                             align_corners=False)
+        images[start:start + step] = part.round_().clamp_(0, 255)  # one gray channel into all three
     return IndexedImages(images, y[idx], [str(c) for c in range(10)])
 
 
@@ -149,12 +165,14 @@ def _torchvision_set(name: str, cfg: DataConfig, split: str) -> IndexedImages:
     except OSError as exc:  # download without network
         raise ConfigError(f"could not download {name} into {root}: {exc}") from exc
     labels = None if (labels < 0).all() else labels  # STL10 "unlabeled" split has label -1
+    if images.shape[-2:] != (cfg.image_size, cfg.image_size):
+        _check_fits(len(images), cfg.image_size, f"the {split} split of {name}")
     return IndexedImages(resize_square(images, cfg.image_size), labels, classes)
 
 
-def _imagefolder_set(cfg: DataConfig, split: str) -> IndexedImages | IndexedImageFiles | None:
+def _imagefolder_set(cfg: DataConfig, split: str, classes: list[str] | None) -> IndexedImages | IndexedImageFiles | None:
     """An image folder's split as an indexed data set; ssl_emp.data_folder does the reading."""
-    found = load_imagefolder_split(cfg, split)
+    found = load_imagefolder_split(cfg, split, classes)
     if found is None:
         return None
     images, labels, classes = found
@@ -163,15 +181,19 @@ def _imagefolder_set(cfg: DataConfig, split: str) -> IndexedImages | IndexedImag
     return IndexedImageFiles(images, labels, classes, cfg.image_size)
 
 
-def load_split(cfg: DataConfig, split: str) -> IndexedImages | IndexedImageFiles | None:
-    """One split (``train``, ``test`` or stl10's ``train+unlabeled``) of the configured data set."""
+def load_split(cfg: DataConfig, split: str, classes: list[str] | None = None) -> IndexedImages | IndexedImageFiles | None:
+    """One split (``train``, ``test`` or stl10's ``train+unlabeled``) of the configured data set.
+
+    ``classes``: the training split's, which an image folder's other split is numbered by (the
+    named sets have one fixed class list).
+    """
     name = cfg.dataset
     if name == "digits":
         ds = load_digits_split("train" if split.startswith("train") else "test", cfg.image_size)
     elif name in ("cifar10", "cifar100", "stl10"):
         ds = _torchvision_set(name, cfg, split)
     elif name == "imagefolder":
-        ds = _imagefolder_set(cfg, split)
+        ds = _imagefolder_set(cfg, split, classes)
     else:
         raise ConfigError(f"unknown dataset '{name}'")
     if ds is not None:
@@ -185,8 +207,32 @@ def _hold_out(ds: IndexedImages | IndexedImageFiles, fraction: float) -> tuple[I
 
     if ds.labels is None:
         raise ConfigError("data.val_fraction needs a labelled training set (class folders)")
-    rest, held = train_test_split(np.arange(len(ds)), test_size=fraction, stratify=ds.labels.numpy(), random_state=0)
+    _check_stratifiable(ds, fraction)
+    try:
+        rest, held = train_test_split(np.arange(len(ds)), test_size=fraction, stratify=ds.labels.numpy(), random_state=0)
+    except ValueError as exc:  # a case the checks above do not foresee: still one line
+        raise ConfigError(f"data.val_fraction={fraction} cannot hold out a stratified split of {len(ds)} images: "
+                          f"{str(exc).splitlines()[0]}") from exc
     return _take(ds, torch.from_numpy(np.sort(rest))), _take(ds, torch.from_numpy(np.sort(held)))
+
+
+def _check_stratifiable(ds: IndexedImages | IndexedImageFiles, fraction: float) -> None:
+    """Refuse in words a split that sklearn's ``train_test_split`` would refuse with a ValueError:
+    each part needs an image of every class, and so every class needs two images."""
+    counts = torch.bincount(ds.labels)
+    present = counts.nonzero().flatten()
+    n, k = len(ds), len(present)
+    smallest = int(present[counts[present].argmin()]) if k else 0
+    if k and counts[smallest] < 2:
+        name = ds.classes[smallest] if ds.classes and smallest < len(ds.classes) else str(smallest)
+        raise ConfigError(f"data.val_fraction needs at least 2 training images of every class for a stratified "
+                          f"split; class '{name}' has {int(counts[smallest])}")
+    held = math.ceil(fraction * n)  # sklearn's rounding of test_size
+    if held < k or n - held < k:
+        part, size = ("held-out part", held) if held < k else ("training part", n - held)
+        low, high = math.ceil(k / n * 1e4) / 1e4, math.floor((n - k) / n * 1e4) / 1e4  # rounded inwards
+        raise ConfigError(f"data.val_fraction={fraction} leaves a {part} of {size} of the {n} training images, "
+                          f"fewer than the {k} classes; choose a value in [{low:g}, {high:g}]")
 
 
 def _take(ds: IndexedImages | IndexedImageFiles, keep: Tensor) -> IndexedImages | IndexedImageFiles:
@@ -247,9 +293,34 @@ def _load_splits(cfg: DataConfig) -> DataSplits:
         rest, val = _hold_out(train, cfg.val_fraction)
         return DataSplits(train=rest, bank=rest, test=val, test_is_validation=True)
     bank = train if cfg.train_split == "train" else load_split(cfg, "train")
-    test = load_split(cfg, "test")
+    test = load_split(cfg, "test", classes=(train if bank is None else bank).classes)
     if bank is not None and bank.labels is None:
         bank = None
     if test is not None and test.labels is None:
         test = None
     return DataSplits(train=train, bank=bank, test=test)
+
+
+def check_classes(ckpt: Mapping[str, Any], data: DataSplits, source: str | Path, advice: str = "") -> None:
+    """Refuse data whose classes are not the ones the checkpoint ``ckpt`` (read from ``source``)
+    was trained on: label i would mean another class than it did in training. A checkpoint from
+    before checkpoints recorded their classes (no ``classes`` entry) is not checked."""
+    if "classes" not in ckpt or ckpt["classes"] == data.train.classes:
+        return
+    recorded, found = ckpt["classes"], data.train.classes
+    if found is None:
+        how = "the data has no class folders"
+    elif recorded is None:
+        how = f"the data has {len(found)} classes where the run had none"
+    else:
+        missing = [c for c in recorded if c not in found]
+        extra = [c for c in found if c not in recorded]
+        how = " and ".join([*([f"the data lacks {_names(missing)}"] if missing else []),
+                            *([f"the data adds {_names(extra)}"] if extra else [])]) or "the data orders them differently"
+    trained = "no classes" if recorded is None else f"{len(recorded)} classes"
+    raise ConfigError(f"{source} was trained on {trained} and {how}: its labels would mean other classes{advice}")
+
+
+def _names(classes: list[str], shown: int = 3) -> str:
+    more = f", ... ({len(classes) - shown} more)" if len(classes) > shown else ""
+    return ", ".join(f"'{c}'" for c in classes[:shown]) + more

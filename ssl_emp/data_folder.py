@@ -20,6 +20,7 @@ import sys
 import tarfile
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,8 +32,13 @@ from ssl_emp.config import DataConfig
 from ssl_emp.errors import ConfigError, RunFailed
 from ssl_emp.fileio import atomic_torch_save, sweep_temp_files
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-CACHE_VERSION = 2  # part of the cache key: bump when the decoded format changes
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")  # .gif: its first frame
+# Part of the cache key: bump when the decoded format changes. 3: a test split's labels index the
+# training split's classes (2 numbered each split's own folders, so a cache of 2 has wrong labels).
+CACHE_VERSION = 3
 # Decode into RAM only while the decoded split takes at most this share of the available memory;
 # the rest is for the model, the other split and the data loader.
 MEMORY_SHARE = 0.5
@@ -59,61 +65,136 @@ def available_memory() -> int | None:
         return None
 
 
-def _fits(needed: int) -> tuple[bool, str]:
+def fits_in_memory(needed: int) -> tuple[bool, str]:
     """Whether ``needed`` bytes fit in the memory share for decoded images; the numbers as text."""
     available = available_memory()
     text = f"{needed / 2**30:.2f} GiB, {'unknown' if available is None else f'{available / 2**30:.2f} GiB'} available"
     return available is None or needed <= MEMORY_SHARE * available, text
 
 
-def _image_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+def _is_image(name: str) -> bool:
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES
 
 
-def _read_archive(root: Path) -> list[tuple[str, bytes]]:
-    """``[(member name, bytes)]`` of every image inside a .tar/.tar.gz, sorted by name."""
+def _is_hidden(name: str) -> bool:
+    # .DS_Store, .git/...: not data anyone meant to train on, so not worth a word when skipped.
+    return any(part.startswith(".") for part in name.split("/"))
+
+
+def _list_files(root: Path) -> tuple[list[Path], list[str]]:
+    """The image files under ``root`` (sorted) and the names of the other, non-hidden files."""
+    images, others = [], []
+    for path in root.rglob("*"):
+        if path.is_file():
+            name = path.relative_to(root).as_posix()
+            if _is_image(name):
+                images.append(path)
+            elif not _is_hidden(name):
+                others.append(name)
+    return sorted(images), sorted(others)
+
+
+def _read_archive(root: Path) -> tuple[list[tuple[str, bytes]], list[str]]:
+    """``[(member name, bytes)]`` of every image inside a .tar/.tar.gz, sorted by name, and the
+    names of the other, non-hidden files."""
     try:
         if not tarfile.is_tarfile(root):
             raise ConfigError(f"data dir {root} is a file but not a .tar/.tar.gz archive of an image folder")
-        entries = []
+        entries, others = [], []
         with tarfile.open(root) as tar:
             for member in tar:
-                if member.isfile() and Path(member.name).suffix.lower() in IMAGE_SUFFIXES:
+                if member.isfile() and _is_image(member.name):
                     entries.append((member.name, tar.extractfile(member).read()))
+                elif member.isfile() and not _is_hidden(member.name):
+                    others.append(member.name)
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"archive {root} is truncated or corrupt: {reason}") from exc
     except OSError as exc:
         raise ConfigError(f"cannot read archive {root}: {exc.strerror or exc}") from exc
     entries.sort(key=lambda e: e[0])
-    return entries
+    return entries, sorted(others)
 
 
-def _split_tree(entries: list[tuple[str, bytes | str]]) -> dict[str, list[Entry]]:
-    """Group by ``train/`` and ``test/`` (at any depth of a single top folder); else all is train."""
-    parts = [name.split("/") for name, _ in entries]
+def _split_tree(entries: list[tuple[str, bytes | str]]) -> tuple[dict[str, list[Entry]], list[str]]:
+    """Group by ``train/``, ``val/`` and ``test/`` (at any depth of a single top folder); else all
+    is train. Also returns the image files that lie outside that layout, which no split holds.
+
+    Where there are folders, an image file beside them (a preview.jpg beside the top folder or
+    beside train/, a cover.jpg beside the class folders) is a stray, not a reason to read the whole
+    tree as unlabelled: it is left out and named. Only a level of nothing but files is unlabelled.
+    """
+    items = [(name.split("/"), name, payload) for name, payload in entries]
+    stray: list[str] = []
     # An archive usually wraps the tree in one top folder (cifar10-jpeg/train/...): strip it.
-    while parts and all(len(p) > 1 for p in parts) and len({p[0] for p in parts}) == 1 and parts[0][0] not in ("train", "test"):
-        parts = [p[1:] for p in parts]
-    tops = {p[0] for p in parts if len(p) > 1}
-    if "train" in tops:
-        splits: dict[str, list[Entry]] = {}
-        for p, (full, payload) in zip(parts, entries, strict=True):
+    while len(tops := {p[0] for p, _, _ in items if len(p) > 1}) == 1 and not tops & {"train", "test"}:
+        stray += [full for p, full, _ in items if len(p) == 1]
+        items = [(p[1:], full, payload) for p, full, payload in items if len(p) > 1]
+    groups: dict[str, list[tuple[list[str], str, bytes | str]]] = {}
+    if "train" in {p[0] for p, _, _ in items if len(p) > 1}:
+        for p, full, payload in items:
             if len(p) > 1 and p[0] in ("train", "val", "test"):
-                splits.setdefault(p[0], []).append(("/".join(p[1:]), full, payload))
-        if "test" not in splits and "val" in splits:
-            splits["test"] = splits.pop("val")
-        return splits
-    return {"train": [("/".join(p), full, payload) for p, (full, payload) in zip(parts, entries, strict=True)]}
+                groups.setdefault(p[0], []).append((p[1:], full, payload))
+            else:
+                stray.append(full)
+        if "test" not in groups and "val" in groups:
+            groups["test"] = groups.pop("val")
+    elif stray and all(len(p) == 1 for p, _, _ in items):
+        # No class folders below the stripped ones either: loose images throughout (a flat folder
+        # and a thumbs/ beside it), one unlabelled set, nothing stray. Names without a "/": no labels.
+        return {"train": [(full.rsplit("/", 1)[-1], full, payload) for full, payload in entries]}, []
+    else:
+        groups["train"] = items
+    splits: dict[str, list[Entry]] = {}
+    for split, members in groups.items():
+        labelled = any(len(p) > 1 for p, _, _ in members)
+        stray += [full for p, full, _ in members if labelled and len(p) == 1]
+        splits[split] = [("/".join(p), full, payload) for p, full, payload in members if len(p) > 1 or not labelled]
+    return splits, sorted(stray)
 
 
-def _labels_of(names: list[str]) -> tuple[Tensor | None, list[str] | None]:
-    """Class = first folder (ImageFolder convention, sorted); images at the top level: no labels."""
-    if any("/" not in n for n in names):
+def _labels_of(names: list[str], classes: list[str] | None, split: str, root: Path) -> tuple[Tensor | None, list[str] | None]:
+    """Class = first folder (ImageFolder convention, sorted); images at the top level: no labels.
+
+    ``classes`` (the training split's) numbers another split's folders, so that label i means the
+    same class in every split; a class that the training split lacks has no number and is refused.
+    """
+    if not names or "/" not in names[0]:  # _split_tree leaves a split either all labelled or all loose
         return None, None
-    classes = sorted({n.split("/")[0] for n in names})
+    found = sorted({n.split("/")[0] for n in names})
+    if classes is None:
+        classes = found
+    unknown = [c for c in found if c not in classes]
+    if unknown:
+        raise ConfigError(f"the {split} split of {root} has {_count(unknown, 'class folder')} that the training split "
+                          f"lacks: {_some(unknown)}; a class needs training images to be scored on")
     lookup = {c: i for i, c in enumerate(classes)}
-    return torch.tensor([lookup[n.split("/")[0]] for n in names], dtype=torch.long), classes
+    return torch.tensor([lookup[n.split("/")[0]] for n in names], dtype=torch.long), list(classes)
+
+
+def _count(items: list[str], noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+def _some(names: list[str], shown: int = 3) -> str:
+    more = f", ... ({len(names) - shown} more)" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def _notes(stray: list[str], others: list[str]) -> list[str]:
+    """What the layout detection left out, one stderr line each (without the ``ssl-emp:`` prefix)."""
+    notes = []
+    if stray:
+        notes.append(f"skipping {_count(stray, 'image file')} outside the class folders: {_some(stray)}")
+    if others:
+        notes.append(f"skipping {_count(others, 'file')} without an image suffix ({' '.join(IMAGE_SUFFIXES)}): "
+                     f"{_some(others)}")
+    return notes
+
+
+def _say(notes: list[str]) -> None:
+    for note in notes:
+        print(f"ssl-emp: {note}", file=sys.stderr)
 
 
 def _fingerprint(root: Path, files: list[Path] | None) -> str:
@@ -135,8 +216,9 @@ def _cache_path(cfg: DataConfig, root: Path, split: str, fingerprint: str) -> Pa
     return base / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
 
 
-def _cache_problem(blob: object, size: int, n: int | None) -> str | None:
-    """Why a loaded cache file cannot be what was written for this split (None: it can)."""
+def _cache_problem(blob: object, size: int, n: int | None, expected: list[str] | None) -> str | None:
+    """Why a loaded cache file cannot be what was written for this split (None: it can);
+    ``expected``: the training split's classes, which another split's labels must index."""
     if not isinstance(blob, dict) or not isinstance(blob.get("images"), Tensor):
         return "no image tensor"
     images, labels, classes = blob["images"], blob.get("labels"), blob.get("classes")
@@ -144,35 +226,42 @@ def _cache_problem(blob: object, size: int, n: int | None) -> str | None:
         return f"images are {images.dtype} {tuple(images.shape)}, expected uint8 [N, 3, {size}, {size}]"
     if n is not None and images.shape[0] != n:
         return f"{images.shape[0]} images where the folder has {n}"
+    notes = blob.get("notes", [])
+    if not isinstance(notes, list) or not all(isinstance(note, str) for note in notes):
+        return "its notes are not lines of text"
     if labels is None:
         return None if classes is None else "classes without labels"
     if not isinstance(labels, Tensor) or labels.dtype != torch.long or tuple(labels.shape) != (images.shape[0],):
         return "labels do not match the images"
     if not isinstance(classes, list) or (len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < len(classes)):
         return "labels do not match the classes"
+    if expected is not None and classes != expected:
+        return "its labels number other classes than the training split's"
     return None
 
 
-def _read_cache(path: Path, size: int, n: int | None) -> FolderSplit | None:
-    """The cached decoded split, or None (absent; corrupt or invalid: said in one line, rebuilt)."""
+def _read_cache(path: Path, size: int, n: int | None, expected: list[str] | None) -> dict | None:
+    """The cached decoded split (images, labels, classes, notes), or None (absent; corrupt or
+    invalid: said in one line, rebuilt)."""
     if not path.is_file():
         return None
     try:
         blob = safe_torch_load(path, "decoded-image cache")
-        problem = _cache_problem(blob, size, n)
+        problem = _cache_problem(blob, size, n, expected)
     except ConfigError as exc:
         problem = str(exc)
     if problem is None:
-        return blob["images"], blob.get("labels"), blob.get("classes")
+        return blob
     print(f"ssl-emp: decoded-image cache {path} is unusable ({problem}); decoding the images again", file=sys.stderr)
     return None
 
 
-def _write_cache(path: Path, images: Tensor, labels: Tensor | None, classes: list[str] | None) -> None:
-    """Best effort: a cache that cannot be written (full disk, read-only) costs time, not the run."""
+def _write_cache(path: Path, images: Tensor, labels: Tensor | None, classes: list[str] | None, notes: list[str]) -> None:
+    """Best effort: a cache that cannot be written (full disk, read-only) costs time, not the run.
+    The notes go with it: a cached archive is not read again, yet its strays are still said."""
     sweep_temp_files(path.parent, only_dead=True)  # other runs may be writing here: only dead writers' files
     try:
-        atomic_torch_save({"images": images, "labels": labels, "classes": classes}, path)
+        atomic_torch_save({"images": images, "labels": labels, "classes": classes, "notes": notes}, path)
     except RunFailed as exc:
         print(f"ssl-emp: not caching the decoded images: {exc}", file=sys.stderr)
 
@@ -184,7 +273,7 @@ def decode_image(data: bytes, name: str) -> Tensor:
 
     try:
         with Image.open(io.BytesIO(data)) as img:
-            array = np.asarray(img.convert("RGB"))
+            array = _rgb_array(img)
     except Image.UnidentifiedImageError as exc:
         raise ConfigError(f"cannot decode image {name}: not an image in a known format") from exc
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
@@ -194,12 +283,48 @@ def decode_image(data: bytes, name: str) -> Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
+def _rgb_array(img: PILImage) -> np.ndarray:
+    """uint8 [H, W, 3] of an open Pillow image (a multi-frame one: its first frame).
+
+    ``convert("RGB")`` clips high-bit-depth gray (16-bit "I;16*", 32-bit "I", float "F") to 0..255,
+    so a 16-bit gradient would come out as 0 and 255 only: those are scaled to 0..255 instead.
+    Integer values within 0..65535 are 16-bit samples; a float image within 0..1 or 0..255 is taken
+    at that scale; anything else is stretched from its own minimum to its maximum.
+    """
+    mode = img.mode
+    if mode not in ("I", "F") and not mode.startswith("I;16"):
+        return np.asarray(img.convert("RGB"))
+    values = np.asarray(img, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    values = np.nan_to_num(values, nan=lo, posinf=hi, neginf=lo)
+    if mode == "F" and lo >= 0 and hi <= 1:
+        values = values * 255.0
+    elif mode != "F" and lo >= 0 and hi <= 65535:
+        values = values / 257.0  # 65535 -> 255
+    elif not (mode == "F" and lo >= 0 and hi <= 255):
+        values = (values - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(values)
+    gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=2)
+
+
+# Images resized per chunk of about this many bytes of float32, so that resizing a whole data set
+# (cifar10 to 224 px: 30 GB of floats at once) needs little more than the uint8 result.
+_RESIZE_CHUNK_BYTES = 64 * 2**20
+
+
 def resize_square(images: Tensor, size: int) -> Tensor:
     """uint8 images [N, 3, H, W] resized (bilinear, antialiased) to [N, 3, size, size]; as is if already."""
     if images.shape[-2:] == (size, size):
         return images
-    out = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return out.round().clamp(0, 255).to(torch.uint8)
+    n, c, h, w = images.shape
+    out = torch.empty((n, c, size, size), dtype=torch.uint8)
+    step = max(1, _RESIZE_CHUNK_BYTES // (4 * c * max(h * w, size * size)))
+    for start in range(0, n, step):
+        part = F.interpolate(images[start:start + step].float(), size=(size, size), mode="bilinear",
+                             antialias=True, align_corners=False)
+        out[start:start + step] = part.round_().clamp_(0, 255)
+    return out
 
 
 def _decode_all(entries: list[Entry], source: Path, archive: bool, size: int) -> Tensor:
@@ -211,39 +336,54 @@ def _decode_all(entries: list[Entry], source: Path, archive: bool, size: int) ->
     return images
 
 
-def load_imagefolder_split(cfg: DataConfig, split: str) -> FolderSplit | None:
+def load_imagefolder_split(cfg: DataConfig, split: str, classes: list[str] | None = None) -> FolderSplit | None:
     """One split of the folder or archive at ``data_dir``; None when it has no images for a split
-    other than train (an empty train split is an error)."""
+    other than train (an empty train split is an error).
+
+    ``classes``: the training split's, to number another split's class folders by (one map per data
+    set; a class folder that the training split lacks is refused). What the layout detection left
+    out is said on stderr when the training split is read.
+    """
     if cfg.data_dir is None:
         raise ConfigError("dataset 'imagefolder' needs --data-dir (a class-folder tree or a .tar/.tar.gz of one)")
     root = Path(cfg.data_dir).expanduser()
     if not root.exists():
         raise ConfigError(f"data dir not found: {root}")
     archive = not root.is_dir()
-    files = None if archive else _image_files(root)
     if archive and not cfg.in_memory:
         raise ConfigError(f"data.in_memory=false needs an unpacked folder, not an archive ({root}): unpack it first")
-    entries = None if archive else _split_tree([(p.relative_to(root).as_posix(), str(p)) for p in files]).get(split, [])
+    files, entries, notes = None, None, []
+    if not archive:
+        files, others = _list_files(root)
+        splits, stray = _split_tree([(p.relative_to(root).as_posix(), str(p)) for p in files])
+        entries, notes = splits.get(split, []), _notes(stray, others)
+    if split != "train":
+        notes = []  # said once, with the training split
     cache = _cache_path(cfg, root, split, _fingerprint(root, files))
     if cfg.in_memory:
-        cached = _read_cache(cache, cfg.image_size, None if entries is None else len(entries))
+        cached = _read_cache(cache, cfg.image_size, None if entries is None else len(entries), classes)
         if cached is not None:
-            return cached
+            _say(notes if not archive else cached.get("notes", []))
+            return cached["images"], cached.get("labels"), cached.get("classes")
     if archive:
-        fits, text = _fits(root.stat().st_size)
+        fits, text = fits_in_memory(root.stat().st_size)
         if not fits:
             raise ConfigError(f"archive {root} ({text}) does not fit in memory: unpack it and pass the folder "
                               "with --set data.in_memory=false to read the images from disk")
-        entries = _split_tree(_read_archive(root)).get(split, [])
+        members, others = _read_archive(root)
+        splits, stray = _split_tree(members)
+        entries = splits.get(split, [])
+        notes = _notes(stray, others) if split == "train" else []
     if not entries:
-        if split == "train":
-            raise ConfigError(f"no images found in {root}")
+        if split == "train":  # what was skipped is part of the one line: it may be why nothing is left
+            raise ConfigError(f"no images found in {root}" + "".join(f"; {note}" for note in notes))
         return None
-    labels, classes = _labels_of([name for name, _, _ in entries])
+    _say(notes)
+    labels, classes = _labels_of([name for name, _, _ in entries], classes, split, root)
     in_memory = cfg.in_memory
     if in_memory:
         raw = sum(len(p) for _, _, p in entries) if archive else 0  # archive bytes stay in RAM while decoding
-        in_memory, text = _fits(len(entries) * 3 * cfg.image_size**2 + raw)
+        in_memory, text = fits_in_memory(len(entries) * 3 * cfg.image_size**2 + raw)
         if not in_memory and archive:
             raise ConfigError(f"the {split} split of {root} ({len(entries)} images decoded: {text}) does not fit in "
                               "memory: unpack it and pass the folder with --set data.in_memory=false")
@@ -254,5 +394,5 @@ def load_imagefolder_split(cfg: DataConfig, split: str) -> FolderSplit | None:
     if not in_memory:
         return [payload for _, _, payload in entries], labels, classes
     images = _decode_all(entries, root, archive, cfg.image_size)
-    _write_cache(cache, images, labels, classes)
+    _write_cache(cache, images, labels, classes, notes)
     return images, labels, classes

@@ -10,20 +10,26 @@ any other reloads with ``timm.create_model("local-dir:DIR", pretrained=True)`` a
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
 import timm
+from safetensors import SafetensorError
 from torch import nn
 
 from ssl_emp import __version__
 from ssl_emp.config import Config
-from ssl_emp.errors import ConfigError
+from ssl_emp.errors import ConfigError, RunFailed
 from ssl_emp.eval.from_checkpoint import backbone_from_checkpoint
+from ssl_emp.fileio import os_error_message
 
 FILES = ("config.json", "model.safetensors")
+# Failures of the machine, not of the --output given: exit 1 (RunFailed), not 2.
+_RUNTIME_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO)
 
 
 def _is_export(folder: Path) -> bool:
@@ -92,12 +98,30 @@ def export_backbone(checkpoint: str | Path, output: str | Path, force: bool = Fa
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno in _RUNTIME_ERRNOS:
+            raise RunFailed(os_error_message(exc, out.parent, "create")) from exc
+        # A parent that is a file, or one the user may not create: the --output's fault.
+        raise ConfigError(os_error_message(exc, out.parent, "create")) from exc
+    try:
         shutil.rmtree(tmp, ignore_errors=True)
         timm.models.save_for_hf(backbone, str(tmp), model_config=model_config, model_args=model_args,
                                 safe_serialization=True, data_config=data_config)
         _replace_dir(tmp, out)
-    except OSError as exc:
-        raise ConfigError(f"cannot write export to {out}: {exc}") from exc
+    except OSError as exc:  # the folder was writable: a full disk or an I/O error, not bad input (exit 1)
+        raise RunFailed(os_error_message(exc, f"export to {out}")) from exc
+    except SafetensorError as exc:  # safetensors' own write errors (a full disk among them)
+        raise RunFailed(_safetensors_message(exc, f"export to {out}")) from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return backbone, cfg
+
+
+def _safetensors_message(exc: Exception, what: str) -> str:
+    """``cannot write WHAT: REASON``; safetensors wraps the OS error in Rust debug text
+    (``IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })``)."""
+    text = str(exc).strip()
+    found = re.search(r'code: (\d+), kind: \w+, message: "([^"]+)"', text)
+    if found:
+        return os_error_message(OSError(int(found.group(1)), found.group(2)), what)
+    return f"cannot write {what}: {text.splitlines()[0] if text else type(exc).__name__}"

@@ -1,6 +1,6 @@
 """Atomic file writes, the one way this package replaces a file.
 
-Every writer puts its bytes in a temp file in the destination's folder (``.NAME.tmp<PID>``),
+Every writer puts its bytes in a temp file in the destination's folder (``.NAME.ssl-emp-tmp<PID>``),
 fsyncs it and ``os.replace``s it over the destination, so a reader (or a crash) never sees half a
 file. The temp file is removed on any failure, Ctrl-C included; one left by a killed process is
 removed by ``sweep_temp_files`` at the next start. A full disk or any other ``OSError`` becomes a
@@ -19,12 +19,15 @@ from typing import IO, Any
 
 from ssl_emp.errors import RunFailed
 
-# ".NAME.tmp<PID>" (this module); ".NAME.<random>.tmp" (older versions, still swept)
-_TEMP = re.compile(r"^\..+\.tmp(\d*)$")
+# The sweep deletes what matches, in folders that may also hold a user's files (an output folder,
+# the cache), so the name is one no person or other tool picks. The ".NAME.tmp<N>" files of
+# earlier versions are no longer swept: they cannot be told from a user's ".notes.tmp1".
+_TEMP = re.compile(r"^\..+\.ssl-emp-tmp(\d+)$")
 
 
 def temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+    """The temp file ``_atomic`` writes before renaming it to ``path`` (``.NAME.ssl-emp-tmp<PID>``)."""
+    return path.with_name(f".{path.name}.ssl-emp-tmp{os.getpid()}")
 
 
 def os_error_message(exc: OSError, path: str | Path, action: str = "write") -> str:
@@ -135,7 +138,7 @@ def sweep_temp_files(folder: str | Path, only_dead: bool = False) -> list[Path]:
         match = _TEMP.match(entry.name)
         if not match or not entry.is_file():
             continue
-        if only_dead and (not match.group(1) or _alive(int(match.group(1)))):
+        if only_dead and _alive(int(match.group(1))):
             continue
         try:
             entry.unlink()

@@ -37,7 +37,22 @@ def load_rows(out: str | Path) -> list[dict[str, Any]]:
         raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
     if not isinstance(rows, list):
         raise ConfigError(f"{path} must hold a list of result rows")
+    for i, row in enumerate(rows):
+        # Every reader keys rows by run_id and groups them by method; a hand-edited or foreign
+        # file would otherwise fail deep inside the report or a merge with a bare KeyError.
+        if not isinstance(row, dict):
+            raise ConfigError(f"{path}: row {i} is not a mapping but {_shorten(row)}")
+        for key in ("run_id", "method"):
+            if key not in row:
+                raise ConfigError(f"{path}: row {i} ({_shorten(row)}) has no {key}")
+            if not isinstance(row[key], str) or not row[key]:
+                raise ConfigError(f"{path}: row {i} ({_shorten(row)}) has {key} {_shorten(row[key])}, not a name")
     return rows
+
+
+def _shorten(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def write_results(out: Path, rows: list[dict[str, Any]]) -> None:

@@ -2,7 +2,9 @@
 
 One process writes a folder at a time: ``FolderLock`` holds ``fcntl.flock`` on ``DIR/.lock`` for
 the whole run (non-blocking; the kernel drops it when the process dies, so a lock file left by a
-killed run is no obstacle). Under ``torch.distributed`` only rank 0 writes and locks.
+killed run is no obstacle). A forked child (a DataLoader worker) closes its copy of the lock's
+descriptor at once: otherwise the flock would live on in workers that outlive a killed run by
+seconds and refuse an immediate ``--resume``. Under ``torch.distributed`` only rank 0 writes and locks.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import fcntl
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -19,8 +22,32 @@ from ssl_emp.errors import ConfigError, RunFailed
 from ssl_emp.fileio import append_line, atomic_copy, atomic_write_text, os_error_message, sweep_temp_files
 
 LOCK_NAME = ".lock"
+# Descriptors of the locks this process holds: closed in every forked child (see the module doc).
+_HELD: set[int] = set()
+
+
+def _drop_inherited_locks() -> None:
+    for fd in _HELD:
+        try:
+            os.close(fd)  # the child's reference only: the parent's flock stays
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
+# Written at a run's first start before anything else: what lets a later start tell the project's
+# own run (which it may reset) from a user's files (which it must never touch).
+MARKER_NAME = ".ssl-emp-run"
+MARKER_TEXT = "ssl-emp run folder, format 1\n"
+STEPS_HEADER = "step,epoch,lr,loss"
 # What a run writes before its first checkpoint; removed when such a run is started again.
-_UNSTARTED_FILES = ("config.yaml", "metrics.jsonl", "steps.csv", "summary.json", "pruning_table.csv")
+_UNSTARTED_FILES = ("config.yaml", "metrics.jsonl", "steps.csv")
+# Written only after the last checkpoint: their presence without checkpoints means a finished run
+# whose checkpoints/ were removed (to free disk), not one to start again.
+_FINISHED_FILES = ("summary.json", "pruning_table.csv")
 
 
 class FolderLock:
@@ -51,6 +78,7 @@ class FolderLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())  # for a person wondering who holds it
         self._fd = fd
+        _HELD.add(fd)
 
     def release(self) -> None:
         if self._fd is None:
@@ -58,6 +86,7 @@ class FolderLock:
         if self._created and [p.name for p in self.folder.iterdir()] == [LOCK_NAME]:
             (self.folder / LOCK_NAME).unlink(missing_ok=True)
             self.folder.rmdir()
+        _HELD.discard(self._fd)
         os.close(self._fd)  # closing the descriptor drops the flock
         self._fd = None
 
@@ -67,6 +96,50 @@ class FolderLock:
 
     def __exit__(self, kind: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.release()
+
+
+def _metrics_epoch(line: str) -> int | None:
+    """The epoch of a metrics.jsonl line; None if it is not one."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    epoch = record.get("epoch") if isinstance(record, dict) else None
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+
+
+def _steps_epoch(line: str) -> int | None:
+    """The epoch of a steps.csv row (-1 for the header); None if it is neither."""
+    if line == STEPS_HEADER:
+        return -1
+    fields = line.split(",")
+    if len(fields) != 4:
+        return None
+    try:
+        _, epoch, _, _ = int(fields[0]), int(fields[1]), float(fields[2]), float(fields[3])
+    except ValueError:
+        return None
+    return epoch
+
+
+def _read_log(path: Path, epoch_of: Callable[[str], int | None]) -> tuple[list[tuple[str, int]], bool]:
+    """A log's lines with their epochs, and whether a torn last line was left out of them."""
+    # Not read_text: a torn write may end inside a multi-byte character, or be garbage.
+    body, _, tail = path.read_bytes().decode(errors="replace").rpartition("\n")
+    numbered = [(number, line) for number, line in enumerate(body.split("\n") if body else [], 1) if line.strip()]
+    epochs = [epoch_of(line) for _, line in numbered]
+    torn = bool(tail.strip())  # no trailing newline: the last append did not finish
+    if not torn and epochs and epochs[-1] is None:  # complete, but not what was being written
+        numbered.pop()
+        epochs.pop()
+        torn = True
+    lines = []
+    for (number, line), line_epoch in zip(numbered, epochs, strict=True):
+        if line_epoch is None:
+            raise ConfigError(f"{path} line {number} is not a log line of ssl-emp ({line[:40]!r}); "
+                              "repair or remove that line, then --resume again")
+        lines.append((line, line_epoch))
+    return lines, torn
 
 
 class Run:
@@ -95,15 +168,58 @@ class Run:
     def has_checkpoint(self) -> bool:
         return self.last.is_file() or self.final.is_file()
 
-    def reset_unstarted(self) -> None:
-        """Remove what a run stopped before its first checkpoint wrote, so that starting it again
-        gives a clean folder (one epoch -1 line, one steps.csv header). Never touches checkpoints."""
-        if not self.is_main or self.has_checkpoint():
+    def check_new(self) -> None:
+        """Refuse, in one line, to start a new run in a folder that holds anything but the lock or
+        a run of this project stopped before its first checkpoint (which ``reset_unstarted`` clears):
+        a user's files, or a finished run whose checkpoints/ were removed, are never deleted."""
+        if not self.is_main or not self.dir.is_dir():
             return
+        entries = [p for p in self.dir.iterdir() if p.name != LOCK_NAME]
+        if not entries:
+            return
+        if not (self.dir / MARKER_NAME).is_file():
+            raise ConfigError(f"{self.dir} is not empty and is not an ssl-emp run folder (no {MARKER_NAME}); "
+                              "choose another --output-dir")
+        finished = [name for name in _FINISHED_FILES if (self.dir / name).exists()]
+        if finished or self._logged_past_first_checkpoint():
+            what = finished[0] if finished else "metrics.jsonl has epochs after the first checkpoint"
+            raise ConfigError(f"{self.dir} holds a run that got past its first checkpoint ({what}) but has no "
+                              f"checkpoint left in {self.ckpt_dir}; choose another --output-dir")
+        ours = {MARKER_NAME, *_UNSTARTED_FILES}
+        foreign = sorted(p.name for p in entries if not (p.name in ours and p.is_file() or self._empty_ckpt_dir(p)))
+        if foreign:
+            raise ConfigError(f"{self.dir} holds files no ssl-emp run wrote ({', '.join(foreign[:3])}"
+                              f"{', ...' if len(foreign) > 3 else ''}); choose another --output-dir")
+
+    def _empty_ckpt_dir(self, path: Path) -> bool:
+        # What a run killed while writing its first checkpoint leaves once its temp file is swept.
+        return path == self.ckpt_dir and path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+
+    def _logged_past_first_checkpoint(self) -> bool:
+        # Epoch e's metrics line is written just before epoch e's checkpoint: a line of epoch 1 or
+        # later means epoch 0's checkpoint existed.
+        path = self.dir / "metrics.jsonl"
+        if not path.is_file():
+            return False
+        return any((_metrics_epoch(ln) or 0) >= 1 for ln in path.read_bytes().decode(errors="replace").splitlines())
+
+    def mark(self) -> None:
+        """Write the marker that makes the folder recognisably this project's run (if it is missing)."""
+        if self.is_main and not (self.dir / MARKER_NAME).is_file():
+            atomic_write_text(self.dir / MARKER_NAME, MARKER_TEXT)
+
+    def reset_unstarted(self) -> None:
+        """Mark the folder as a run's, before anything else is written, and remove what a run stopped
+        before its first checkpoint wrote, so that starting it again gives a clean folder (one epoch
+        -1 line, one steps.csv header). Refuses any other folder, as ``check_new`` does."""
+        if not self.is_main:
+            return
+        self.check_new()  # again, right before deleting: the folder may have changed since open_run looked
         found = [name for name in _UNSTARTED_FILES if (self.dir / name).is_file()]
         if found:
             print(f"ssl-emp: {self.dir} holds a run stopped before its first checkpoint; starting it again",
                   file=sys.stderr)
+        self.mark()
         for name in found:
             (self.dir / name).unlink()
 
@@ -112,15 +228,19 @@ class Run:
             append_line(self.dir / name, line)
 
     def truncate_logs(self, epoch: int) -> None:
-        """On resume, drop log lines of epochs after the checkpoint (they will be redone)."""
+        """On resume, drop log lines of epochs after the checkpoint (they will be redone) and a torn
+        last line (the process died while appending it; said in one line on stderr). Any other line
+        that does not parse is a one-line ``ConfigError``, raised before either log is rewritten."""
         if not self.is_main:
             return
-        for name, epoch_of in (("metrics.jsonl", lambda ln: json.loads(ln)["epoch"]),
-                               ("steps.csv", lambda ln: int(ln.split(",")[1]) if ln[0].isdigit() else -1)):
-            path = self.dir / name
-            if path.is_file():
-                kept = [ln for ln in path.read_text().splitlines() if ln and epoch_of(ln) <= epoch]
-                atomic_write_text(path, "".join(ln + "\n" for ln in kept))
+        logs = [(self.dir / name, epoch_of) for name, epoch_of in (("metrics.jsonl", _metrics_epoch),
+                                                                   ("steps.csv", _steps_epoch))]
+        read = [(path, *_read_log(path, epoch_of)) for path, epoch_of in logs if path.is_file()]
+        for path, lines, torn in read:
+            if torn:
+                print(f"ssl-emp: {path}: dropped a torn last line (the run was killed while writing it)",
+                      file=sys.stderr)
+            atomic_write_text(path, "".join(line + "\n" for line, line_epoch in lines if line_epoch <= epoch))
 
     def write_final(self, summary: dict[str, Any], pruner: Any, labels: list[Any] | None) -> None:
         """final.pt (a copy of last.pt), pruning_table.csv and summary.json, each atomically."""

@@ -23,14 +23,14 @@ from ssl_emp import distributed
 from ssl_emp.augment import eval_transform, view_augmentation
 from ssl_emp.checkpoint import load_checkpoint
 from ssl_emp.config import Config, config_from_dict, finalize, save_config
-from ssl_emp.data import DataSplits, Labelled, load_data
+from ssl_emp.data import DataSplits, Labelled, check_classes, load_data
 from ssl_emp.errors import ConfigError, TrainingDiverged
-from ssl_emp.eval import extract_features, knn_accuracy
+from ssl_emp.eval import bank_limited_k, extract_features, knn_accuracy
 from ssl_emp.fileio import atomic_torch_save
 from ssl_emp.models import build_model
 from ssl_emp.pruning import DynamicPruner
 from ssl_emp.pruning.sampler import FoldedBatchSampler
-from ssl_emp.rundir import Run
+from ssl_emp.rundir import MARKER_NAME, STEPS_HEADER, Run
 from ssl_emp.runtime import build_optimizer, machine, memory_format, resolve_device, versions
 
 # Schedules are functions of the fraction of the run done, in units of 1/RESOLUTION epoch, so a
@@ -107,6 +107,14 @@ class Trainer:
     memory_format: torch.memory_format
 
 
+def loader_generator(seed: int = 0) -> torch.Generator:
+    """A DataLoader's own generator. Without one, torch draws the workers' base seed from the global
+    RNG each time an iterator starts: once per run with persistent workers, once per epoch without
+    them, again after a resume. That draw shifts the augmentations' stream, so a run's result would
+    depend on ``data.num_workers`` and a resumed run would differ from the uninterrupted one."""
+    return torch.Generator().manual_seed(seed)
+
+
 def build(cfg: Config, run: Run) -> Trainer:
     """Data, model (seeded), optimizer, pruner, loader and view pipeline for ``cfg``."""
     world = distributed.world_size()
@@ -141,7 +149,7 @@ def build(cfg: Config, run: Run) -> Trainer:
         raise ConfigError(f"pruning.rate {cfg.pruning.rate} keeps {pruner.budget} images: fewer than 2 per rank")
     loader = DataLoader(data.train, batch_sampler=FoldedBatchSampler(pruner.sampler(), cfg.optim.batch_size),
                         num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
-                        persistent_workers=cfg.data.num_workers > 0)
+                        persistent_workers=cfg.data.num_workers > 0, generator=loader_generator(cfg.seed))
     return Trainer(
         cfg=cfg, run=run, data=data, device=device, world=world,
         state=TrainState(model, optimizer, pruner, device), net=net, loader=loader,
@@ -237,10 +245,11 @@ def knn_monitor(backbone: nn.Module, data: DataSplits, cfg: Config, device: torc
     transform = eval_transform(cfg.augment, cfg.data.image_size).to(device)
     feats = []
     for split in (data.bank, data.test):
-        loader = DataLoader(Labelled(split), batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers)
+        loader = DataLoader(Labelled(split), batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers,
+                            generator=loader_generator())
         feats.append(extract_features(backbone, loader, device=device, transform=transform))
     (train_x, train_y), (test_x, test_y) = feats
-    k = min(cfg.eval.knn_k, len(train_y))
+    k = bank_limited_k(cfg.eval.knn_k, len(train_y), data.bank)  # the same k as ssl-emp eval knn, said once per run
     result = knn_accuracy(train_x, train_y, test_x, test_y, k=k, temperature=cfg.eval.knn_temperature)
     return {"knn_top1": result["top1"], "knn_top5": result["top5"]}
 
@@ -251,7 +260,8 @@ def classifier_top1(model: nn.Module, data: DataSplits, cfg: Config, device: tor
     if head is None or data.test is None:
         return {}
     transform = eval_transform(cfg.augment, cfg.data.image_size).to(device)
-    loader = DataLoader(Labelled(data.test), batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers)
+    loader = DataLoader(Labelled(data.test), batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers,
+                        generator=loader_generator())
     logits, labels = extract_features(nn.Sequential(model.backbone, head), loader, device=device, transform=transform)
     return {"test_top1": float((logits.argmax(dim=1) == labels).double().mean())}
 
@@ -277,6 +287,7 @@ def pretrain(cfg: Config, resume: bool = False) -> dict[str, Any]:
         ckpt = open_run(cfg, run, resume)
         t = build(cfg, run)
         if ckpt is not None:
+            check_classes(ckpt, t.data, run.last)  # before the state: a classifier of another size fails there
             t.state.load_state_dict(ckpt)
             run.truncate_logs(ckpt["epoch"])
         elif run.is_main:
@@ -292,7 +303,9 @@ def pretrain(cfg: Config, resume: bool = False) -> dict[str, Any]:
             t.state.epoch = epoch
             t.state.diagnostics.append({k: record[f"pruning/{k}"] for k in SUMMARY_DIAGNOSTICS if f"pruning/{k}" in record})
             if run.is_main:
-                atomic_torch_save({"config": asdict(cfg), **t.state.state_dict()}, run.last)
+                # The classes: what resume and eval check the data against (labels are indices into them).
+                atomic_torch_save({"config": asdict(cfg), "classes": t.data.train.classes, **t.state.state_dict()},
+                                  run.last)
         return finish(t)
 
 
@@ -301,9 +314,10 @@ def open_run(cfg: Config, run: Run, resume: bool) -> dict[str, Any] | None:
     if not resume:
         if run.has_checkpoint():
             raise ConfigError(f"{run.dir} already holds a run; pass --resume to continue it or choose another --output-dir")
+        run.check_new()  # before the data is loaded: a folder that is not ours is refused at once
         return None
     if not run.last.is_file():
-        started = (run.dir / "config.yaml").is_file()
+        started = (run.dir / MARKER_NAME).is_file()
         raise ConfigError(f"no checkpoint to resume in {run.dir}" + (
             " (the run stopped before its first epoch ended); rerun the same command without --resume "
             "to start it again" if started else f" (no {run.last})"))
@@ -313,6 +327,7 @@ def open_run(cfg: Config, run: Run, resume: bool) -> dict[str, Any] | None:
     if asdict(saved) != asdict(cfg):
         diff = _diff(asdict(saved), asdict(cfg))
         raise ConfigError(f"--resume with a config that differs from the checkpoint's: {', '.join(diff)}")
+    run.mark()  # a run begun before folders were marked: recognisable from now on
     return ckpt
 
 
@@ -325,7 +340,7 @@ def start_run(t: Trainer) -> None:
     if metrics:
         t.run.log("metrics.jsonl", json.dumps({"epoch": -1, **metrics}))
         _echo("epoch 0 (before training): " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.endswith("top1")))
-    t.run.log("steps.csv", "step,epoch,lr,loss")
+    t.run.log("steps.csv", STEPS_HEADER)
 
 
 def _last_epoch_signals(state: TrainState) -> dict[str, Any]:

@@ -58,13 +58,14 @@ def test_imagefolder_tree_and_archive(tmp_path, archive):
     assert any((tmp_path / "cache").iterdir())
 
 
-def test_imagefolder_without_class_folders_has_no_labels(tmp_path):
+def test_imagefolder_without_class_folders_has_no_labels(tmp_path, capsys):
     g = torch.Generator().manual_seed(1)
     for i in range(4):
         img = torch.randint(0, 256, (3, 8, 8), generator=g, dtype=torch.uint8)
         Image.fromarray(img.permute(1, 2, 0).numpy()).save(tmp_path / f"{i}.png")
     data = load_data(DataConfig(dataset="imagefolder", data_dir=str(tmp_path), image_size=8, in_memory=False))
     assert len(data.train) == 4 and data.train.labels is None and data.bank is None and data.test is None
+    assert capsys.readouterr().err == ""  # loose images with no class folders beside them are no strays
     with pytest.raises(ConfigError, match="no labels"):
         Labelled(data.train)
 

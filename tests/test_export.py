@@ -160,6 +160,6 @@ def test_failed_export_leaves_earlier_export_intact(tmp_path, monkeypatch, capsy
 
     monkeypatch.setattr(timm.models, "save_for_hf", disk_full)
     code, err = _error(capsys, ["export", "--checkpoint", str(ckpt), "--output", str(out), "--force"])
-    assert code == 2 and "No space left" in err and len(err.splitlines()) == 1
+    assert code == 1 and "no space left" in err and len(err.splitlines()) == 1  # the machine's failure, not the input's
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "fake.pt"]  # no temp folder left

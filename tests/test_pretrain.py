@@ -100,7 +100,7 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, ti
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ssl_emp.models, "info_nce_per_sample", poisoned)
         code, out = _run(tmp_path, "nan", tiny_args, "--epochs", "3", "--set", "data.train_subset=128",
-                         "--set", "eval.eval_every=0")
+                         "--set", "eval.eval_every=0", "--set", "eval.knn_k=20")  # k < bank: no k notice
     assert code == 1
     err = capsys.readouterr().err.strip()
     assert "non-finite loss at epoch 2" in err and len(err.splitlines()) == 1

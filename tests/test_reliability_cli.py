@@ -26,6 +26,12 @@ from tests.reliability_helpers import one_line, pretrain
         (["--set", "data.in_memory=maybe"], "data.in_memory"),
         (["--set", "data.train_split=test"], "data.train_split"),
         (["--set", "eval.batch_size=0"], "eval.batch_size"),
+        (["--set", "optim.lr=1e300"], "optim.lr must be in (0, 100]"),
+        (["--set", "optim.lr=.inf"], "optim.lr must be in (0, 100]"),
+        (["--set", "model.backbone_kwargs.channels=[1,2]"], "model.backbone_kwargs.channels must be 4 positive"),
+        (["--set", "model.backbone_kwargs.channels=[8,16,32,0]"], "model.backbone_kwargs.channels must be 4 positive"),
+        (["--set", "model.backbone_kwargs.layers=[1,1]"], "model.backbone_kwargs.layers must be 4 positive"),
+        (["--set", "model.backbone_kwargs.depth=3"], "rejects model.backbone_kwargs"),
     ],
 )
 def test_values_that_escaped_validation_are_one_line_exit_2(tmp_path, tiny_args, capsys, extra, message):

@@ -1,5 +1,6 @@
 """Run folders: one writer per folder, a full disk and Ctrl-C leave the last checkpoint usable and
-say so in one line, temp files of killed writes are swept at the next start."""
+say so in one line, temp files of killed writes are swept at the next start, a user's files (and a
+finished run) are never deleted by a new start, a torn log line does not stop a resume."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import fcntl
 import io
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import ssl_emp.fileio
 import ssl_emp.models
@@ -21,6 +24,7 @@ from ssl_emp.checkpoint import load_checkpoint
 from ssl_emp.cli import main
 from ssl_emp.errors import RunFailed
 from ssl_emp.fileio import atomic_torch_save, atomic_write_text, sweep_temp_files
+from ssl_emp.rundir import LOCK_NAME, MARKER_NAME, MARKER_TEXT
 from tests.reliability_helpers import FAST, one_line, pretrain
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -96,7 +100,7 @@ def _fail_writes_to(monkeypatch, fragment: str, after: int = 0, limit: int = 100
 
 def test_full_disk_during_checkpoint_is_one_line_exit_1_and_keeps_the_last_one(tmp_path, tiny_args, capsys, monkeypatch):
     out = tmp_path / "run"
-    _fail_writes_to(monkeypatch, ".last.pt.tmp", after=1)  # epoch 0's checkpoint is written, epoch 1's is not
+    _fail_writes_to(monkeypatch, ".last.pt.ssl-emp-tmp", after=1)  # epoch 0's checkpoint is written, epoch 1's is not
     assert pretrain(out, tiny_args, *FAST[:-1], "2") == 1
     err = one_line(capsys)
     assert err == f"ssl-emp: error: cannot write {out / 'checkpoints' / 'last.pt'}: no space left on device"
@@ -122,7 +126,7 @@ def test_full_disk_while_writing_the_pruning_table_is_one_line_exit_1(tmp_path, 
     out = tmp_path / "run"
     assert pretrain(out, tiny_args, *FAST) == 1
     assert one_line(capsys) == f"ssl-emp: error: cannot write {out / 'pruning_table.csv'}: no space left on device"
-    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in out.iterdir() if ".ssl-emp-tmp" in p.name]
     assert load_checkpoint(out / "checkpoints" / "final.pt")["epoch"] == 0
 
 
@@ -130,7 +134,7 @@ def test_atomic_torch_save_reports_a_full_disk_that_torch_hides(tmp_path, monkey
     """torch.save turns the ENOSPC of a write into 'RuntimeError: unexpected pos ...'."""
     target = tmp_path / "x.pt"
     atomic_torch_save({"a": torch.arange(10)}, target)
-    _fail_writes_to(monkeypatch, ".x.pt.tmp", limit=1000)
+    _fail_writes_to(monkeypatch, ".x.pt.ssl-emp-tmp", limit=1000)
     with pytest.raises(RunFailed, match=r"x\.pt: no space left on device"):
         atomic_torch_save({"a": torch.zeros(100_000)}, target)
     with pytest.raises(RunFailed, match="no space left"):
@@ -192,23 +196,156 @@ def test_temp_files_of_a_killed_run_are_swept_at_the_next_start(tmp_path, tiny_a
     assert pretrain(out, tiny_args, *FAST[:-1], "2", "--set", "data.train_subset=64") == 0
     (out / "checkpoints" / "final.pt").unlink()
     (out / "summary.json").unlink()
-    stale = [out / "checkpoints" / ".last.pt.tmp4242", out / ".summary.json.tmp99", out / ".pruning_table.csv.ab1_x.tmp"]
-    for path in stale:
+    stale = [out / "checkpoints" / ".last.pt.ssl-emp-tmp4242", out / ".summary.json.ssl-emp-tmp99"]
+    users = [out / ".notes.tmp", out / ".notes.tmp123", out / ".summary.json.tmp99", out / "checkpoints" / ".a.tmp1"]
+    for path in stale + users:
         path.write_bytes(b"half a file")
     ckpt = load_checkpoint(out / "checkpoints" / "last.pt")
     ckpt["epoch"] = 0  # as if killed while writing epoch 1's checkpoint
     torch.save(ckpt, out / "checkpoints" / "last.pt")
     assert main(["pretrain", "--output-dir", str(out), "--resume", "--no-progress"]) == 0
     assert not any(p.exists() for p in stale)
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["final.pt", "last.pt"]
+    assert all(p.read_bytes() == b"half a file" for p in users)  # not named as this project names its temp files
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [".a.tmp1", "final.pt", "last.pt"]
 
 
 def test_sweep_in_a_shared_folder_keeps_live_writers_files(tmp_path):
-    live = tmp_path / f".a.pt.tmp{os.getpid()}"
-    dead = tmp_path / f".b.pt.tmp{2**22 + 1}"  # above Linux's largest pid: no such process
+    live = tmp_path / f".a.pt.ssl-emp-tmp{os.getpid()}"
+    dead = tmp_path / f".b.pt.ssl-emp-tmp{2**22 + 1}"  # above Linux's largest pid: no such process
     keep = tmp_path / "c.pt"
     for path in (live, dead, keep):
         path.write_bytes(b"x")
     assert sweep_temp_files(tmp_path, only_dead=True) == [dead]
     assert sorted(sweep_temp_files(tmp_path)) == [live]
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+# ----------------------------------------------------------------------------- whose folder it is
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` with its bytes, the lock file aside (each start rewrites its pid)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != LOCK_NAME}
+
+
+def test_a_users_folder_is_refused_in_one_line_and_left_as_it_was(tmp_path, tiny_args, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    for name in ("config.yaml", "metrics.jsonl", "steps.csv", "notes.txt", ".notes.tmp", ".notes.tmp123"):
+        (out / name).write_text(f"the user's {name}\n")
+    stale = out / f".config.yaml.ssl-emp-tmp{2**22 + 1}"  # this project's name for a temp file: swept
+    stale.write_text("half a config")
+    before = _files(out)
+    assert pretrain(out, tiny_args, *FAST) == 2
+    err = one_line(capsys)
+    assert f"{out} is not empty and is not an ssl-emp run folder" in err and "choose another --output-dir" in err
+    del before[stale.name]
+    assert _files(out) == before
+
+
+def test_a_finished_run_whose_checkpoints_were_removed_is_refused_not_wiped(tmp_path, tiny_args, capsys):
+    out = tmp_path / "run"
+    out.mkdir()  # an empty folder is fine to use
+    args = [*tiny_args, *FAST[:-1], "2", "--set", "data.train_subset=64"]
+    assert pretrain(out, args) == 0
+    assert (out / MARKER_NAME).read_text() == MARKER_TEXT
+    capsys.readouterr()
+    shutil.rmtree(out / "checkpoints")  # to free disk
+    before = _files(out)
+    assert pretrain(out, args) == 2
+    err = one_line(capsys)
+    assert "got past its first checkpoint (summary.json)" in err and "choose another --output-dir" in err
+    assert _files(out) == before
+    for name in ("summary.json", "pruning_table.csv"):  # its logs alone still tell a run past epoch 0
+        (out / name).unlink()
+    before = _files(out)
+    assert pretrain(out, args) == 2
+    assert "metrics.jsonl has epochs after the first checkpoint" in one_line(capsys)
+    assert _files(out) == before
+
+
+def test_a_users_file_in_an_unstarted_run_keeps_it_from_being_reset(tmp_path, tiny_args, capsys):
+    out = tmp_path / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        _interrupt_at_call(mp, 1)
+        assert pretrain(out, tiny_args, *FAST) == 130
+    capsys.readouterr()
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME, MARKER_NAME, "config.yaml", "metrics.jsonl", "steps.csv"]
+    (out / "notes.txt").write_text("mine")
+    before = _files(out)
+    assert pretrain(out, tiny_args, *FAST) == 2
+    assert "holds files no ssl-emp run wrote (notes.txt); choose another --output-dir" in one_line(capsys)
+    assert _files(out) == before
+
+
+def _tiny_benchmark(tmp_path: Path) -> Path:
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump({
+        "base": str(CONFIGS / "digits_simclr.yaml"),
+        "overrides": {"epochs": 1, "progress": False, "data": {"train_subset": 128, "image_size": 16},
+                      "model": {"backbone_kwargs": {"channels": [8, 16, 32, 64]}, "proj_hidden_dim": 64,
+                                "proj_out_dim": 32},
+                      "optim": {"batch_size": 64}, "eval": {"eval_every": 0}},
+        "grid": {"methods": ["full"], "rates": [0.5], "seeds": [0]},
+        "linear_probe": False,
+    }))
+    return path
+
+
+def test_benchmark_restarts_its_own_unstarted_run_but_never_empties_a_folder_it_did_not_write(tmp_path, capsys):
+    bench, out = _tiny_benchmark(tmp_path), tmp_path / "sweep"
+    command = ["benchmark", "--config", str(bench), "--output-dir", str(out)]
+    with pytest.MonkeyPatch.context() as mp:
+        _interrupt_at_call(mp, 1)  # killed before the run's first checkpoint
+        assert main(command) == 130
+    run_dir = out / "runs" / "full_s0"
+    (run_dir / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert main(command) == 2
+    assert f"{run_dir} holds files no ssl-emp run wrote (notes.txt)" in one_line(capsys)
+    assert (run_dir / "notes.txt").read_text() == "mine"
+    (run_dir / "notes.txt").unlink()
+    assert main(command) == 0  # only the run's own files: started again
+    assert [json.loads(ln)["epoch"] for ln in (run_dir / "metrics.jsonl").read_text().splitlines()] == [-1, 0]
+
+
+def test_config_yaml_is_written_atomically(tmp_path, tiny_args, capsys, monkeypatch):
+    out = tmp_path / "run"
+    _fail_writes_to(monkeypatch, ".config.yaml.ssl-emp-tmp")
+    assert pretrain(out, tiny_args, *FAST) == 1
+    assert one_line(capsys) == f"ssl-emp: error: cannot write {out / 'config.yaml'}: no space left on device"
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME, MARKER_NAME]  # no half config, no temp file
+
+
+# ----------------------------------------------------------------------------- torn log lines
+
+
+def test_resume_drops_a_torn_last_log_line_and_refuses_a_damaged_one(tmp_path, tiny_args, capsys):
+    out = tmp_path / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        _interrupt_at_call(mp, 3)  # in epoch 2, after epoch 1's checkpoint
+        assert pretrain(out, tiny_args, *FAST[:-1], "2", "--set", "log_every=1") == 130
+    capsys.readouterr()
+    metrics, steps = out / "metrics.jsonl", out / "steps.csv"
+    good_metrics, good_steps = metrics.read_bytes(), steps.read_bytes()
+    resume = ["pretrain", "--output-dir", str(out), "--resume", "--no-progress"]
+
+    lines = good_steps.split(b"\n")
+    lines[1] = b"1,0,what"  # not the last line: not torn by a crash, so not dropped silently
+    steps.write_bytes(b"\n".join(lines))
+    damaged = steps.read_bytes()
+    assert main(resume) == 2
+    assert f"{steps} line 2 is not a log line of ssl-emp ('1,0,what')" in one_line(capsys)
+    assert (metrics.read_bytes(), steps.read_bytes()) == (good_metrics, damaged)  # neither rewritten
+
+    metrics.write_bytes(good_metrics + b'{"epoch": 1, "loss": 0.1')  # killed mid-append: no newline
+    steps.write_bytes(good_steps + b"3,1,0.0\x00\xff\n")  # a last line that does not parse
+    assert main(resume) == 0
+    err = capsys.readouterr().err
+    assert f"{metrics}: dropped a torn last line" in err and f"{steps}: dropped a torn last line" in err
+    assert "Traceback" not in err
+    assert [json.loads(ln)["epoch"] for ln in metrics.read_text().splitlines()] == [-1, 0, 1]
+    rows = steps.read_text().splitlines()
+    assert rows[0] == "step,epoch,lr,loss"
+    assert [r.split(",")[:2] for r in rows[1:]] == [["1", "0"], ["2", "0"], ["3", "1"], ["4", "1"]]

@@ -10,25 +10,28 @@ from torch.utils.data import DataLoader
 from ssl_emp.augment import eval_transform
 from ssl_emp.checkpoint import load_checkpoint
 from ssl_emp.config import Config, config_from_dict, validate
-from ssl_emp.data import Labelled, load_data
+from ssl_emp.data import Labelled, check_classes, load_data
 from ssl_emp.errors import ConfigError
 from ssl_emp.eval.features import extract_features
-from ssl_emp.eval.knn import knn_accuracy
+from ssl_emp.eval.knn import bank_limited_k, knn_accuracy
 from ssl_emp.eval.linear import linear_probe
-from ssl_emp.models import build_backbone
+from ssl_emp.models import build_backbone, state_dict_mismatch
 
 
-def backbone_from_checkpoint(path: str) -> tuple[torch.nn.Module, Config]:
-    """The backbone of a pretraining checkpoint and the run's config."""
-    ckpt = load_checkpoint(path)
+def backbone_from_checkpoint(path: str, ckpt: dict[str, Any] | None = None) -> tuple[torch.nn.Module, Config]:
+    """The backbone of a pretraining checkpoint and the run's config (``ckpt``: the file, if read already)."""
+    ckpt = load_checkpoint(path) if ckpt is None else ckpt
     cfg = config_from_dict(ckpt["config"])
     backbone = build_backbone(cfg.model.backbone, cfg.model.cifar_stem, **cfg.model.backbone_kwargs)
-    state = {k.removeprefix("backbone."): v for k, v in ckpt["model"].items() if k.startswith("backbone.")}
-    try:
-        backbone.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ConfigError(f"checkpoint {path} does not match backbone '{cfg.model.backbone}' of its config: "
-                          f"{str(exc).splitlines()[0]}") from exc
+    if not isinstance(ckpt["model"], dict):
+        raise ConfigError(f"checkpoint {path} is not an ssl-emp checkpoint (its model entry is not a state dict)")
+    state = {k.removeprefix("backbone."): v for k, v in ckpt["model"].items()
+             if isinstance(k, str) and k.startswith("backbone.")}
+    problem = state_dict_mismatch(backbone, state)
+    if problem:
+        raise ConfigError(f"checkpoint {path} does not match backbone '{cfg.model.backbone}' of its config "
+                          f"(model.backbone_kwargs {cfg.model.backbone_kwargs}): {problem}")
+    backbone.load_state_dict(state)
     return backbone, cfg
 
 
@@ -41,7 +44,10 @@ def evaluate_checkpoint(path: str, protocol: str, dataset: str | None = None, da
     """
     from ssl_emp.runtime import resolve_device
 
-    backbone, cfg = backbone_from_checkpoint(path)
+    ckpt = load_checkpoint(path)
+    backbone, cfg = backbone_from_checkpoint(path, ckpt)
+    recorded = {key: ckpt[key] for key in ("classes",) if key in ckpt}  # all of ckpt need not stay in memory
+    del ckpt
     k = cfg.eval.knn_k if k is None else k
     temperature = cfg.eval.knn_temperature if temperature is None else temperature
     if dataset is not None:
@@ -52,6 +58,8 @@ def evaluate_checkpoint(path: str, protocol: str, dataset: str | None = None, da
     validate(cfg)
     dev = resolve_device(device)
     data = load_data(cfg.data)
+    if dataset is None:  # the run's own data set (perhaps moved: --data-dir), so the classes it was trained on
+        check_classes(recorded, data, path, "; pass --dataset to evaluate it on another data set")
     if data.bank is None or data.test is None:
         raise ConfigError(f"data set '{cfg.data.dataset}' has no labelled train and test splits to evaluate on")
     transform = eval_transform(cfg.augment, cfg.data.image_size).to(dev)
@@ -61,6 +69,7 @@ def evaluate_checkpoint(path: str, protocol: str, dataset: str | None = None, da
     ]
     (train_x, train_y), (test_x, test_y) = feats
     if protocol == "knn":
+        k = bank_limited_k(k, len(train_y))  # as the pretrain monitor does
         result = knn_accuracy(train_x, train_y, test_x, test_y, k=k, temperature=temperature)
         protocol_info: dict[str, Any] = {"k": k, "temperature": temperature, "features": "backbone, L2-normalised",
                                          "voting": "similarity-weighted exp(sim/T)", "index": "faiss IndexFlatIP"}

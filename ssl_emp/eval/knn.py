@@ -9,6 +9,8 @@ training features vote for their class with weight ``exp(sim / T)``.
 from __future__ import annotations
 
 import math
+import sys
+import weakref
 from collections.abc import Iterator
 
 import faiss
@@ -36,6 +38,31 @@ _GPU_MAX_K = 2048
 
 # exp(sim / T) with sim <= 1 overflows float64 once 1 / T exceeds ~709.
 _MIN_TEMPERATURE = 1.0 / 700.0
+
+
+# Banks already told that k was lowered: a run's monitor scores the same bank every few epochs,
+# and one line per run says it.
+_LOWERED_FOR: weakref.WeakSet = weakref.WeakSet()
+
+
+def bank_limited_k(k: int, bank_size: int, bank: object | None = None) -> int:
+    """``k``, lowered to ``bank_size`` when the bank is smaller, which one line on stderr says.
+
+    The monitor of ``ssl-emp pretrain`` and ``ssl-emp eval knn`` both go through here, so the same
+    checkpoint scores the same in both. With ``bank`` (the bank's data set) the line is printed
+    once per bank. :func:`knn_accuracy` itself still refuses a ``k`` above the bank size.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or bank_size < 1 or k <= bank_size:
+        return k  # a k that is no count, or an empty bank, is knn_accuracy's to refuse
+    try:
+        said = bank is not None and bank in _LOWERED_FOR
+        if bank is not None:
+            _LOWERED_FOR.add(bank)
+    except TypeError:  # a bank that cannot be weakly referenced or hashed: said every time
+        said = False
+    if not said:
+        print(f"ssl-emp: kNN k={k} is larger than the {bank_size}-image bank; using k={bank_size}", file=sys.stderr)
+    return bank_size
 
 
 def _faiss_has_gpu() -> bool:
