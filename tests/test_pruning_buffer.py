@@ -167,6 +167,7 @@ def test_bad_batch_raises_config_error(call, needle: str) -> None:
     assert_one_line_config_error(call, needle)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_update_accepts_cuda_tensors() -> None:
     pruner = make("infobatch", 0.0, n=50, epochs=3)
