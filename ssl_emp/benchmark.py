@@ -18,11 +18,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ssl_emp.benchmark_grid import DEDUP, SHORTER, Benchmark, RunSpec, expand_grid, load_benchmark
+
 # These names were defined here before the grid moved to benchmark_grid and callers still import
 # them from here; ``X as X`` marks the ones kept only for them (re-exports).
 from ssl_emp.benchmark_grid import GRID_KEYS as GRID_KEYS
 from ssl_emp.benchmark_grid import RATELESS as RATELESS
-from ssl_emp.benchmark_grid import SHORTER, Benchmark, RunSpec, expand_grid, load_benchmark
 from ssl_emp.benchmark_grid import TOP_KEYS as TOP_KEYS
 from ssl_emp.benchmark_grid import run_id as run_id
 from ssl_emp.config import Config, finalize, load_config
@@ -117,8 +118,11 @@ def make_row(run: RunSpec, summary: dict[str, Any], linear: dict[str, Any] | Non
     runs only; the selection diagnostics) are None then.
     """
     achieved = summary["achieved_rate"]
-    if run.method == SHORTER:  # its pruner saw E' epochs of full data; the budget is the grid's E
-        achieved = 1.0 - summary["images_seen"] / (summary["num_samples"] * run.budget_epochs)
+    # Their pruners saw full data, `shorter`'s for E' epochs, dedup's of the U unique images; the
+    # budget is the grid's E epochs of the (redundant) training set's N.
+    if run.method in (SHORTER, DEDUP):
+        n = run.budget_samples or summary["num_samples"]
+        achieved = 1.0 - summary["images_seen"] / (n * run.budget_epochs)
     return {
         "run_id": run.run_id, "method": run.method, "target_rate": run.target_rate,
         "achieved_rate": achieved, "seed": run.seed, "knn_top1": summary["knn_top1"],

@@ -11,6 +11,7 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +19,24 @@ import yaml
 
 # merge_values with update_dicts=True is exactly what `ssl-emp pretrain --set` applies: nested sections
 # and dict-valued keys (backbone_kwargs, pruning.params) are updated entry by entry, not replaced.
-from ssl_emp.config import Config, config_from_dict, finalize, merge_values
+from ssl_emp.config import Config, check_redundancy, config_from_dict, finalize, merge_values, redundant_size
 from ssl_emp.errors import ConfigError
 from ssl_emp.pruning import METHODS
 
 TOP_KEYS = ("base", "pretrain", "overrides", "grid", "linear_probe")
 GRID_KEYS = ("methods", "rates", "seeds", "method_params", "method_rates")
-RATELESS = ("full", "infobatch")  # full trains at r = 0; InfoBatch's rate follows from its own p, δ
+RATELESS = ("full", "infobatch", "scan")  # full trains at r = 0; InfoBatch's and SCAN's rates follow from their params
 # The equal-compute baseline (EMP_SSL.md "Equal compute"): not a pruning rule but a grid method, full
 # data for round((1 − r)·E) epochs with the whole schedule compressed into them. Its rates may lie
 # outside grid.rates (grid.method_rates.shorter), e.g. the achieved rate of InfoBatch.
 SHORTER = "shorter"
-GRID_METHODS = (*METHODS, SHORTER)
+# The redundancy probe's oracle (EMP_SSL.md "Redundancy probe"): full data on the U unique images of
+# the base config's redundant set (data.redundancy) for the grid's E epochs, which is the compute of
+# a pruned run at r* = 1 − U/N. Its rate is r*, never a grid rate; `rstar` in grid.rates (or
+# grid.method_rates) places the other methods at the same compute.
+DEDUP = "dedup"
+RSTAR = "rstar"
+GRID_METHODS = (*METHODS, SHORTER, DEDUP)
 
 
 @dataclass
@@ -44,6 +51,7 @@ class Benchmark:
     method_params: dict[str, dict[str, Any]]
     linear_probe: bool
     method_rates: dict[str, list[float]] = field(default_factory=dict)  # method -> its only rates
+    rstar: float | None = None  # r* of the base config's redundant set; None without one
 
 
 @dataclass
@@ -56,6 +64,7 @@ class RunSpec:
     seed: int
     config: Config
     budget_epochs: int  # the grid's E: achieved rates are 1 − visits / (N · E), also for `shorter`
+    budget_samples: int | None = None  # that N when the run trains on fewer (dedup: the redundant set's)
 
 
 def _read_yaml(path: Path, what: str) -> Any:
@@ -157,26 +166,64 @@ def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> Benc
     for m in methods:
         if m not in GRID_METHODS:
             raise ConfigError(f"unknown pruning method '{m}' in grid.methods (choose from {', '.join(GRID_METHODS)})")
-    needs_rates = any(m not in RATELESS for m in methods)
-    rates = (_unique_list(grid.get("rates"), "grid.rates", _is_num, "numbers") if needs_rates or "rates" in grid else [])
-    rates = [float(r) for r in rates]
+    rstar_rate = _rstar_of(base)
+    if DEDUP in methods and rstar_rate is None:
+        raise ConfigError(f"grid method '{DEDUP}' trains on the unique images of a redundant training set; "
+                          "set data.redundancy.unique (and dup_fraction, copies) in the base config")
+    if base.data.redundancy.dedup:
+        raise ConfigError(f"data.redundancy.dedup is set for every run; list the grid method '{DEDUP}' instead")
+    needs_rates = any(m not in (*RATELESS, DEDUP) for m in methods)
+    rates = _rates(grid.get("rates"), "grid.rates", rstar_rate) if needs_rates or "rates" in grid else []
     seeds = _unique_list(grid.get("seeds", [base.seed]), "grid.seeds", _is_int, "integers")
     method_params = _mapping(grid.get("method_params"), "grid.method_params")
     for m, params in method_params.items():
         if m not in methods:
             raise ConfigError(f"grid.method_params names '{m}', which is not in grid.methods")
-        if m == SHORTER:
-            raise ConfigError(f"grid.method_params names '{SHORTER}', which trains on full data and takes no pruning params")
+        if m in (SHORTER, DEDUP):
+            raise ConfigError(f"grid.method_params names '{m}', which trains on full data and takes no pruning params")
         _mapping(params, f"grid.method_params.{m}")
-    method_rates = _method_rates(_mapping(grid.get("method_rates"), "grid.method_rates"), methods, rates)
+    method_rates = _method_rates(_mapping(grid.get("method_rates"), "grid.method_rates"), methods, rates, rstar_rate)
     linear = bench_sets.get("linear_probe", doc.get("linear_probe", True))
     if not isinstance(linear, bool):
         raise ConfigError(f"benchmark key 'linear_probe' must be true or false, got {linear!r}")
     params = {m: dict(p or {}) for m, p in method_params.items()}
-    return Benchmark(path, base, methods, rates, seeds, params, linear, method_rates)
+    return Benchmark(path, base, methods, rates, seeds, params, linear, method_rates, rstar_rate)
 
 
-def _method_rates(value: dict[str, Any], methods: list[str], rates: list[float]) -> dict[str, list[float]]:
+def rstar(unique: int, n: int) -> float:
+    """r* = 1 − U/N as the shortest decimal in [1 − U/N, 1 − (U − 1)/N), the rates whose pruning
+    budget ⌈(1 − r)·N⌉ is exactly U (the pruner reads the decimal as typed): a fixed-K method at r*
+    trains U samples an epoch, dedup's count, and the run ids stay short (``random-dynamic_r0.6_s0``)."""
+    low, high = 1 - Fraction(unique, n), 1 - Fraction(unique - 1, n)
+    digits = 1
+    while (r := Fraction(math.ceil(low * 10**digits), 10**digits)) >= high:
+        digits += 1
+    return float(r)
+
+
+def _rstar_of(base: Config) -> float | None:
+    """r* of the base config's redundant training set, or None when it has none."""
+    r = base.data.redundancy
+    if r.unique is None:
+        return None
+    check_redundancy(base.data)  # before computing with the values
+    return rstar(r.unique, redundant_size(r.unique, r.dup_fraction, r.copies))
+
+
+def _rates(value: Any, key: str, rstar_rate: float | None) -> list[float]:
+    """A list of rates, each a number or ``rstar`` (replaced by r*)."""
+    listed = _unique_list(value, key, lambda r: _is_num(r) or r == RSTAR, f"numbers (or '{RSTAR}')")
+    if RSTAR in listed and rstar_rate is None:
+        raise ConfigError(f"benchmark key '{key}' has '{RSTAR}', the rate at dedup's compute; it needs a redundant "
+                          "training set: set data.redundancy.unique in the base config")
+    rates = [rstar_rate if r == RSTAR else float(r) for r in listed]
+    if len(set(rates)) != len(rates):
+        raise ConfigError(f"benchmark key '{key}' lists r* = {rstar_rate:g} twice ('{RSTAR}' and its value)")
+    return rates
+
+
+def _method_rates(value: dict[str, Any], methods: list[str], rates: list[float],
+                  rstar_rate: float | None) -> dict[str, list[float]]:
     """``grid.method_rates``: restrict a method to some of ``grid.rates`` (e.g. an ablation)."""
     out = {}
     for m, listed in value.items():
@@ -185,7 +232,9 @@ def _method_rates(value: dict[str, Any], methods: list[str], rates: list[float])
             raise ConfigError(f"grid.method_rates names '{m}', which is not in grid.methods")
         if m in RATELESS:
             raise ConfigError(f"grid.method_rates names '{m}', which takes no pruning rate")
-        chosen = [float(r) for r in _unique_list(listed, key, _is_num, "numbers")]
+        if m == DEDUP:
+            raise ConfigError(f"grid.method_rates names '{DEDUP}', whose rate is r* = {rstar_rate:g} (1 − U/N)")
+        chosen = _rates(listed, key, rstar_rate)
         for r in chosen:
             if m == SHORTER and not 0.0 < r < 1.0:
                 raise ConfigError(f"benchmark key '{key}' has rate {r:g}; a shorter run needs 0 < r < 1")
@@ -216,20 +265,23 @@ def compress_schedule(cfg: Config, epochs: int) -> None:
 def _cells(bench: Benchmark) -> list[tuple[str, float | None]]:
     cells: list[tuple[str, float | None]] = [(m, None) for m in bench.methods if m in RATELESS]
     cells += [(m, r) for r in bench.rates for m in bench.methods
-              if m not in RATELESS and r in bench.method_rates.get(m, bench.rates)]
+              if m not in (*RATELESS, DEDUP) and r in bench.method_rates.get(m, bench.rates)]
     extra = [r for r in bench.method_rates.get(SHORTER, []) if r not in bench.rates]
-    return cells + [(SHORTER, r) for r in extra if SHORTER in bench.methods]
+    cells += [(SHORTER, r) for r in extra if SHORTER in bench.methods]
+    return cells + ([(DEDUP, bench.rstar)] if DEDUP in bench.methods else [])
 
 
 def expand_grid(bench: Benchmark, output_dir: str | Path) -> list[RunSpec]:
     """All runs, seed-major so a partial sweep holds whole seeds: per seed the rate-less methods
     (full, infobatch), then each rate in the listed order with every method at that rate, then
-    `shorter` at its rates outside grid.rates.
+    `shorter` at its rates outside grid.rates, then `dedup` at r*.
 
     A method listed in ``grid.method_rates`` runs at those rates only. Every run's config is
     finalized here, before anything runs, which checks its pruning method, rate and params.
     """
     runs = []
+    r = bench.base.data.redundancy
+    redundant_n = None if r.unique is None else redundant_size(r.unique, r.dup_fraction, r.copies)
     for seed in bench.seeds:
         for method, rate in _cells(bench):
             rid = run_id(method, rate, seed)
@@ -239,6 +291,9 @@ def expand_grid(bench: Benchmark, output_dir: str | Path) -> list[RunSpec]:
                 assert rate is not None  # _cells gives `shorter` a rate
                 cfg.pruning.method, cfg.pruning.rate = "full", 0.0
                 compress_schedule(cfg, shorter_epochs(rate, bench.base.epochs))
+            elif method == DEDUP:  # the same E, the same clean bank: only the copies are gone
+                cfg.pruning.method, cfg.pruning.rate = "full", 0.0
+                cfg.data.redundancy.dedup = True
             else:
                 cfg.pruning.method = method
                 cfg.pruning.rate = 0.0 if rate is None else rate
@@ -249,5 +304,6 @@ def expand_grid(bench: Benchmark, output_dir: str | Path) -> list[RunSpec]:
                 finalize(cfg)  # checks pruning.method/rate/params: ssl_emp.pruning.validate_params
             except ConfigError as exc:
                 raise ConfigError(f"run {rid}: {exc}") from exc
-            runs.append(RunSpec(rid, method, 0.0 if method == "full" else rate, seed, cfg, bench.base.epochs))
+            runs.append(RunSpec(rid, method, 0.0 if method == "full" else rate, seed, cfg, bench.base.epochs,
+                                budget_samples=redundant_n if method == DEDUP else None))
     return runs

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,21 @@ import yaml
 from ssl_emp.errors import ConfigError
 from ssl_emp.fileio import atomic_write_text
 from ssl_emp.pruning.params import validate_params
+
+
+@dataclass
+class RedundancyConfig:
+    """Redundancy probe (EMP_SSL.md): train on ``unique`` images of the split, ⌊dup_fraction · unique⌋
+    of them present ``copies`` times in all; off while ``unique`` is None."""
+
+    unique: int | None = None  # U: images drawn (fixed, seed 0) from the training split
+    dup_fraction: float = 0.5  # d: the share of the U images that is duplicated
+    copies: int = 4  # c: occurrences of each duplicated image, the original included
+    # Extra copies as near-copies (one fixed mild crop + brightness/contrast each, data.py says why
+    # how mild) instead of exact ones: redundancy that no byte comparison finds.
+    near: bool = False
+    # The dedup oracle: train on the U unique images alone (the benchmark's grid method `dedup` sets it).
+    dedup: bool = False
 
 
 @dataclass
@@ -34,6 +50,7 @@ class DataConfig:
     # Junk probe: replace this fixed fraction of the training images by pixel-shuffled copies
     # (marked; the kNN bank stays clean) to see which way a score moves them (benchmarks/README.md).
     inject_noise: float = 0.0
+    redundancy: RedundancyConfig = field(default_factory=RedundancyConfig)
     in_memory: bool = True  # hold decoded uint8 images in RAM (small-image sets)
     cache_dir: str | None = None  # decoded-image cache; default ~/.cache/ssl-emp/decoded
     num_workers: int = 0
@@ -250,6 +267,39 @@ def _is_num(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def duplicated_count(unique: int, dup_fraction: float) -> int:
+    """⌊d · U⌋ of the decimal the user typed: 0.29 · 100 is 28.999… in floating point, 29 here."""
+    return math.floor(Fraction(repr(float(dup_fraction))) * unique)
+
+
+def redundant_size(unique: int, dup_fraction: float, copies: int) -> int:
+    """N = U(1 − d) + U·d·c of a redundant training set, with U·d rounded down (``duplicated_count``)."""
+    k = duplicated_count(unique, dup_fraction)
+    return unique - k + k * copies
+
+
+def check_redundancy(d: DataConfig) -> None:
+    """Refuse a redundancy design that cannot be built; the split's size is checked when it is loaded."""
+    r = d.redundancy
+    _require(isinstance(r.near, bool) and isinstance(r.dedup, bool),
+             "data.redundancy.near and data.redundancy.dedup must be true or false")
+    if r.unique is None:
+        _require(not r.dedup, "data.redundancy.dedup needs a redundant training set: set data.redundancy.unique")
+        return
+    _require(_is_int(r.unique) and r.unique > 0, f"data.redundancy.unique must be a positive integer, got {r.unique!r}")
+    _require(_is_num(r.dup_fraction) and 0 <= r.dup_fraction <= 1,
+             f"data.redundancy.dup_fraction must be in [0, 1], got {r.dup_fraction!r}")
+    _require(_is_int(r.copies) and r.copies >= 2, f"data.redundancy.copies must be an integer >= 2, got {r.copies!r}")
+    _require(duplicated_count(r.unique, r.dup_fraction) > 0,
+             f"data.redundancy.dup_fraction={r.dup_fraction} of unique={r.unique} duplicates no image "
+             "(⌊d·U⌋ = 0); raise either, or unset data.redundancy.unique")
+    _require(d.in_memory, "data.redundancy needs the training images held in memory (data.in_memory=true)")
+    _require(d.train_split == "train", "data.redundancy needs data.train_split=train: the kNN bank is its unique "
+             "labelled images")
+    # Junk among copies would be junk repeated or junk unlike its own copies: either confounds both probes.
+    _require(d.inject_noise == 0, "data.redundancy and data.inject_noise are two probes; use one at a time")
+
+
 def validate(cfg: Config) -> None:
     """Reject values that cannot work, naming the key and the value."""
     _require(cfg.algorithm in ALGORITHMS, f"unknown algorithm '{cfg.algorithm}' (choose from {', '.join(ALGORITHMS)})")
@@ -271,6 +321,7 @@ def validate(cfg: Config) -> None:
     _require(_is_num(d.val_fraction) and 0 <= d.val_fraction < 1, f"data.val_fraction must be in [0, 1), got {d.val_fraction!r}")
     _require(_is_num(d.inject_noise) and 0 <= d.inject_noise < 1, f"data.inject_noise must be in [0, 1), got {d.inject_noise!r}")
     _require(_is_int(d.num_workers) and d.num_workers >= 0, f"data.num_workers must be >= 0, got {d.num_workers!r}")
+    check_redundancy(d)
     a = cfg.augment
     _require(a.preset in PRESETS, f"unknown augment.preset '{a.preset}' (choose from {', '.join(PRESETS)})")
     if a.preset == "supervised":

@@ -36,6 +36,7 @@ from ssl_emp.report_stats import (
     pooled_counts,
     primary_metric,
     rate_label,
+    redundancy_design,
     same_rate,
     versus,
 )
@@ -234,6 +235,25 @@ def junk_table(cells: list[Cell], key: str, injected: float | None) -> str | Non
     return "\n".join(lines)
 
 
+def redundancy_table(cells: list[Cell], key: str, design: tuple[int, int] | None) -> str | None:
+    """Per (method, rate) the share of the kept set that repeats an image already kept and the
+    distinct unique images trained per epoch (each a mean over epochs, then mean ± std over seeds),
+    beside the data set's own repeat share (N − U) / N and the primary metric; None when no run
+    trained on a redundant set."""
+    if not any(c.stat("repeat_share") for c in cells):
+        return None
+    own = "—" if design is None else f"{100 * (design[1] - design[0]) / design[1]:.2f}"
+    of = "" if design is None else f" (of U = {design[0]})"
+    lines = [f"| method | target r | repeats in kept set (%) | repeats in data set (%) | distinct unique images "
+             f"per epoch{of} | {METRIC_LABELS[key]} (%) |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for c in cells:
+        share = c.stat("repeat_share")
+        if share:
+            lines.append(f"| {c.method} | {rate_label(c.target_rate)} | {_fmt(share, 100)} | {own} | "
+                         f"{_fmt(c.stat('distinct_unique'), 1, 1)} | {_fmt(c.stat(key), 100)} |")
+    return "\n".join(lines)
+
+
 def count_table(series: dict[str, list[int]]) -> str:
     """The numbers behind the count plot, one row per method (``pooled_counts`` at one rate)."""
     lines = ["| method | mean count | CV of count | never trained (%) | trained once (%) | max count |",
@@ -269,8 +289,9 @@ def _intro(rows: list[dict[str, Any]], plan: dict[str, Any] | None, key: str) ->
     return out
 
 
-def _diagnostics(cells: list[Cell], key: str, injected: float | None, folder: Path) -> list[str]:
-    """The sections that read each run's selection diagnostics: repeatability, junk, counts."""
+def _diagnostics(cells: list[Cell], key: str, injected: float | None, folder: Path,
+                 design: tuple[int, int] | None = None) -> list[str]:
+    """The sections that read each run's selection diagnostics: repeatability, junk, redundancy, counts."""
     out = []
     table = repeatability_table(cells)
     if table:
@@ -285,6 +306,16 @@ def _diagnostics(cells: list[Cell], key: str, injected: float | None, folder: Pa
                 f"mean over epochs. Random selection keeps the injected share{share}; a score that moves it away "
                 "carries information about the samples: below it the rule avoids junk, above it the rule seeks "
                 "junk out.", "", table, ""]
+    table = redundancy_table(cells, key, design)
+    if table:
+        sizes = "" if design is None else (f" Here U = {design[0]} unique images make N = {design[1]} training "
+                                           f"samples, so r* = 1 − U/N = {1 - design[0] / design[1]:.3g}.")
+        out += ["## Redundancy probe", "", "Per epoch, the share of the kept set that repeats an image already in "
+                "it ((kept − distinct) / kept) and the number of distinct unique images trained; means over epochs, "
+                "then mean ± std over seeds. Full data trains the data set's own repeat share (N − U) / N; `dedup`, "
+                "the oracle, trains every unique image once an epoch and no repeat. Random selection keeps repeats "
+                "by chance alone: a rule that sees redundancy keeps fewer repeats and more distinct images than "
+                f"{REFERENCE} at the same rate.{sizes}", "", table, ""]
     rate = count_plot_rate(cells)
     series = pooled_counts(cells, folder, rate) if rate is not None else {}
     if series:
@@ -306,6 +337,7 @@ def render_markdown(rows: list[dict[str, Any]], plan: dict[str, Any] | None = No
         return "\n".join(out) + "\n"
     label = METRIC_LABELS[key]
     injected = ((plan or {}).get("base") or {}).get("data", {}).get("inject_noise")
+    design = redundancy_design(((plan or {}).get("base") or {}).get("data"))
     out += ["## Can this protocol see?", "", protocol_check(cells, key), "",
             "## Results", "", results_table(cells, key), "",
             f"## Every method vs {REFERENCE} and {EQUAL_COMPUTE}", "", f"Per-seed difference of {label} (method − "
@@ -318,7 +350,7 @@ def render_markdown(rows: list[dict[str, Any]], plan: dict[str, Any] | None = No
             f"## EMP vs {REFERENCE}", "", emp_vs_random(cells, key=key), "",
             "## EMP vs each baseline", "", f"Paired per-seed difference of {label} (pp), mean ± std over the "
             "seeds both finished; positive: EMP is better.", "", emp_vs_baselines(cells, key=key), ""]
-    out += _diagnostics(cells, key, injected, folder or Path("."))
+    out += _diagnostics(cells, key, injected, folder or Path("."), design)
     if plots:
         out += ["## Plots", "", *(f"![{Path(p).stem}]({p})" for p in plots), ""]
     elif plots is None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ssl_emp.config import redundant_size
 from ssl_emp.pruning import METHODS
 from ssl_emp.results import run_counts
 
@@ -205,6 +206,15 @@ def dynamic_range(cells: list[Cell], key: str, ref: str = REFERENCE) -> tuple[fl
         return None
     rate, stat = max(refs, key=lambda t: t[0])
     return 100 * (full[0] - stat[0]), rate
+
+
+def redundancy_design(data: dict[str, Any] | None) -> tuple[int, int] | None:
+    """(U, N) of the redundant training set a benchmark's base ``data`` section (benchmark.json)
+    describes, or None when it has none (or was written before the redundancy probe existed)."""
+    r = (data or {}).get("redundancy") or {}
+    if r.get("unique") is None:
+        return None
+    return r["unique"], redundant_size(r["unique"], r["dup_fraction"], r["copies"])
 
 
 # ----------------------------------------------------------------------------- training counts

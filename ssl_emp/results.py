@@ -20,7 +20,8 @@ from ssl_emp.fileio import atomic_write_text
 # Per-run selection diagnostics copied from summary.json as they are (None when a run did not log
 # them, and absent from rows written before they existed: readers use ``row.get``).
 REPEATABILITY_KEYS = ("loss_repeatability", "align_repeatability", "entropy_repeatability")
-DIAGNOSTIC_KEYS = (*REPEATABILITY_KEYS, "junk_kept_fraction")
+REDUNDANCY_KEYS = ("repeat_share", "distinct_unique")  # the redundancy probe's, means over epochs
+DIAGNOSTIC_KEYS = (*REPEATABILITY_KEYS, "junk_kept_fraction", *REDUNDANCY_KEYS)
 COLUMNS = ("run_id", "method", "target_rate", "achieved_rate", "seed", "knn_top1", "linear_top1", "test_top1",
            "wall_time_s", "train_time_s", "optimizer_steps", "sample_visits", "epochs", "num_samples", "versions",
            "machine", *DIAGNOSTIC_KEYS)

@@ -23,7 +23,7 @@ from ssl_emp import distributed
 from ssl_emp.augment import eval_transform, view_augmentation
 from ssl_emp.checkpoint import load_checkpoint
 from ssl_emp.config import Config, config_from_dict, finalize, save_config
-from ssl_emp.data import DataSplits, Labelled, check_classes, load_data
+from ssl_emp.data import DataSplits, Labelled, check_classes, load_data, redundancy_diagnostics
 from ssl_emp.errors import ConfigError, TrainingDiverged
 from ssl_emp.eval import bank_limited_k, extract_features, knn_accuracy
 from ssl_emp.fileio import atomic_torch_save
@@ -37,8 +37,12 @@ from ssl_emp.runtime import build_optimizer, machine, memory_format, resolve_dev
 # pruned run (fewer steps per epoch) still walks its whole LR / momentum schedule over the steps
 # it actually takes.
 RESOLUTION = 1000
-# Per-epoch pruning diagnostics that the summary (and the benchmark's rows) carry.
-SUMMARY_DIAGNOSTICS = ("loss_repeatability", "align_repeatability", "entropy_repeatability", "junk_kept_fraction")
+# Per-epoch pruning diagnostics that the summary (and the benchmark's rows) carry: the signals'
+# repeatability as of the last epoch (it settles as the statistics fill in), the probes' shares of
+# the kept set averaged over epochs (the selection's behaviour over the whole run).
+LAST_EPOCH_DIAGNOSTICS = ("loss_repeatability", "align_repeatability", "entropy_repeatability")
+EPOCH_MEAN_DIAGNOSTICS = ("junk_kept_fraction", "repeat_share", "distinct_unique")
+SUMMARY_DIAGNOSTICS = (*LAST_EPOCH_DIAGNOSTICS, *EPOCH_MEAN_DIAGNOSTICS)
 
 
 def lr_factor(progress: int, cfg: Config) -> float:
@@ -231,6 +235,8 @@ def train_one_epoch(t: Trainer, epoch: int) -> dict[str, Any]:
     diagnostics = state.pruner.epoch_diagnostics()
     if t.data.junk is not None:  # the junk probe: which share of this epoch's kept set is junk
         diagnostics["junk_kept_fraction"] = float(t.data.junk[state.pruner.kept_indices()].double().mean())
+    if t.data.unique_of is not None:  # the redundancy probe: repeats of one image in this epoch's kept set
+        diagnostics.update(redundancy_diagnostics(t.data.unique_of, state.pruner.kept_indices()))
     return {
         "epoch": epoch, "loss": loss_sum.item() / max(steps, 1), "lr": state.optimizer.param_groups[0]["lr"],
         "images_per_s": seen * t.world / epoch_time, "epoch_time_s": epoch_time,
@@ -344,11 +350,13 @@ def start_run(t: Trainer) -> None:
 
 
 def _last_epoch_signals(state: TrainState) -> dict[str, Any]:
-    """Signal repeatability at the last epoch and the junk share over all epochs (when probed)."""
+    """Signal repeatability at the last epoch; the junk and redundancy figures averaged over all
+    epochs (None when the run did not probe)."""
     last = state.diagnostics[-1] if state.diagnostics else {}
-    out = {key: last.get(key) for key in SUMMARY_DIAGNOSTICS[:-1]}
-    junk = [d["junk_kept_fraction"] for d in state.diagnostics if "junk_kept_fraction" in d]
-    out["junk_kept_fraction"] = sum(junk) / len(junk) if junk else None
+    out = {key: last.get(key) for key in LAST_EPOCH_DIAGNOSTICS}
+    for key in EPOCH_MEAN_DIAGNOSTICS:
+        values = [d[key] for d in state.diagnostics if key in d]
+        out[key] = sum(values) / len(values) if values else None
     return out
 
 

@@ -60,7 +60,8 @@ def test_count_histogram_and_run_counts(tmp_path):
 
 def test_columns_carry_test_accuracy_and_the_selection_diagnostics():
     assert COLUMNS.index("test_top1") == COLUMNS.index("linear_top1") + 1
-    assert COLUMNS[-4:] == ("loss_repeatability", "align_repeatability", "entropy_repeatability", "junk_kept_fraction")
+    assert COLUMNS[-6:] == ("loss_repeatability", "align_repeatability", "entropy_repeatability", "junk_kept_fraction",
+                            "repeat_share", "distinct_unique")
     assert len(set(COLUMNS)) == len(COLUMNS)
 
 
