@@ -19,6 +19,25 @@ from torch import Tensor
 from ssl_emp.errors import ConfigError
 
 
+class PerSampleLoss(tuple):
+    """``(loss, align)``, each [B], with the two directions' per-sample losses as attributes.
+
+    ``loss_12`` is view 1 scored against view 2 (SimCLR: anchor z¹ᵢ, positive z²ᵢ; MoCo: query q¹ᵢ,
+    key k²ᵢ), ``loss_21`` the reverse, both detached; ``loss = ½(loss_12 + loss_21)``. SCAN (Guo &
+    Kankanhalli, arXiv 2411.09126) marks samples in each direction separately, so the models pass
+    both on as pruner signals. A pair that unpacks as before: callers reading ``loss, align``, and
+    code substituting these functions with ones that return a plain pair, keep working.
+    """
+
+    loss_12: Tensor
+    loss_21: Tensor
+
+    def __new__(cls, loss: Tensor, align: Tensor, loss_12: Tensor, loss_21: Tensor) -> PerSampleLoss:
+        self = super().__new__(cls, (loss, align))
+        self.loss_12, self.loss_21 = loss_12, loss_21
+        return self
+
+
 def _check_temperature(temperature: float) -> None:
     if not temperature > 0:
         raise ConfigError(f"temperature must be > 0, got {temperature}")
@@ -26,11 +45,12 @@ def _check_temperature(temperature: float) -> None:
 
 def info_nce_per_sample(
     z1: Tensor, z2: Tensor, temperature: float = 0.5, gather_distributed: bool = False
-) -> tuple[Tensor, Tensor]:
-    """NT-Xent per image: ``(loss, align)``, each of shape [B].
+) -> PerSampleLoss:
+    """NT-Xent per image: ``(loss, align)``, each of shape [B] (directions: ``.loss_12``, ``.loss_21``).
 
     ``loss_i = ½[ℓ(z¹ᵢ→z²ᵢ) + ℓ(z²ᵢ→z¹ᵢ)]`` over the 2B−1 in-batch candidates, so
-    ``loss.mean()`` equals lightly's ``NTXentLoss(temperature)(z1, z2)``.
+    ``loss.mean()`` equals lightly's ``NTXentLoss(temperature)(z1, z2)``; the two terms are
+    ``loss_12`` and ``loss_21`` (detached; the rows of the logits already computed, no extra work).
     ``align_i = ⟨z¹ᵢ, z²ᵢ⟩`` of the L2-normalised projections, in [−1, 1].
 
     With ``gather_distributed`` under torch.distributed (lightly's ``NTXentLoss(gather_distributed=True)``)
@@ -58,19 +78,20 @@ def info_nce_per_sample(
     logits[torch.arange(2 * batch_size, device=z1.device), self_col] = float("-inf")
     targets = torch.cat([own + total, own])  # the other view of the same image
     per_view = F.cross_entropy(logits, targets, reduction="none")
-    loss = 0.5 * (per_view[:batch_size] + per_view[batch_size:])
+    loss_12, loss_21 = per_view[:batch_size], per_view[batch_size:]
+    loss = 0.5 * (loss_12 + loss_21)
     align = (z1 * z2).sum(dim=1)
-    return loss, align.detach()
+    return PerSampleLoss(loss, align.detach(), loss_12.detach(), loss_21.detach())
 
 
 def moco_info_nce_per_sample(
     q1: Tensor, q2: Tensor, k1: Tensor, k2: Tensor, queue: Tensor, temperature: float = 0.2
-) -> tuple[Tensor, Tensor]:
-    """Symmetric MoCo InfoNCE per image: ``(loss, align)``, each of shape [B].
+) -> PerSampleLoss:
+    """Symmetric MoCo InfoNCE per image: ``(loss, align)``, each of shape [B] (directions: ``.loss_12``, ``.loss_21``).
 
     Query ``q¹ᵢ`` is scored against its positive key ``k²ᵢ`` (momentum encoder, other view) and the
-    queue of negatives ``[Q, D]``, and symmetrically ``q²ᵢ`` against ``k¹ᵢ``; the loss is the mean of
-    the two directions. ``align_i = ½(⟨q¹ᵢ, k²ᵢ⟩ + ⟨q²ᵢ, k¹ᵢ⟩)``.
+    queue of negatives ``[Q, D]`` (``loss_12``), and symmetrically ``q²ᵢ`` against ``k¹ᵢ`` (``loss_21``);
+    the loss is the mean of the two directions. ``align_i = ½(⟨q¹ᵢ, k²ᵢ⟩ + ⟨q²ᵢ, k¹ᵢ⟩)``.
     """
     _check_temperature(temperature)
     queue = F.normalize(queue.float(), dim=1)
@@ -84,7 +105,7 @@ def moco_info_nce_per_sample(
 
     loss_a, pos_a = one_direction(q1, k2)
     loss_b, pos_b = one_direction(q2, k1)
-    return 0.5 * (loss_a + loss_b), (0.5 * (pos_a + pos_b)).detach()
+    return PerSampleLoss(0.5 * (loss_a + loss_b), (0.5 * (pos_a + pos_b)).detach(), loss_a.detach(), loss_b.detach())
 
 
 def cross_entropy_per_sample(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:

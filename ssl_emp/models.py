@@ -8,8 +8,9 @@ its per-step extras), so that another objective plugs into the same loop:
 - ``objective``: ``"contrastive"`` or ``"supervised"``, the pruner's objective (which signals it scores);
 - ``forward(*views, labels=None) -> dict``: ``"loss"``, the per-sample loss [B] (float32, with
   grad), plus the detached per-sample pruner signals named as ``DynamicPruner.update``'s keywords
-  (``"align"`` for the contrastive models, ``"entropy"`` for ``Supervised``). Returning the per-sample
-  loss from ``forward`` lets a DDP wrapper's gradient hooks run through the ordinary call;
+  (``"align"`` and the two directions' losses ``"loss_12"``, ``"loss_21"`` for the contrastive models,
+  ``"entropy"`` for ``Supervised``). Returning the per-sample loss from ``forward`` lets a DDP
+  wrapper's gradient hooks run through the ordinary call;
 - ``on_train_step(progress)``: called before each step with the fraction of the run done.
 """
 
@@ -32,6 +33,16 @@ from torch.nn import functional as F
 from ssl_emp.config import ModelConfig
 from ssl_emp.errors import ConfigError
 from ssl_emp.losses import cross_entropy_per_sample, info_nce_per_sample, moco_info_nce_per_sample
+
+
+def _direction_signals(result: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
+    """The per-direction losses a contrastive loss function carried (``PerSampleLoss``), as signals.
+
+    A function returning a plain ``(loss, align)`` pair (a test's stand-in) gives none; the pruner
+    then reads the symmetrised loss for both directions.
+    """
+    directions = {name: getattr(result, name, None) for name in ("loss_12", "loss_21")}
+    return {} if any(v is None for v in directions.values()) else directions
 
 
 def build_backbone(name: str, cifar_stem: bool = False, **kwargs: object) -> nn.Module:
@@ -110,8 +121,9 @@ class SimCLR(nn.Module):
         # One pass over both views: batch-norm statistics span all 2B views, as in SimCLR.
         z = self.head(self.backbone(torch.cat([view1, view2])))
         z1, z2 = z.chunk(2)
-        loss, align = info_nce_per_sample(z1, z2, self.temperature, self.gather_distributed)
-        return {"loss": loss, "align": align}
+        result = info_nce_per_sample(z1, z2, self.temperature, self.gather_distributed)
+        loss, align = result
+        return {"loss": loss, "align": align, **_direction_signals(result)}
 
 
 class KeyQueue(nn.Module):
@@ -188,8 +200,9 @@ class MoCo(nn.Module):
             k2 = self.head_momentum(self.backbone_momentum(view2))
         # The bank returns its contents before this batch's keys are enqueued.
         queue = self.queue(torch.cat([k1, k2]).float(), update=self.training)
-        loss, align = moco_info_nce_per_sample(q1, q2, k1, k2, queue, self.temperature)
-        return {"loss": loss, "align": align}
+        result = moco_info_nce_per_sample(q1, q2, k1, k2, queue, self.temperature)
+        loss, align = result
+        return {"loss": loss, "align": align, **_direction_signals(result)}
 
 
 class Supervised(nn.Module):

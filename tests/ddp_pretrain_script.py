@@ -29,9 +29,9 @@ class RecordingPruner(DynamicPruner):
         records["kept"].append(self.kept_indices().clone())
         records["served"].append(torch.tensor(list(iter(self.sampler())), dtype=torch.long))
 
-    def update(self, idx, loss, align=None):
+    def update(self, idx, loss, align=None, **directions):
         records["steps"].append((len(records["kept"]) - 1, idx.clone(), loss.clone(), align.clone()))
-        return super().update(idx, loss, align)
+        return super().update(idx, loss, align, **directions)
 
 
 def gathered_losses() -> dict:

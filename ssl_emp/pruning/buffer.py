@@ -45,6 +45,9 @@ class BufferedStep:
     loss: Tensor
     align: Tensor | None
     entropy: Tensor | None
+    # SCAN's per-direction losses (view 1 -> 2, 2 -> 1), buffered only in the epochs that mark them.
+    loss_12: Tensor | None = None
+    loss_21: Tensor | None = None
 
 
 def detach_for_buffer(t: Tensor) -> Tensor:
@@ -82,6 +85,26 @@ def collect_on_host(steps: list[BufferedStep]) -> tuple[Tensor, dict[str, Tensor
             filled = [p if p is not None else torch.full_like(s.loss, float("nan")) for p, s in zip(parts, steps, strict=True)]
             signals[name] = _to_host(filled, torch.float64)
     return idx, signals, given, sizes
+
+
+def collect_directions(steps: list[BufferedStep], idx: Tensor) -> tuple[Tensor, Tensor]:
+    """The buffered (loss_12, loss_21) on the CPU as float64, checked finite (a ConfigError naming
+    the first bad index); every step must hold both (the pruner buffers them for all or none)."""
+    if not steps:
+        empty = torch.zeros(0, dtype=torch.float64)
+        return empty, empty.clone()
+    out = []
+    for name in ("loss_12", "loss_21"):
+        parts = [getattr(s, name) for s in steps]
+        if any(p is None for p in parts):
+            raise ConfigError(f"{name} was not buffered for every step of the epoch")
+        values = _to_host(parts, torch.float64)
+        ok = values.isfinite()
+        if not bool(ok.all()):
+            bad = int((~ok).nonzero()[0])
+            raise ConfigError(f"{name} must be finite, got {float(values[bad])} for index {int(idx[bad])}")
+        out.append(values)
+    return out[0], out[1]
 
 
 def validate_buffer(idx: Tensor, signals: dict[str, Tensor], given: dict[str, Tensor], num_samples: int) -> None:

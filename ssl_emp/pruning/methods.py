@@ -10,7 +10,9 @@ Baselines and EMP as defined in EMP_SSL.md, the method spec:
 - ``emp-easy``: the reverse-ranking ablation of ``emp``. Same score and unseen-first sweep, then
   the (1 − ε)·K LOWEST scores plus ε·K uniform from the rest: the most typical images first, the
   rule the "keep easy examples at high pruning rates" line argues for (Sorscher et al., NeurIPS
-  2022; SAS, Joshi & Mirzasoleiman, ICML 2023; CCS, Zheng et al., ICLR 2023).
+  2022; SAS, Joshi & Mirzasoleiman, ICML 2023; CCS, Zheng et al., ICLR 2023);
+- ``scan``: SCAN from Guo & Kankanhalli (arXiv 2411.09126), ``ssl_emp.pruning.scan``: its marks
+  are state the pruner keeps, the rule only leaves out a random share of the candidates.
 
 Every rule is a pure function of (table, epoch, seed, params): all randomness comes from the
 generator in the context, seeded from (seed, epoch), so every rank and every resumed run picks
@@ -19,20 +21,23 @@ the same set.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from fractions import Fraction
 
 import torch
 from torch import Tensor
 
+from ssl_emp.pruning.scan import ScanState, removal_count
 from ssl_emp.pruning.score import emp_score, memory_strength, supervised_score
+from ssl_emp.pruning.seeding import exact_fraction, make_generator
 from ssl_emp.pruning.state import SampleTable
 
 #: What the per-sample signals come from: SSL (loss, align) or classification (loss, entropy).
 OBJECTIVES: tuple[str, ...] = ("contrastive", "supervised")
+#: Methods whose achieved rate follows from their own parameters: ``pruning_rate`` is ignored
+#: (no budget K), and the table's loss is the latest observation (they read no EMA).
+OWN_RATE: tuple[str, ...] = ("infobatch", "scan")
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class SelectionContext:
     seed: int
     generator: torch.Generator  # seeded from (seed, epoch)
     objective: str = "contrastive"
+    scan: ScanState | None = None  # SCAN's warm-up, cycle and candidates (the pruner's, read-only here)
 
 
 @dataclass(frozen=True)
@@ -58,19 +64,6 @@ class Selection:
 
 
 Rule = Callable[[SelectionContext], Selection]
-
-
-def make_generator(seed: int, *keys: object) -> torch.Generator:
-    """A CPU generator seeded by hashing (seed, *keys): independent streams, no global RNG."""
-    digest = hashlib.blake2b(repr((int(seed), *keys)).encode(), digest_size=8).digest()
-    gen = torch.Generator(device="cpu")
-    gen.manual_seed(int.from_bytes(digest, "little") >> 1)
-    return gen
-
-
-def exact_fraction(value: float) -> Fraction:
-    """The decimal the user typed (0.7, not 0.69999…), so budgets round the intended way."""
-    return Fraction(repr(float(value)))
 
 
 def _sorted(idx: Tensor) -> Tensor:
@@ -172,6 +165,28 @@ def select_infobatch(ctx: SelectionContext) -> Selection:
     return Selection((~pruned).nonzero().flatten(), upweight=low & ~pruned)
 
 
+def select_scan(ctx: SelectionContext) -> Selection:
+    """SCAN (Guo & Kankanhalli, arXiv 2411.09126): all data in warm-up and probe epochs; cycle epoch
+    j leaves out a uniformly random ⌊ρ_j·|C|⌋ of the probe's candidates C (``ssl_emp.pruning.scan``).
+
+    The official code draws the left-out set with Python's global ``random.sample`` per epoch; here
+    it comes from the context's generator, seeded by (seed, epoch), the same on every rank.
+    """
+    n = ctx.table.num_samples
+    state = ctx.scan
+    if state is None:
+        raise ValueError("select_scan needs the pruner's SCAN state in the context")
+    phase, j = state.phase(ctx.epoch, int(ctx.params["scan_cycle"]))
+    if phase != "prune" or state.candidates_epoch != ctx.epoch - j:  # no probe of this cycle: keep all
+        return Selection(torch.arange(n))
+    candidates = state.candidates.nonzero().flatten()
+    drop = removal_count(j, int(ctx.params["scan_cycle"]), candidates.numel())
+    left_out = candidates[torch.randperm(candidates.numel(), generator=ctx.generator)[:drop]]
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[left_out] = False
+    return Selection(keep.nonzero().flatten())
+
+
 RULES: dict[str, Rule] = {
     "full": select_full,
     "random-static": select_random_static,
@@ -181,6 +196,7 @@ RULES: dict[str, Rule] = {
     "infobatch": select_infobatch,
     "emp": select_emp,
     "emp-easy": select_emp_easy,
+    "scan": select_scan,
 }
 
 METHODS: tuple[str, ...] = tuple(RULES)

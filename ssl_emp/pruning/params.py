@@ -3,7 +3,8 @@
 Used by ``DynamicPruner``, by config validation (``pruning.params``) and by the benchmark grid,
 so a parameter is defined, defaulted and range-checked in exactly one place. Defaults are those
 of EMP_SSL.md, the method spec (EMP: Xiao et al., arXiv 2408.16031; ε-greedy/UCB: Raju et al.,
-arXiv 2111.12621; InfoBatch: Qin et al., arXiv 2303.04947).
+arXiv 2111.12621; InfoBatch: Qin et al., arXiv 2303.04947; SCAN: Guo & Kankanhalli, arXiv 2411.09126,
+whose defaults are the official code's).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ssl_emp.errors import ConfigError
-from ssl_emp.pruning.methods import METHODS
+from ssl_emp.pruning.methods import METHODS, OWN_RATE
 
 MAX_PRUNING_RATE = 0.95
 
@@ -34,9 +35,10 @@ _UNIT = (lambda x: 0 < x <= 1, "in (0, 1]")
 _NONNEG = (lambda x: x >= 0, ">= 0")
 _EMP = ("emp", "emp-easy")
 # The table's EMAs and the memory diagnostics exist for every method, so their rates are accepted
-# everywhere; InfoBatch scores by the latest loss (alpha fixed to 1), so it takes no alpha.
+# everywhere; InfoBatch and SCAN read the latest loss (alpha fixed to 1), so they take no alpha.
+_HALF = (lambda x: 0 <= x <= 0.5, "in [0, 0.5]")
 PARAMS: dict[str, Param] = {
-    "alpha": Param(0.5, *_UNIT, tuple(m for m in METHODS if m != "infobatch"), "EMA rate of the loss"),
+    "alpha": Param(0.5, *_UNIT, tuple(m for m in METHODS if m not in OWN_RATE), "EMA rate of the loss"),
     "gamma": Param(0.5, *_UNIT, METHODS, "EMA rate of align / entropy"),
     "rho": Param(0.9, *_UNIT, METHODS, "forgetting rate of the memory term (contrastive EMP)"),
     "beta": Param(1.0, *_NONNEG, _EMP, "weight of the memory / entropy term"),
@@ -44,6 +46,12 @@ PARAMS: dict[str, Param] = {
     "ucb_c": Param(1.0, *_NONNEG, ("ucb",), "UCB: mean + c * std"),
     "infobatch_prune_prob": Param(0.5, lambda x: 0 <= x < 1, "in [0, 1)", ("infobatch",), "InfoBatch p"),
     "infobatch_delta": Param(0.875, lambda x: 0 <= x <= 1, "in [0, 1]", ("infobatch",), "InfoBatch δ"),
+    "scan_rho_max": Param(0.35, *_HALF, ("scan",), "SCAN: in-batch share marked ill-matched (highest loss)"),
+    "scan_rho_min": Param(0.35, *_HALF, ("scan",), "SCAN: in-batch share marked redundant (lowest loss)"),
+    "scan_cycle": Param(3, lambda x: x >= 1 and x == int(x), "an integer >= 1", ("scan",),
+                        "SCAN: T, pruning epochs per cycle (after one probe epoch)"),
+    "scan_tau": Param(0.3, lambda x: 0 <= x < 1, "in [0, 1)", ("scan",),
+                      "SCAN: warm-up ends when the epoch loss improves by less than this fraction"),
 }
 
 #: method -> the parameters it takes, in PARAMS order.

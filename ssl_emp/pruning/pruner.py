@@ -1,9 +1,10 @@
 """DynamicPruner: per-epoch sample selection for contrastive (and supervised) training.
 
 Implements EMP_SSL.md, the method spec: EMP (Xiao et al., "EMP: Enhance Memory in Data Pruning",
-arXiv 2408.16031), the dynamic pruning baselines of Raju et al. (arXiv 2111.12621) and InfoBatch
-(Qin et al., ICLR 2024, arXiv 2303.04947), with exact budgets, seeded selection, checkpointable
-state and identical state on every rank under torch.distributed.
+arXiv 2408.16031), the dynamic pruning baselines of Raju et al. (arXiv 2111.12621), InfoBatch
+(Qin et al., ICLR 2024, arXiv 2303.04947) and SCAN (Guo & Kankanhalli, arXiv 2411.09126;
+``ssl_emp.pruning.scan``), with exact budgets, seeded selection, checkpointable state and
+identical state on every rank under torch.distributed.
 
 ``update()`` never synchronises with the device: it buffers each step's tensors where they live
 and returns the loss weights computed on the training device. ``flush()`` validates the buffer,
@@ -32,18 +33,24 @@ from ssl_emp.fileio import atomic_write_text
 from ssl_emp.pruning.buffer import (
     BufferedStep,
     check_batch_metadata,
+    collect_directions,
     collect_on_host,
     detach_for_buffer,
     validate_buffer,
 )
 from ssl_emp.pruning.diagnostics import table_diagnostics
-from ssl_emp.pruning.methods import OBJECTIVES, RULES, SelectionContext, exact_fraction, make_generator
+from ssl_emp.pruning.methods import OBJECTIVES, OWN_RATE, RULES, SelectionContext, exact_fraction, make_generator
 from ssl_emp.pruning.params import validate_params
 from ssl_emp.pruning.sampler import PrunedSampler
+from ssl_emp.pruning.scan import PROBE, ScanState, mark_candidates
 from ssl_emp.pruning.score import memory_strength
 from ssl_emp.pruning.state import SIGNALS, SampleTable
 
-_STATE_VERSION = 2  # 2: entropy and raw-observation columns, objective in the config
+# 2: entropy and raw-observation columns, objective in the config. 3: a "scan" entry (SCAN's
+# warm-up, cycle and candidates). Only a scan pruner writes 3: every other method's state is
+# unchanged, so it stays 2 and older code still reads it.
+_STATE_VERSION = 2
+_SCAN_STATE_VERSION = 3
 
 
 def _integer(name: str, value: object, low: int | None = None, high: int | None = None) -> int:
@@ -85,11 +92,12 @@ class DynamicPruner:
         self.objective = objective
         self.epochs = _integer("epochs", epochs, low=1)
         self.seed = _integer("seed", seed)
-        # InfoBatch scores by the most recent loss: an EMA with rate 1.
-        self._alpha = 1.0 if method == "infobatch" else self.params["alpha"]
+        # InfoBatch scores by the most recent loss, SCAN's warm-up sums it: an EMA with rate 1.
+        self._alpha = 1.0 if method in OWN_RATE else self.params["alpha"]
         k = math.ceil((1 - exact_fraction(self.pruning_rate)) * self.num_samples)
-        self.budget: int | None = None if method == "infobatch" else k
+        self.budget: int | None = None if method in OWN_RATE else k  # their rate follows from their params
         self._table = SampleTable.empty(self.num_samples)
+        self._scan = ScanState.empty(self.num_samples) if method == "scan" else None
         self._epoch = -1
         self._kept: Tensor | None = None
         self._upweight: Tensor | None = None
@@ -132,6 +140,8 @@ class DynamicPruner:
         if epoch < self._epoch:
             raise ConfigError(f"epochs must not go backwards: got epoch {epoch} after {self._epoch}")
         self._settle("set_epoch")
+        if self._scan is not None:  # warm-up test on the epoch just finished, a new cycle's reset
+            self._scan.advance(self._table, self._epoch, epoch, self.params["scan_tau"], self._scan_cycle)
         ctx = SelectionContext(
             table=self._table,
             epoch=epoch,
@@ -141,6 +151,7 @@ class DynamicPruner:
             seed=self.seed,
             generator=make_generator(self.seed, epoch, "select"),
             objective=self.objective,
+            scan=self._scan,
         )
         selection = RULES[self.method](ctx)
         self._install(epoch, selection.kept, selection.upweight)
@@ -176,7 +187,7 @@ class DynamicPruner:
         return self._kept[torch.randperm(self._kept.numel(), generator=gen)]
 
     def epoch_size(self) -> int:
-        """Size of the current kept set (before any epoch: epoch 0's size, N for infobatch)."""
+        """Size of the current kept set (before any epoch: epoch 0's size, N for infobatch and scan)."""
         if self._kept is not None:
             return self._kept.numel()
         return self.budget if self.budget is not None else self.num_samples
@@ -186,8 +197,17 @@ class DynamicPruner:
         return PrunedSampler(self, rank=rank, world_size=world_size)
 
     # ------------------------------------------------------------------ per-step update
+    @property
+    def _scan_cycle(self) -> int:
+        return int(self.params["scan_cycle"])
+
+    def _scan_marks(self) -> bool:
+        """Whether this epoch is a SCAN probe epoch: its batches' per-direction losses are marked."""
+        return self._scan is not None and self._epoch >= 0 and self._scan.phase(self._epoch, self._scan_cycle)[0] == PROBE
+
     def update(
-        self, idx: Tensor, loss: Tensor, align: Tensor | None = None, entropy: Tensor | None = None
+        self, idx: Tensor, loss: Tensor, align: Tensor | None = None, entropy: Tensor | None = None, *,
+        loss_12: Tensor | None = None, loss_21: Tensor | None = None,
     ) -> Tensor:
         """Buffer a batch's per-sample statistics; returns loss weights shaped like ``loss``.
 
@@ -196,6 +216,10 @@ class DynamicPruner:
         InfoBatch's kept low-loss samples (1 / (1 − p)), computed on ``loss``'s device. Each
         sample updates the table at most once per epoch: later repeats in the same epoch
         (DistributedSampler padding) are ignored for the table and for visits.
+
+        ``loss_12`` / ``loss_21``: the two directions' per-sample losses (view 1 → 2, 2 → 1), which
+        only SCAN reads (other methods ignore them). Without them (a one-direction objective such
+        as the supervised one) SCAN reads ``loss`` for both directions.
         """
         if self._epoch < 0:
             raise ConfigError("no epoch selected yet: call set_epoch(epoch) before update()")
@@ -206,9 +230,20 @@ class DynamicPruner:
                 f"method {self.method!r} with objective {self.objective!r} needs the per-sample {need} tensor, "
                 f"got {need}=None"
             )
+        directions = None
+        if self._scan is not None:
+            if (loss_12 is None) != (loss_21 is None):
+                raise ConfigError("loss_12 and loss_21 go together: pass both directions' losses or neither, "
+                                  f"got {'loss_21' if loss_12 is None else 'loss_12'} alone")
+            given |= {"loss_12": loss_12, "loss_21": loss_21}
+            # Buffered only in probe epochs, the only ones that mark: no memory for them otherwise.
+            if self._scan_marks():
+                directions = (loss, loss) if loss_12 is None else (loss_12, loss_21)
         check_batch_metadata(idx, loss, given)
         optional = [None if t is None else detach_for_buffer(t) for t in (align, entropy)]
-        self._pending.append(BufferedStep(detach_for_buffer(idx), detach_for_buffer(loss), *optional))
+        kept_directions = (None, None) if directions is None else tuple(detach_for_buffer(t) for t in directions)
+        self._pending.append(
+            BufferedStep(detach_for_buffer(idx), detach_for_buffer(loss), *optional, *kept_directions))
         self._steps += 1
         return self._weights(idx, loss)
 
@@ -234,16 +269,33 @@ class DynamicPruner:
         so the table equals the one immediate per-step updates give. Under torch.distributed
         this is a collective: every rank calls it (the trainer, at the end of each epoch).
         """
-        _, world = world_info()
+        rank, world = world_info()
         if not self._pending and world == 1:
             return
         idx, signals, given, sizes = collect_on_host(self._pending)
         validate_buffer(idx, signals, given, self.num_samples)
+        marks = self._scan_marks()  # the same on every rank (same state): the same columns gathered
+        extra: list[Tensor] = []
+        if marks:  # SCAN's probe: the directions, and each row's step and rank (its batch)
+            extra = [*collect_directions(self._pending, idx),
+                     torch.repeat_interleave(torch.arange(sizes.numel()), sizes).to(torch.float64),
+                     torch.full((idx.numel(),), float(rank), dtype=torch.float64)]
         if world > 1:
-            rows = all_gather_epoch(sizes, torch.stack([idx.to(torch.float64), *signals.values()], dim=1))
+            rows = all_gather_epoch(sizes, torch.stack([idx.to(torch.float64), *signals.values(), *extra], dim=1))
             idx = rows[:, 0].to(torch.int64)
             signals = {name: rows[:, i + 1].contiguous() for i, name in enumerate(SIGNALS)}
+            extra = [rows[:, 1 + len(SIGNALS) + i].contiguous() for i in range(len(extra))]
         self._pending = []
+        if marks:
+            loss_12, loss_21, step, row_rank = extra
+            step = step.to(torch.int64)
+            # Rows come step-major then rank (the all-gather's order): one batch per (step, rank).
+            candidates = mark_candidates(
+                idx, loss_12, loss_21, step, step * world + row_rank.to(torch.int64), num_samples=self.num_samples,
+                rho_max=self.params["scan_rho_max"], rho_min=self.params["scan_rho_min"], seed=self.seed,
+                epoch=self._epoch)
+            assert self._scan is not None
+            self._scan.candidates[candidates] = True
         self._observe(idx, signals)
 
     def _settle(self, what: str, strict: bool = True) -> None:
@@ -308,12 +360,16 @@ class DynamicPruner:
         """LFL diagnostics and signal repeatability for the current epoch (after its updates)."""
         memory = self.memory()
         epoch_visits = self._visits_per_epoch[self._epoch] if self._epoch >= 0 else 0
-        return {
+        out = {
             "epoch": self._epoch,
             "keep_fraction": epoch_visits / self.num_samples,
             "cumulative_visits": self._visits,
             **table_diagnostics(self._table, self._kept, memory),
         }
+        if self._scan is not None:  # where SCAN is in its schedule, and how many candidates it holds
+            out["scan_warmup_end"] = self._scan.warmup_end
+            out["scan_candidates"] = int(self._scan.candidates.sum())
+        return out
 
     def export_table(self, path: str | os.PathLike[str], labels: Sequence[Any] | None = None) -> None:
         """Write the table as CSV (index,count,loss,align,entropy,memory,last_epoch[,label]) atomically."""
@@ -353,8 +409,9 @@ class DynamicPruner:
         """Plain tensors/ints/floats/strs (loads with ``torch.load(weights_only=True)``)."""
         self._settle("state_dict")
         empty_long = torch.zeros(0, dtype=torch.int64)
+        scan = {} if self._scan is None else {"scan": self._scan.state_dict()}
         return {
-            "version": _STATE_VERSION,
+            "version": _STATE_VERSION if self._scan is None else _SCAN_STATE_VERSION,
             "config": self._config(),
             "table": self._table.state_dict(),
             "epoch": self._epoch,
@@ -365,23 +422,30 @@ class DynamicPruner:
             "sample_visits": self._visits,
             "optimizer_steps": self._steps,
             "visits_per_epoch": list(self._visits_per_epoch),
+            **scan,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a ``state_dict`` saved by a pruner with the same configuration (version 1 or 2).
+        """Restore a ``state_dict`` saved by a pruner with the same configuration (version 1, 2 or 3).
 
         Anything buffered by ``update()`` and not yet flushed is discarded.
         """
         version = state.get("version") if isinstance(state, dict) else None
-        if version not in (1, _STATE_VERSION):
+        if version not in (1, _STATE_VERSION, _SCAN_STATE_VERSION):
             got = version if isinstance(state, dict) else type(state).__name__
-            raise ConfigError(f"not a DynamicPruner state_dict of version 1 or {_STATE_VERSION}: got {got!r}")
+            raise ConfigError(f"not a DynamicPruner state_dict of version 1, {_STATE_VERSION} or "
+                              f"{_SCAN_STATE_VERSION}: got {got!r}")
         # Version 1 predates the supervised objective: its runs were contrastive.
         saved = {"objective": "contrastive", **state["config"]}
         for key, value in self._config().items():
             if saved.get(key) != value:
                 raise ConfigError(f"state_dict was saved with {key}={saved.get(key)!r}, this pruner has {value!r}")
+        if self._scan is not None:  # before anything changes: a state without it leaves the pruner as it was
+            scan = ScanState.empty(self.num_samples)
+            scan.load_state_dict(state.get("scan"))
         self._table.load_state_dict(state["table"], version)
+        if self._scan is not None:
+            self._scan = scan
         self._pending = []
         self._epoch_seen = state["epoch_seen"].to(torch.bool).clone()
         self._visits = int(state["sample_visits"])

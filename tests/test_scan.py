@@ -1,0 +1,498 @@
+"""SCAN (Guo & Kankanhalli, arXiv 2411.09126; EMP_SSL.md "SCAN") in the pruning engine: the
+per-direction losses, the warm-up trigger, the candidate marks and their top-ups against a direct
+computation, the removal fractions, the achieved rate, exact resume (pruner and CLI), two gloo ranks
+and no host sync in update()."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+import ssl_emp.models
+from ssl_emp.benchmark_grid import RATELESS
+from ssl_emp.checkpoint import load_checkpoint
+from ssl_emp.cli import main
+from ssl_emp.config import ModelConfig
+from ssl_emp.losses import info_nce_per_sample, moco_info_nce_per_sample
+from ssl_emp.models import build_model
+from ssl_emp.pruning import METHOD_PARAMS, METHODS, DynamicPruner
+from ssl_emp.pruning.scan import removal_count, removal_fraction, scan_phase
+from tests.pruning_helpers import assert_one_line_config_error, fake_stats, make
+from tests.scan_reference import direction_stats, reference_candidates
+from tests.sync_calls import sync_calls
+
+ROOT = Path(__file__).resolve().parent.parent
+N = 300
+
+
+def scan(n: int = N, epochs: int = 10, **kw) -> DynamicPruner:
+    return DynamicPruner(num_samples=n, method="scan", epochs=epochs, **{"seed": 5, **kw})
+
+
+def run_scan_epoch(pruner: DynamicPruner, epoch: int, scale: float = 1.0, batch: int = 32,
+                   directions: bool = True) -> list[tuple[list[int], list[float], list[float]]]:
+    """One epoch of two-direction losses through the public API; returns its batches."""
+    pruner.set_epoch(epoch)
+    batches = []
+    for chunk in pruner.sampler().indices().split(batch):
+        l12, l21 = direction_stats(chunk, epoch, scale)
+        loss = 0.5 * (l12 + l21)
+        if directions:
+            pruner.update(chunk, loss=loss, align=torch.zeros_like(loss), loss_12=l12, loss_21=l21)
+            batches.append((chunk.tolist(), l12.tolist(), l21.tolist()))
+        else:
+            pruner.update(chunk, loss=loss, align=torch.zeros_like(loss))
+            batches.append((chunk.tolist(), loss.tolist(), loss.tolist()))
+    pruner.flush()
+    return batches
+
+
+def mask_of(indices: set[int] | list[int], n: int = N) -> torch.Tensor:
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[list(indices)] = True
+    return mask
+
+
+# Epoch loss sums 100 %, 50 % (improves 50 % ≥ τ), 36 % (improves 28 % < τ = 0.3 on the previous
+# epoch, though 64 % on the first): the warm-up ends after epoch 2, so w = 3.
+SCALES = [1.0, 0.5, 0.36] + [0.35 - 0.01 * e for e in range(20)]
+
+
+# --------------------------------------------------------------------------- per-direction losses
+def test_simclr_directions_match_a_direct_computation_and_average_to_the_loss():
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
+    result = info_nce_per_sample(z1, z2, 0.5)
+    loss, align = result
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    sim = z @ z.T / 0.5
+
+    def ell(a: int, b: int) -> torch.Tensor:  # -log softmax of the positive b among all but a
+        return torch.logsumexp(torch.cat([sim[a, :a], sim[a, a + 1:]]), 0) - sim[a, b]
+
+    torch.testing.assert_close(result.loss_12, torch.stack([ell(i, i + 6) for i in range(6)]))
+    torch.testing.assert_close(result.loss_21, torch.stack([ell(i + 6, i) for i in range(6)]))
+    assert torch.equal(0.5 * (result.loss_12 + result.loss_21), loss.detach())  # exactly the symmetrised loss
+    assert (result.loss_12 + result.loss_21).mean() / 2 == loss.mean()
+    assert not result.loss_12.requires_grad and not result.loss_21.requires_grad
+    assert len(result) == 2 and align.shape == (6,)  # still unpacks as (loss, align)
+
+
+def test_moco_directions_match_cross_entropy_per_direction():
+    g = torch.Generator().manual_seed(1)
+    q1, q2, k1, k2 = (torch.randn(5, 8, generator=g) for _ in range(4))
+    queue = F.normalize(torch.randn(12, 8, generator=g), dim=1)
+    result = moco_info_nce_per_sample(q1, q2, k1, k2, queue, 0.2)
+
+    def ce(q, k):
+        q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
+        logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.T], dim=1) / 0.2
+        return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long), reduction="none")
+
+    torch.testing.assert_close(result.loss_12, ce(q1, k2))
+    torch.testing.assert_close(result.loss_21, ce(q2, k1))
+    assert torch.equal(0.5 * (result.loss_12 + result.loss_21), result[0])
+
+
+@pytest.mark.parametrize("algorithm", ["simclr", "moco"])
+def test_contrastive_models_return_both_directions_as_signals(algorithm):
+    cfg = ModelConfig(backbone_kwargs={"layers": [1, 1, 1, 1], "channels": [4, 8, 8, 8]}, proj_hidden_dim=16,
+                      proj_out_dim=8, queue_size=32, channels_last=False)
+    model = build_model(algorithm, cfg)
+    views = torch.randn(2, 4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    out = model(views[0], views[1])
+    assert set(out) == {"loss", "align", "loss_12", "loss_21"}
+    assert out["loss_12"].shape == out["loss_21"].shape == (4,) and not out["loss_12"].requires_grad
+    torch.testing.assert_close(0.5 * (out["loss_12"] + out["loss_21"]), out["loss"].detach(), rtol=0, atol=0)
+    supervised = build_model("supervised", cfg, num_classes=3)(views[0], labels=torch.tensor([0, 1, 2, 0]))
+    assert set(supervised) == {"loss", "entropy"}  # one direction: SCAN reads its loss for both
+
+
+# --------------------------------------------------------------------------- params and API
+def test_scan_params_defaults_and_rate_follow_infobatch():
+    assert "scan" in METHODS and "scan" in RATELESS
+    assert METHOD_PARAMS["scan"] == ("gamma", "rho", "scan_rho_max", "scan_rho_min", "scan_cycle", "scan_tau")
+    pruner = scan()
+    assert {k: pruner.params[k] for k in METHOD_PARAMS["scan"][2:]} == {
+        "scan_rho_max": 0.35, "scan_rho_min": 0.35, "scan_cycle": 3, "scan_tau": 0.3}
+    assert pruner.budget is None and pruner.epoch_size() == N
+    # pruning_rate is ignored, as for infobatch: the same run at any rate.
+    runs = []
+    for rate in (0.0, 0.7):
+        p = scan(pruning_rate=rate, epochs=8)
+        for epoch in range(8):
+            run_scan_epoch(p, epoch, SCALES[epoch])
+        runs.append([p.kept_indices(e) for e in range(8)])
+    assert all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
+
+
+@pytest.mark.parametrize(("kw", "needle"), [
+    ({"scan_rho_max": 0.6}, "scan_rho_max must be in [0, 0.5]"),
+    ({"scan_rho_min": -0.1}, "scan_rho_min must be in [0, 0.5]"),
+    ({"scan_cycle": 0}, "scan_cycle must be an integer >= 1"),
+    ({"scan_cycle": 2.5}, "scan_cycle must be an integer >= 1"),
+    ({"scan_tau": 1.0}, "scan_tau must be in [0, 1)"),
+    ({"alpha": 0.5}, "alpha"),  # SCAN reads fresh losses: no EMA rate
+    ({"scan_tau": True}, "scan_tau must be a finite number"),
+])
+def test_bad_scan_params_are_one_line_config_errors(kw, needle):
+    assert_one_line_config_error(lambda: scan(**kw), needle)
+
+
+def test_other_methods_ignore_the_direction_signals_and_scan_wants_both_or_neither():
+    emp = make("emp", 0.5, n=20, epochs=2)
+    emp.set_epoch(0)
+    kept = emp.kept_indices()
+    loss, align = fake_stats(kept, 0)
+    emp.update(kept, loss=loss, align=align, loss_12=torch.zeros(3), loss_21=torch.zeros(3))  # not even checked
+    assert emp._pending[-1].loss_12 is None and emp._pending[-1].loss_21 is None  # and not buffered
+    emp.flush()
+    pruner = scan(n=20, epochs=2)
+    pruner.set_epoch(0)
+    idx = torch.arange(20)
+    assert_one_line_config_error(lambda: pruner.update(idx, loss=torch.ones(20), loss_12=torch.ones(20)), "loss_21")
+    assert_one_line_config_error(lambda: pruner.update(idx, loss=torch.ones(20), loss_12=torch.ones(20),
+                                                       loss_21=torch.ones(3)), "(3,)")
+
+
+def test_direction_losses_are_buffered_only_in_probe_epochs():
+    pruner = scan()
+    for epoch in range(3):  # warm-up: nothing to mark, nothing kept of the directions
+        pruner.set_epoch(epoch)
+        chunk = pruner.sampler().indices()[:32]
+        l12, l21 = direction_stats(chunk, epoch, SCALES[epoch])
+        pruner.update(chunk, loss=0.5 * (l12 + l21), loss_12=l12, loss_21=l21)
+        assert pruner._pending[-1].loss_12 is None
+        pruner.flush()
+        run_scan_epoch(pruner, epoch, SCALES[epoch])  # the same epoch again: the rest of its stream
+    pruner.set_epoch(3)  # the probe
+    chunk = pruner.sampler().indices()[:32]
+    l12, l21 = direction_stats(chunk, 3)
+    pruner.update(chunk, loss=0.5 * (l12 + l21), loss_12=l12, loss_21=l21)
+    assert torch.equal(pruner._pending[-1].loss_12, l12) and torch.equal(pruner._pending[-1].loss_21, l21)
+
+
+def test_non_finite_direction_loss_is_reported_at_flush():
+    pruner = scan(epochs=6)
+    for epoch in range(3):
+        run_scan_epoch(pruner, epoch, SCALES[epoch])
+    pruner.set_epoch(3)  # the probe
+    idx = torch.arange(N)
+    l12 = torch.ones(N)
+    l12[7] = float("inf")
+    pruner.update(idx, loss=torch.ones(N), loss_12=l12, loss_21=torch.ones(N))
+    assert_one_line_config_error(pruner.flush, "loss_12 must be finite, got inf for index 7")
+
+
+# --------------------------------------------------------------------------- schedule
+def test_warm_up_ends_when_the_epoch_loss_improves_by_less_than_tau():
+    pruner = scan(epochs=12)
+    sizes = []
+    for epoch in range(12):
+        run_scan_epoch(pruner, epoch, SCALES[epoch])
+        sizes.append(pruner.epoch_size())
+        # Epoch 2's loss is tested when epoch 3 is selected (the whole epoch is in by then).
+        assert pruner.epoch_diagnostics()["scan_warmup_end"] == (-1 if epoch < 3 else 3)
+    # Warm-up 0-2 and probes 3, 7, 11 train all data; 4-6 and 8-10 leave candidates out.
+    assert [s == N for s in sizes] == [True] * 4 + [False] * 3 + [True] + [False] * 3 + [True]
+    # The trigger compares with the previous epoch: against the first (64 % better) it would wait.
+    sums = [float((0.5 * sum(direction_stats(torch.arange(N), e, SCALES[e]))).sum()) for e in range(3)]
+    assert (sums[1] - sums[2]) / sums[1] < 0.3 < (sums[0] - sums[2]) / sums[0]
+    assert pruner._scan.prev_loss == pytest.approx(sums[1])
+
+
+@pytest.mark.parametrize("tau", [0.0, 0.5])
+def test_warm_up_trigger_follows_tau(tau: float):
+    pruner = scan(epochs=5, scan_tau=tau)
+    for epoch in range(5):
+        run_scan_epoch(pruner, epoch, SCALES[epoch])
+    # τ = 0.5: epoch 1 improves by exactly 50 %, not < τ; epoch 2 by 28 %: w = 3. τ = 0: never
+    # (the loss always falls).
+    assert pruner._scan.warmup_end == (3 if tau == 0.5 else -1)
+
+
+@pytest.mark.parametrize("cycle", [1, 2, 3, 4])
+def test_phases_and_removal_fractions(cycle: int):
+    expected = {1: [1.0], 2: [0.5, 1.0], 3: [0.25, 0.75, 1.0],
+                4: [0.5 * (1 - math.sqrt(0.5)), 0.5, 0.5 * (1 + math.sqrt(0.5)), 1.0]}[cycle]
+    assert [removal_fraction(j, cycle) for j in range(1, cycle + 1)] == pytest.approx(expected)
+    phases = [scan_phase(e, 3, cycle) for e in range(3 + 2 * (cycle + 1))]
+    assert phases[:3] == [("warmup", 0)] * 3
+    assert phases[3:] == 2 * ([("probe", 0)] + [("prune", j) for j in range(1, cycle + 1)])
+    assert [removal_count(j, 3, 4) for j in (1, 2, 3)] == [1, 3, 4]  # ⌊0.25·4⌋, ⌊0.75·4⌋, 4
+
+
+def test_pruning_epochs_leave_out_a_random_rho_j_share_of_the_candidates():
+    pruner = scan(epochs=11)
+    left_out = []
+    for epoch in range(11):
+        run_scan_epoch(pruner, epoch, SCALES[epoch])
+        if epoch == 3:  # the probe: its candidates serve epochs 4-6
+            candidates = pruner._scan.candidates.clone()
+        if epoch in (4, 5, 6):
+            kept = mask_of(pruner.kept_indices().tolist())
+            assert bool((kept | candidates).all())  # only candidates are left out
+            gone = candidates & ~kept
+            assert int(gone.sum()) == math.floor([0.25, 0.75, 1.0][epoch - 4] * int(candidates.sum()))
+            left_out.append(gone)
+    assert 0 < int(left_out[0].sum()) < int(left_out[1].sum()) < int(candidates.sum())
+    assert bool((left_out[0] & ~left_out[1]).any())  # independent draws, not nested prefixes of one order
+    again = scan(epochs=11)  # seeded: the same sets
+    for epoch in range(5):
+        run_scan_epoch(again, epoch, SCALES[epoch])
+    assert torch.equal(again.kept_indices(4), pruner.kept_indices(4))
+    other = scan(epochs=11, seed=6)
+    for epoch in range(5):
+        run_scan_epoch(other, epoch, SCALES[epoch])
+    assert not torch.equal(other.kept_indices(4), pruner.kept_indices(4))
+
+
+# --------------------------------------------------------------------------- marks
+@pytest.mark.parametrize(("rho_max", "rho_min", "batch"), [(0.35, 0.35, 32), (0.5, 0.1, 25), (0.0, 0.3, 40),
+                                                          (0.03, 0.35, 20)])
+def test_candidates_equal_a_direct_set_computation(rho_max: float, rho_min: float, batch: int):
+    # ρ_max = 0.03 with B = 20: ⌊0.6⌋ = 0 marks nothing (the official code would mark the batch).
+    pruner = scan(epochs=8, scan_rho_max=rho_max, scan_rho_min=rho_min)
+    for epoch in range(3):
+        run_scan_epoch(pruner, epoch, SCALES[epoch], batch=batch)
+    batches = run_scan_epoch(pruner, 3, SCALES[3], batch=batch)  # the probe
+    expected, top_ups = reference_candidates([[b] for b in batches], num_samples=N, rho_max=rho_max,
+                                             rho_min=rho_min, seed=5, epoch=3)
+    assert torch.equal(pruner._scan.candidates, mask_of(expected))
+    assert 0 < top_ups < 2 * len(batches)  # some steps topped up, some not: both paths checked
+    assert pruner.epoch_diagnostics()["scan_candidates"] == len(expected)
+
+
+def test_top_up_fills_to_the_first_directions_count_from_the_union():
+    # One batch of 20: ill marks ⌊0.35·20⌋ = 7 per direction. Direction 1 marks 13-19; direction 2
+    # reverses the losses of 8-19 and marks 8-14. They agree on 13 and 14 only (2 < 0.9·7), so 5
+    # members of the rest of the union (8-12, 15-19) top the set up to 7.
+    pruner = scan(n=20, epochs=6, scan_rho_min=0.0)
+    for epoch in range(3):
+        pruner.set_epoch(epoch)
+        pruner.update(torch.arange(20), loss=torch.full((20,), SCALES[epoch]))
+    pruner.set_epoch(3)
+    l12 = torch.arange(20, dtype=torch.float32)  # ill in direction 1: 13-19
+    l21 = l12.clone()
+    l21[8:20] = l12[8:20].flip(0)
+    pruner.update(torch.arange(20), loss=0.5 * (l12 + l21), loss_12=l12, loss_21=l21)
+    pruner.flush()
+    chosen = set(pruner._scan.candidates.nonzero().flatten().tolist())
+    assert len(chosen) == 7 and {13, 14} <= chosen and chosen <= set(range(8, 20))
+    expected, top_ups = reference_candidates([[(list(range(20)), l12.tolist(), l21.tolist())]], num_samples=20,
+                                             rho_max=0.35, rho_min=0.0, seed=5, epoch=3)
+    assert chosen == expected and top_ups == 1
+
+
+def test_one_direction_objective_marks_the_in_batch_extremes_of_its_loss():
+    # Supervised (or any model without loss_12 / loss_21): the loss stands for both directions.
+    pruner = scan(epochs=6, objective="supervised")
+    for epoch in range(3):
+        run_scan_epoch(pruner, epoch, SCALES[epoch], directions=False)
+    batches = run_scan_epoch(pruner, 3, SCALES[3], directions=False)
+    expected = set()
+    for idx, loss, _ in batches:
+        order = sorted(range(len(idx)), key=lambda i, loss=loss: -loss[i])
+        k = math.floor(0.35 * len(idx))
+        expected |= {idx[i] for i in order[:k] + order[len(idx) - k:]}
+    assert torch.equal(pruner._scan.candidates, mask_of(expected))
+    assert reference_candidates([[b] for b in batches], num_samples=N, rho_max=0.35, rho_min=0.35, seed=5,
+                                epoch=3)[1] == 0  # the directions agree: never topped up
+
+
+# --------------------------------------------------------------------------- achieved rate
+@pytest.mark.parametrize(("rho", "cycle"), [(0.35, 3), (0.5, 3), (0.2, 2)])
+def test_achieved_rate_follows_the_formula(rho: float, cycle: int):
+    epochs = 3 + 3 * (cycle + 1)
+    pruner = scan(epochs=epochs, scan_rho_max=rho, scan_rho_min=rho, scan_cycle=cycle)
+    removed = 0
+    for epoch in range(epochs):
+        run_scan_epoch(pruner, epoch, SCALES[epoch])
+        phase, j = scan_phase(epoch, 3, cycle)
+        if phase == "probe":
+            count = int(pruner._scan.candidates.sum())
+        elif phase == "prune":
+            removed += math.floor(removal_fraction(j, cycle) * count + 1e-9)
+    stats = pruner.stats()
+    assert stats["sample_visits"] == N * epochs - removed
+    assert stats["achieved_rate"] == pytest.approx(removed / (N * epochs))
+    # After the warm-up: Σ_j ρ_j / (T + 1) of the candidate share, ≤ 0.5 for ρ ≤ 0.5.
+    after = removed / (N * (epochs - 3))
+    share = count / N
+    assert after == pytest.approx(share * sum(removal_fraction(j, cycle) for j in range(1, cycle + 1)) / (cycle + 1),
+                                  abs=0.01)
+    assert after <= 0.5
+    if rho == 0.35 and cycle == 3:
+        assert after == pytest.approx(0.35, abs=0.03)  # the spec's ≈ 0.35 with the defaults
+
+
+# --------------------------------------------------------------------------- resume
+@pytest.mark.parametrize("stop", [4, 5, 8])  # after the probe, mid-cycle, and after the second probe
+def test_state_dict_round_trip_mid_cycle_resumes_exactly(stop: int, tmp_path):
+    reference = scan(epochs=11)
+    for epoch in range(stop):
+        run_scan_epoch(reference, epoch, SCALES[epoch])
+    path = tmp_path / "pruner.pt"
+    torch.save(reference.state_dict(), path)
+    state = torch.load(path, weights_only=True)
+    assert state["version"] == 3 and set(state["scan"]) == {"prev_loss", "warmup_end", "candidates", "candidates_epoch"}
+    resumed = scan(epochs=11)
+    resumed.load_state_dict(state)
+    for epoch in range(stop, 11):
+        run_scan_epoch(resumed, epoch, SCALES[epoch])
+        run_scan_epoch(reference, epoch, SCALES[epoch])
+        assert torch.equal(resumed.kept_indices(), reference.kept_indices())
+        assert torch.equal(resumed._scan.candidates, reference._scan.candidates)
+    assert resumed.stats() == reference.stats()
+
+
+def test_resume_mid_probe_epoch_marks_the_same_candidates():
+    # A single-process state_dict() mid-epoch flushes part of the probe; the marks of the rest are
+    # added after the load, with the same top-ups as one flush of the whole epoch.
+    straight, split = scan(epochs=6), scan(epochs=6)
+    for epoch in range(3):
+        for p in (straight, split):
+            run_scan_epoch(p, epoch, SCALES[epoch])
+    for p in (straight, split):
+        p.set_epoch(3)
+    chunks = straight.sampler().indices().split(32)
+    for i, chunk in enumerate(chunks):
+        l12, l21 = direction_stats(chunk, 3)
+        straight.update(chunk, loss=0.5 * (l12 + l21), loss_12=l12, loss_21=l21)
+        if i == 4:
+            resumed = scan(epochs=6)
+            resumed.load_state_dict(split.state_dict())
+            split = resumed
+        split.update(chunk, loss=0.5 * (l12 + l21), loss_12=l12, loss_21=l21)
+    straight.flush()
+    split.flush()
+    assert int(straight._scan.candidates.sum()) > 0
+    assert torch.equal(split._scan.candidates, straight._scan.candidates)
+    for p in (straight, split):
+        run_scan_epoch(p, 4)
+    assert torch.equal(split.kept_indices(), straight.kept_indices())
+
+
+def test_other_methods_keep_state_version_2_and_scan_needs_its_state():
+    assert make("emp", 0.5).state_dict()["version"] == 2 and "scan" not in make("infobatch", 0.0).state_dict()
+    pruner = scan(epochs=6)
+    for epoch in range(4):
+        run_scan_epoch(pruner, epoch, SCALES[epoch])
+    state = pruner.state_dict()
+    broken = {k: v for k, v in state.items() if k != "scan"}
+    fresh = scan(epochs=6)
+    assert_one_line_config_error(lambda: fresh.load_state_dict(broken), "SCAN state")
+    assert fresh.epoch == -1  # a refused load leaves the pruner as it was
+    short = {**state, "scan": {**state["scan"], "candidates": torch.zeros(5, dtype=torch.bool)}}
+    assert_one_line_config_error(lambda: fresh.load_state_dict(short), "(300,)")
+
+
+def test_cli_scan_run_interrupted_and_resumed_equals_the_uninterrupted_run(tmp_path, tiny_args):
+    # τ = 0.99: the warm-up ends after epoch 1 (any loss change is < 99 %), T = 1: epoch 2 probes,
+    # epoch 3 leaves out all candidates. Interrupted after the probe's checkpoint, resumed.
+    common = [*tiny_args, "--set", "log_every=1", "--set", "data.train_subset=256", "--set", "eval.eval_every=0",
+              "--method", "scan", "--set", "pruning.params.scan_tau=0.99", "--set", "pruning.params.scan_cycle=1",
+              "--epochs", "4"]
+    assert main(["pretrain", "--output-dir", str(tmp_path / "straight"), *common]) == 0
+    stop = {"calls": 0}
+    real_forward = ssl_emp.models.SimCLR.forward
+
+    class Interrupt(Exception):
+        pass
+
+    def forward(self, *views, labels=None):
+        stop["calls"] += 1
+        if stop["calls"] > 3 * 4:  # three full epochs of 256 / 64 steps
+            raise Interrupt
+        return real_forward(self, *views, labels=labels)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ssl_emp.models.SimCLR, "forward", forward)
+        with pytest.raises(Interrupt):
+            main(["pretrain", "--output-dir", str(tmp_path / "split"), *common])
+    ckpt = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
+    assert ckpt["epoch"] == 2 and ckpt["pruner"]["scan"]["warmup_end"] == 2
+    assert bool(ckpt["pruner"]["scan"]["candidates"].any())
+    assert main(["pretrain", "--output-dir", str(tmp_path / "split"), "--resume", "--no-progress"]) == 0
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "final.pt")
+    b = load_checkpoint(tmp_path / "split" / "checkpoints" / "final.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert torch.equal(a["pruner"]["kept"], b["pruner"]["kept"]) and a["pruner"]["kept"].numel() < 256
+    assert torch.equal(a["pruner"]["scan"]["candidates"], b["pruner"]["scan"]["candidates"])
+    assert a["pruner"]["sample_visits"] == b["pruner"]["sample_visits"] < 4 * 256
+    assert (tmp_path / "split" / "steps.csv").read_text() == (tmp_path / "straight" / "steps.csv").read_text()
+
+
+# --------------------------------------------------------------------------- no host sync
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_update_in_a_probe_epoch_makes_no_host_synchronising_call(device: str):
+    pruner = scan(epochs=6)
+    for epoch in range(3):
+        run_scan_epoch(pruner, epoch, SCALES[epoch])
+    pruner.set_epoch(3)
+    batches = []
+    for chunk in pruner.sampler().indices().split(32):
+        l12, l21 = (t.to(device) for t in direction_stats(chunk, 3))
+        batches.append((chunk, 0.5 * (l12 + l21), l12, l21))
+    with sync_calls(devices=None if device == "cpu" else {"meta"}) as calls:
+        for idx, loss, l12, l21 in batches:
+            pruner.update(idx, loss=loss, align=torch.zeros_like(loss), loss_12=l12, loss_21=l21)
+    assert calls == [], calls[:3]
+
+
+# --------------------------------------------------------------------------- two ranks
+def _torchrun() -> list[str]:
+    local = Path(sys.executable).parent / "torchrun"
+    return [str(local)] if local.exists() else [sys.executable, "-m", "torch.distributed.run"]
+
+
+def _load_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="this torch build has no torch.distributed")
+def test_two_gloo_ranks_mark_the_same_candidates(tmp_path: Path):
+    script = _load_script("ddp_scan_script")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    cmd = [*_torchrun(), "--standalone", "--nproc_per_node=2", str(Path(script.__file__)), str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    cfg = script.CONFIG
+    assert ranks[0]["state"]["scan"]["warmup_end"] == ranks[1]["state"]["scan"]["warmup_end"] == 3
+    for epoch in range(cfg["epochs"]):
+        assert torch.equal(ranks[0]["kept"][epoch], ranks[1]["kept"][epoch])
+        assert torch.equal(ranks[0]["candidates"][epoch], ranks[1]["candidates"][epoch])
+    for probe in (3, 6):
+        served = [ranks[r]["served"][probe] for r in range(2)]
+        assert len(served[0]) == 13 and len(served[1]) == 11  # uneven steps: the last hold rank 0 only
+        steps = [[(idx.tolist(), l12.tolist(), l21.tolist()) for r in range(2) if s < len(served[r])
+                  for idx, l12, l21 in [served[r][s]]] for s in range(len(served[0]))]
+        expected, top_ups = reference_candidates(steps, num_samples=cfg["num_samples"], rho_max=cfg["scan_rho_max"],
+                                                 rho_min=cfg["scan_rho_min"], seed=cfg["seed"], epoch=probe)
+        assert top_ups > 0
+        assert torch.equal(ranks[0]["candidates"][probe], mask_of(expected, cfg["num_samples"]))
+    # Pruning epochs leave candidates out on both ranks alike; the accounting agrees.
+    assert ranks[0]["kept"][5].numel() < cfg["num_samples"]
+    same = [{k: v for k, v in ranks[r]["stats"].items() if k != "optimizer_steps"} for r in range(2)]
+    assert same[0] == same[1]  # (each rank counts its own steps: their batch sizes differ)
+    assert ranks[0]["stats"]["sample_visits"] == sum(k.numel() for k in ranks[0]["kept"])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-q"]))
