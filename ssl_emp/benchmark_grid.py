@@ -26,11 +26,11 @@ from ssl_emp.pruning import METHODS
 TOP_KEYS = ("base", "pretrain", "overrides", "grid", "linear_probe")
 GRID_KEYS = ("methods", "rates", "seeds", "method_params", "method_rates")
 RATELESS = ("full", "infobatch", "scan")  # full trains at r = 0; InfoBatch's and SCAN's rates follow from their params
-# The equal-compute baseline (EMP_SSL.md "Equal compute"): not a pruning rule but a grid method, full
+# The equal-compute baseline (docs/method.md "The references every rule is compared with"): not a pruning rule but a grid method, full
 # data for round((1 − r)·E) epochs with the whole schedule compressed into them. Its rates may lie
 # outside grid.rates (grid.method_rates.shorter), e.g. the achieved rate of InfoBatch.
 SHORTER = "shorter"
-# The redundancy probe's oracle (EMP_SSL.md "Redundancy probe"): full data on the U unique images of
+# The redundancy probe's oracle (docs/method.md "Redundancy probe"): full data on the U unique images of
 # the base config's redundant set (data.redundancy) for the grid's E epochs, which is the compute of
 # a pruned run at r* = 1 − U/N. Its rate is r*, never a grid rate; `rstar` in grid.rates (or
 # grid.method_rates) places the other methods at the same compute.

@@ -22,7 +22,7 @@ from ssl_emp.pruning.params import validate_params
 
 @dataclass
 class RedundancyConfig:
-    """Redundancy probe (EMP_SSL.md): train on ``unique`` images of the split, ⌊dup_fraction · unique⌋
+    """Redundancy probe (docs/method.md): train on ``unique`` images of the split, ⌊dup_fraction · unique⌋
     of them present ``copies`` times in all; off while ``unique`` is None."""
 
     unique: int | None = None  # U: images drawn (fixed, seed 0) from the training split

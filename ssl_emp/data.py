@@ -333,7 +333,7 @@ def near_copy(image: Tensor, gen: torch.Generator) -> Tensor:
 
 
 def make_redundant(ds: IndexedImages | IndexedImageFiles, cfg: RedundancyConfig) -> tuple[IndexedImages, IndexedImages, Tensor]:
-    """(training set, its U unique images, ``unique_of``) of the redundancy probe (EMP_SSL.md).
+    """(training set, its U unique images, ``unique_of``) of the redundancy probe (docs/method.md).
 
     The unique images are clean originals with their labels: the kNN bank. The training set holds
     them followed by the extra copies (exact, or ``near_copy`` ones); with ``cfg.dedup`` it is the U

@@ -3,7 +3,7 @@ the collectives of the pruner (gathering per-sample statistics, sharding the kep
 
 A run launched by ``torchrun`` (which sets ``WORLD_SIZE`` > 1) trains with DDP; anything else is a
 single process, and every helper here then answers as rank 0 of a world of one. Every rank keeps
-an identical copy of the pruner's table (EMP_SSL.md, "Distributed training"), so every step's
+an identical copy of the pruner's table (docs/method.md, "Distributed training"), so every step's
 (index, loss, align, entropy) from all ranks is gathered and applied everywhere; the pruner gathers
 a whole epoch's steps at once, in the order per-step gathers give.
 """

@@ -1,5 +1,5 @@
 """Can a sweep rank selection rules? Dynamic range and paired noise against the criterion of
-EMP_SSL.md "When a benchmark can tell methods apart", with the seeds a cell would need to meet it.
+docs/method.md "When a benchmark can tell rules apart", with the seeds a cell would need to meet it.
 
 Part of ``ssl_emp.report``'s ``report.md`` ("Can this protocol see?").
 """
@@ -21,7 +21,7 @@ from ssl_emp.report_stats import (
 
 __all__ = ["MAX_PAIRED_SE_PP", "MIN_RANGE_PP", "protocol_check", "seeds_needed"]
 
-# The criterion of EMP_SSL.md "When a benchmark can tell methods apart", as this project's issue 10
+# The criterion of docs/method.md "When a benchmark can tell rules apart", as this project's issue 10
 # sets it: a protocol can rank selection rules when full data beats random-dynamic at the highest
 # rate by at least MIN_RANGE_PP points of the primary metric, and the per-seed paired difference
 # (method − random-dynamic) has a standard error of at most MAX_PAIRED_SE_PP points.
@@ -55,8 +55,8 @@ def _noise_table(pairs: list[tuple[Cell, Paired]]) -> str:
 def protocol_check(cells: list[Cell], key: str) -> str:
     """Dynamic range and paired noise against the ``MIN_RANGE_PP`` / ``MAX_PAIRED_SE_PP`` criterion,
     with a verdict: a sweep that fails it cannot rank selection rules, whatever its tables say."""
-    intro = (f"Before any comparison: can this sweep tell selection rules apart (EMP_SSL.md, \"When a benchmark "
-             f"can tell methods apart\")? The criterion: dynamic range (mean {METRIC_LABELS[key]} of full data − that "
+    intro = (f"Before any comparison: can this sweep tell selection rules apart (docs/method.md, \"When a benchmark "
+             f"can tell rules apart\")? The criterion: dynamic range (mean {METRIC_LABELS[key]} of full data − that "
              f"of {REFERENCE} at the highest rate) ≥ {MIN_RANGE_PP:g} pp, and paired noise (standard error, std / √n "
              f"over seeds, of the per-seed difference method − {REFERENCE}) ≤ {MAX_PAIRED_SE_PP:g} pp.")
     fails, missing = [], []

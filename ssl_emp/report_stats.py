@@ -222,7 +222,7 @@ def redundancy_design(data: dict[str, Any] | None) -> tuple[int, int] | None:
 
 def count_stats(counts: Sequence[int]) -> dict[str, float]:
     """Mean, coefficient of variation, fraction never / once trained and the maximum of per-sample
-    training counts: the Low-Frequency-Learning signature (EMP_SSL.md, "Diagnostics")."""
+    training counts: the Low-Frequency-Learning signature (docs/method.md, "Diagnostics, each epoch")."""
     mean = statistics.fmean(counts)
     return {"mean": mean, "cv": statistics.pstdev(counts) / mean if mean else math.nan,
             "never": counts.count(0) / len(counts), "once": counts.count(1) / len(counts), "max": max(counts)}

@@ -1,4 +1,4 @@
-"""Two-process (torchrun, gloo, CPU) run of the pruner against a one-process run (EMP_SSL.md, the method spec)."""
+"""Two-process (torchrun, gloo, CPU) run of the pruner against a one-process run (docs/method.md)."""
 
 from __future__ import annotations
 

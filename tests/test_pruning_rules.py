@@ -1,4 +1,4 @@
-"""Selection rules of ssl_emp.pruning (EMP_SSL.md, the method spec): budgets, scores, baselines,
+"""Selection rules of ssl_emp.pruning (docs/method.md): budgets, scores, baselines,
 InfoBatch, the supervised objective, determinism and the sampler that serves the kept set."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""SCAN (Guo & Kankanhalli, arXiv 2411.09126; EMP_SSL.md "SCAN") in the pruning engine: the
+"""SCAN (Guo & Kankanhalli, arXiv 2411.09126; docs/method.md "The rules") in the pruning engine: the
 per-direction losses, the warm-up trigger, the candidate marks and their top-ups against a direct
 computation, the removal fractions, the achieved rate, exact resume (pruner and CLI), two gloo ranks
 and no host sync in update()."""

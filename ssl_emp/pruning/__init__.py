@@ -2,7 +2,7 @@
 
 EMP (Xiao et al., arXiv 2408.16031), random / ε-greedy / UCB dynamic pruning (Raju et al.,
 arXiv 2111.12621), InfoBatch (Qin et al., arXiv 2303.04947) and SCAN (Guo & Kankanhalli,
-arXiv 2411.09126); definitions in EMP_SSL.md, the method spec.
+arXiv 2411.09126); definitions in docs/method.md.
 """
 
 from ssl_emp.pruning.methods import METHODS, OBJECTIVES

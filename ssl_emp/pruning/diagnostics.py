@@ -1,4 +1,4 @@
-"""Per-epoch diagnostics of the state table (EMP_SSL.md, the method spec, "Diagnostics logged each
+"""Per-epoch diagnostics of the state table (docs/method.md, "Diagnostics, each
 epoch" and "Signal repeatability"): the LFL signature of the training counts, kept vs. pruned
 signal means, and how repeatably each per-sample signal ranks the samples.
 

@@ -1,6 +1,6 @@
 """Selection rules: method name -> function choosing an epoch's kept set.
 
-Baselines and EMP as defined in EMP_SSL.md, the method spec:
+Baselines and EMP as defined in docs/method.md:
 - uniform random dynamic pruning, ε-greedy and UCB from Raju et al., "Accelerating Deep Learning
   with Dynamic Data Pruning" (arXiv 2111.12621);
 - InfoBatch from Qin et al., ICLR 2024 (arXiv 2303.04947);

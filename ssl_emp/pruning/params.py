@@ -2,7 +2,7 @@
 
 Used by ``DynamicPruner``, by config validation (``pruning.params``) and by the benchmark grid,
 so a parameter is defined, defaulted and range-checked in exactly one place. Defaults are those
-of EMP_SSL.md, the method spec (EMP: Xiao et al., arXiv 2408.16031; ε-greedy/UCB: Raju et al.,
+of docs/method.md (EMP: Xiao et al., arXiv 2408.16031; ε-greedy/UCB: Raju et al.,
 arXiv 2111.12621; InfoBatch: Qin et al., arXiv 2303.04947; SCAN: Guo & Kankanhalli, arXiv 2411.09126,
 whose defaults are the official code's).
 """

@@ -1,6 +1,6 @@
 """DynamicPruner: per-epoch sample selection for contrastive (and supervised) training.
 
-Implements EMP_SSL.md, the method spec: EMP (Xiao et al., "EMP: Enhance Memory in Data Pruning",
+Implements docs/method.md: EMP (Xiao et al., "EMP: Enhance Memory in Data Pruning",
 arXiv 2408.16031), the dynamic pruning baselines of Raju et al. (arXiv 2111.12621), InfoBatch
 (Qin et al., ICLR 2024, arXiv 2303.04947) and SCAN (Guo & Kankanhalli, arXiv 2411.09126;
 ``ssl_emp.pruning.scan``), with exact budgets, seeded selection, checkpointable state and
@@ -328,7 +328,7 @@ class DynamicPruner:
 
     # ------------------------------------------------------------------ reporting
     def stats(self) -> dict[str, Any]:
-        """Budget accounting (EMP_SSL.md): visits, steps and achieved pruning rates.
+        """Budget accounting (docs/method.md): visits, steps and achieved pruning rates.
 
         Under torch.distributed, visits count the updates flushed so far (steps are always current).
         """

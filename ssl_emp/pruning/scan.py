@@ -1,6 +1,6 @@
 """SCAN: dynamic data pruning for contrastive pre-training (Guo & Kankanhalli, arXiv 2411.09126).
 
-Definition in EMP_SSL.md ("SCAN"), read from the official code (github.com/guoyang9/SCAN,
+Definition in docs/method.md ("The rules", SCAN), read from the official code (github.com/guoyang9/SCAN,
 ``moco-scan/scan_module.py`` and ``main_moco.py``, commit 2b6d725):
 
 - warm-up: all data until an epoch's summed loss improves on the previous epoch's by less than a

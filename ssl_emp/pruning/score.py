@@ -1,7 +1,7 @@
 """Memory strength and the EMP selection scores (contrastive and supervised).
 
 EMP: "Enhance Memory in Data Pruning" (Xiao et al., arXiv 2408.16031). The formulas are the
-project's definition in EMP_SSL.md, the method spec ("Memory term", "EMP score and selection",
+project's definition in docs/method.md ("Memory term and EMP score",
 "Supervised EMP").
 """
 

@@ -1,7 +1,7 @@
 """Per-sample state table for dynamic data pruning.
 
-One row per training image, kept on the CPU and saved in every checkpoint (EMP_SSL.md, the method
-spec, "Per-sample state", "Supervised EMP" and "Signal repeatability"). The columns feed the EMP
+One row per training image, kept on the CPU and saved in every checkpoint (docs/method.md,
+"Per-sample state", "Memory term and EMP score" and "Diagnostics, each epoch"). The columns feed the EMP
 score (Xiao et al., arXiv 2408.16031), ε-greedy and UCB selection (Raju et al., arXiv 2111.12621)
 and InfoBatch (Qin et al., arXiv 2303.04947).
 """
