@@ -21,7 +21,8 @@ import shlex
 import statistics
 from pathlib import Path
 
-from ssl_emp.benchmark import config_diff
+from ssl_emp.benchmark import NEUTRAL_KEYS
+from ssl_emp.config import config_diff
 from ssl_emp.report_stats import METRIC_LABELS, Cell, group_cells, paired, primary_metric, rate_label, same_rate
 from ssl_emp.results import load_rows
 
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     if (a_method == "*") != (b_method == "*"):
         parser.error("'*' compares each method with itself: use it on both sides")
     a_base, b_base = _base(a_dir), _base(b_dir)
-    diff = config_diff(b_base, a_base) if a_base is not None and b_base is not None else []
+    diff = config_diff(b_base, a_base, NEUTRAL_KEYS) if a_base is not None and b_base is not None else []
     if diff and not args.across_configs:
         parser.error(f"{a_dir} and {b_dir} ran different base configs (benchmark.json: {', '.join(diff)}): "
                      "seeds do not pair (--across-configs pairs them anyway)")

@@ -19,14 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ssl_emp.benchmark_grid import DEDUP, SHORTER, Benchmark, RunSpec, expand_grid, load_benchmark
-
-# These names were defined here before the grid moved to benchmark_grid and callers still import
-# them from here; ``X as X`` marks the ones kept only for them (re-exports).
-from ssl_emp.benchmark_grid import GRID_KEYS as GRID_KEYS
-from ssl_emp.benchmark_grid import RATELESS as RATELESS
-from ssl_emp.benchmark_grid import TOP_KEYS as TOP_KEYS
-from ssl_emp.benchmark_grid import run_id as run_id
-from ssl_emp.config import Config, finalize, load_config
+from ssl_emp.config import config_diff, finalize, load_config
 from ssl_emp.errors import ConfigError, TrainingDiverged
 from ssl_emp.fileio import atomic_write_text
 from ssl_emp.report import write_report
@@ -37,31 +30,10 @@ from ssl_emp.rundir import LOCK_NAME, FolderLock
 # logging); everything else must match the runs already in the output folder. data.num_workers is
 # one since every loader has its own generator (train.loader_generator): 0 and 2 workers give the
 # same weights, tests/test_workers_and_signals.py.
-_IGNORED = ("output_dir", "progress", "device", "log_every", "data.data_dir", "data.num_workers", "data.cache_dir")
+NEUTRAL_KEYS = ("output_dir", "progress", "device", "log_every", "data.data_dir", "data.num_workers", "data.cache_dir")
 
 
 # ----------------------------------------------------------------------------- output folder
-
-
-def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict) and key not in ("backbone_kwargs", "params"):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def config_diff(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """The keys (``section.key (saved -> wanted)``) in which two config dicts differ, paths and
-    logging aside."""
-    # A key a config lacks was added to Config after it was written; its default keeps the
-    # earlier behaviour, so a sweep started before the field existed can still be resumed.
-    defaults = _flat(asdict(Config()))
-    a, b = {**defaults, **_flat(saved)}, {**defaults, **_flat(wanted)}
-    return [f"{k} ({a.get(k)!r} -> {b.get(k)!r})" for k in sorted(set(a) | set(b))
-            if k not in _IGNORED and a.get(k) != b.get(k)]
 
 
 def _base_dict(bench: Benchmark) -> dict[str, Any]:
@@ -77,14 +49,14 @@ def check_output_dir(bench: Benchmark, runs: list[RunSpec], out: Path) -> None:
         raise ConfigError(f"{out} exists and is not a benchmark folder (no benchmark.json); choose another --output-dir")
     if plan.is_file():
         saved = json.loads(plan.read_text())["base"]
-        diff = config_diff(saved, _base_dict(bench))
+        diff = config_diff(saved, _base_dict(bench), NEUTRAL_KEYS)
         if diff:
             raise ConfigError(f"{out} holds a benchmark of a different base config: {', '.join(diff)}; "
                               "choose another --output-dir")
     for run in runs:
         saved_cfg = Path(run.config.output_dir) / "config.yaml"
         if saved_cfg.is_file():
-            diff = config_diff(asdict(load_config(saved_cfg)), asdict(run.config))
+            diff = config_diff(asdict(load_config(saved_cfg)), asdict(run.config), NEUTRAL_KEYS)
             if diff:
                 raise ConfigError(f"{saved_cfg.parent} holds a run with a different config: {', '.join(diff)}; "
                                   "choose another --output-dir")
@@ -229,7 +201,7 @@ def merged_rows(bench: Benchmark, runs: list[RunSpec], out: Path, sources: list[
         if not plan.is_file():
             raise ConfigError(f"--merge-from {src}: not a benchmark folder (no benchmark.json)")
         saved = json.loads(plan.read_text())
-        diff = config_diff(saved["base"], base)
+        diff = config_diff(saved["base"], base, NEUTRAL_KEYS)
         if diff:
             raise ConfigError(f"--merge-from {src}: a benchmark of a different base config: {', '.join(diff)}")
         src_rows = load_rows(src)

@@ -145,6 +145,28 @@ _CONTRASTIVE_ONLY = ("min_scale", "cj_prob", "cj_strength", "gray_prob", "blur_p
 _AUTO_PRESET = {"simclr": "simclr", "moco": "mocov2", "supervised": "supervised"}
 
 
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and key not in ("backbone_kwargs", "params"):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_diff(saved: dict[str, Any], wanted: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
+    """The keys in which two config dicts (``asdict(Config)``) differ, as ``section.key (saved ->
+    wanted)``, sorted; keys in ``ignore`` (dotted) aside. The one config diff: resume checks and
+    benchmark folders both use it."""
+    # A key a config lacks was added to Config after it was written; its default keeps the
+    # earlier behaviour, so a run or sweep started before the field existed can still be resumed.
+    defaults = _flat(dataclasses.asdict(Config()))
+    a, b = {**defaults, **_flat(saved)}, {**defaults, **_flat(wanted)}
+    return [f"{k} ({a.get(k)!r} -> {b.get(k)!r})" for k in sorted(set(a) | set(b))
+            if k not in ignore and a.get(k) != b.get(k)]
+
+
 def merge_values(obj: Any, values: dict[str, Any], prefix: str = "", update_dicts: bool = False) -> None:
     """Set a config dataclass's fields from a nested mapping, in place, checking keys and types.
 

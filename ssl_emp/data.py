@@ -22,14 +22,6 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ssl_emp.config import DataConfig, RedundancyConfig, duplicated_count
-
-# The ``X as X`` names are re-exports: they were defined here before the image-folder reader moved
-# to data_folder. Patch available_memory there, not here: data_folder's memory check reads its own.
-from ssl_emp.data_folder import CACHE_VERSION as CACHE_VERSION
-from ssl_emp.data_folder import IMAGE_SUFFIXES as IMAGE_SUFFIXES
-from ssl_emp.data_folder import MEMORY_SHARE as MEMORY_SHARE
-from ssl_emp.data_folder import Entry as Entry
-from ssl_emp.data_folder import available_memory as available_memory
 from ssl_emp.data_folder import decode_image, fits_in_memory, load_imagefolder_split, resize_square
 from ssl_emp.errors import ConfigError
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from ssl_emp import distributed
 from ssl_emp.augment import eval_transform, view_augmentation
 from ssl_emp.checkpoint import load_checkpoint
-from ssl_emp.config import Config, config_from_dict, finalize, save_config
+from ssl_emp.config import Config, config_diff, config_from_dict, finalize, save_config
 from ssl_emp.data import DataSplits, Labelled, check_classes, load_data, redundancy_diagnostics
 from ssl_emp.errors import ConfigError, TrainingDiverged
 from ssl_emp.eval import bank_limited_k, extract_features, knn_accuracy
@@ -328,10 +328,9 @@ def open_run(cfg: Config, run: Run, resume: bool) -> dict[str, Any] | None:
             " (the run stopped before its first epoch ended); rerun the same command without --resume "
             "to start it again" if started else f" (no {run.last})"))
     ckpt = load_checkpoint(run.last)
-    saved = config_from_dict(ckpt["config"])
-    saved.device, saved.progress, saved.output_dir = cfg.device, cfg.progress, cfg.output_dir
-    if asdict(saved) != asdict(cfg):
-        diff = _diff(asdict(saved), asdict(cfg))
+    # Where it runs and where it writes may change on resume; nothing that changes what it computes.
+    diff = config_diff(asdict(config_from_dict(ckpt["config"])), asdict(cfg), ("device", "progress", "output_dir"))
+    if diff:
         raise ConfigError(f"--resume with a config that differs from the checkpoint's: {', '.join(diff)}")
     run.mark()  # a run begun before folders were marked: recognisable from now on
     return ckpt
@@ -381,16 +380,6 @@ def finish(t: Trainer) -> dict[str, Any]:
     labels = t.data.train.labels
     t.run.write_final(summary, state.pruner, labels.tolist() if labels is not None else None)
     return summary
-
-
-def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key in a:
-        if isinstance(a[key], dict) and isinstance(b.get(key), dict) and key not in ("backbone_kwargs", "params"):
-            out += _diff(a[key], b[key], f"{prefix}{key}.")
-        elif a[key] != b.get(key):
-            out.append(f"{prefix}{key} ({a[key]!r} -> {b.get(key)!r})")
-    return out
 
 
 def _echo(message: str, is_main: bool = True) -> None:
