@@ -19,7 +19,15 @@ import yaml
 
 # merge_values with update_dicts=True is exactly what `ssl-emp pretrain --set` applies: nested sections
 # and dict-valued keys (backbone_kwargs, pruning.params) are updated entry by entry, not replaced.
-from ssl_emp.config import Config, check_redundancy, config_from_dict, finalize, merge_values, redundant_size
+from ssl_emp.config import (
+    Config,
+    check_redundancy,
+    config_from_dict,
+    finalize,
+    merge_values,
+    parse_override,
+    redundant_size,
+)
 from ssl_emp.errors import ConfigError
 from ssl_emp.pruning import METHODS
 
@@ -121,11 +129,8 @@ def _split_overrides(items: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     bench: dict[str, Any] = {}
     pretrain: dict[str, Any] = {}
     for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects key=value, got '{item}'")
-        value: Any = yaml.safe_load(raw) if raw else None
-        parts = key.split(".")
+        parts, value = parse_override(item)
+        key = ".".join(parts)
         target = bench if parts[0] in ("grid", "linear_probe") else pretrain
         for part in parts[:-1]:
             target = target.setdefault(part, {})

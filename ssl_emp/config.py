@@ -246,14 +246,24 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
     cfg = config_from_dict(values)
     for item in overrides or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects key=value, got '{item}'")
-        nested: Any = yaml.safe_load(raw) if raw else None
-        for part in reversed(key.split(".")):
+        parts, nested = parse_override(item)
+        for part in reversed(parts):
             nested = {part: nested}
         merge_values(cfg, nested, update_dicts=True)
     return finalize(cfg)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """One ``--set key.sub=value`` item: (the dotted key's parts, the value parsed as YAML). The one
+    parser of ``--set``, for ``pretrain`` and ``benchmark`` alike."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set expects key=value, got '{item}'")
+    try:
+        value = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: the value is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    return key.split("."), value
 
 
 def finalize(cfg: Config) -> Config:

@@ -284,3 +284,12 @@ def test_pretrain_and_eval_both_lower_k_to_the_bank_and_say_so(tmp_path, tiny_ar
     knn = json.loads(result.read_text())
     assert knn["protocol"]["k"] == 61 and knn["num_train"] == 61
     assert knn["top1"] == pytest.approx(summary["knn_top1"])  # the same k, the same score as the monitor
+
+
+@pytest.mark.parametrize("command", ["pretrain", "benchmark"])
+def test_a_set_value_that_is_not_yaml_is_one_line(tmp_path, capsys, command):
+    # The one --set parser (ssl_emp.config.parse_override) serves both commands.
+    config = [] if command == "pretrain" else ["--config", str(CONFIGS / "bench_digits_smoke.yaml")]
+    assert main([command, *config, "--output-dir", str(tmp_path / "out"), "--set", "optim.lr=[1,"]) == 2
+    assert "--set optim.lr: the value is not valid YAML" in one_line(capsys)
+    assert not (tmp_path / "out").exists()
