@@ -19,9 +19,13 @@ from ssl_emp.fileio import atomic_write_text
 
 # Per-run selection diagnostics copied from summary.json as they are (None when a run did not log
 # them, and absent from rows written before they existed: readers use ``row.get``).
+# The one list of the summary's diagnostics (the trainer writes them, the rows carry them): the
+# signals' repeatability as of the last epoch (it settles as the statistics fill in), and the
+# probes' shares of the kept set averaged over epochs (the selection's behaviour over the run).
 REPEATABILITY_KEYS = ("loss_repeatability", "align_repeatability", "entropy_repeatability")
-REDUNDANCY_KEYS = ("repeat_share", "distinct_unique")  # the redundancy probe's, means over epochs
-DIAGNOSTIC_KEYS = (*REPEATABILITY_KEYS, "junk_kept_fraction", *REDUNDANCY_KEYS)
+REDUNDANCY_KEYS = ("repeat_share", "distinct_unique")  # the redundancy probe's
+EPOCH_MEAN_KEYS = ("junk_kept_fraction", *REDUNDANCY_KEYS)
+DIAGNOSTIC_KEYS = (*REPEATABILITY_KEYS, *EPOCH_MEAN_KEYS)
 COLUMNS = ("run_id", "method", "target_rate", "achieved_rate", "seed", "knn_top1", "linear_top1", "test_top1",
            "wall_time_s", "train_time_s", "optimizer_steps", "sample_visits", "epochs", "num_samples", "versions",
            "machine", *DIAGNOSTIC_KEYS)

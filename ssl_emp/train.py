@@ -30,6 +30,7 @@ from ssl_emp.fileio import atomic_torch_save
 from ssl_emp.models import build_model
 from ssl_emp.pruning import DynamicPruner
 from ssl_emp.pruning.sampler import FoldedBatchSampler
+from ssl_emp.results import DIAGNOSTIC_KEYS, EPOCH_MEAN_KEYS, REPEATABILITY_KEYS
 from ssl_emp.rundir import MARKER_NAME, STEPS_HEADER, Run
 from ssl_emp.runtime import build_optimizer, machine, memory_format, resolve_device, versions
 
@@ -37,12 +38,6 @@ from ssl_emp.runtime import build_optimizer, machine, memory_format, resolve_dev
 # pruned run (fewer steps per epoch) still walks its whole LR / momentum schedule over the steps
 # it actually takes.
 RESOLUTION = 1000
-# Per-epoch pruning diagnostics that the summary (and the benchmark's rows) carry: the signals'
-# repeatability as of the last epoch (it settles as the statistics fill in), the probes' shares of
-# the kept set averaged over epochs (the selection's behaviour over the whole run).
-LAST_EPOCH_DIAGNOSTICS = ("loss_repeatability", "align_repeatability", "entropy_repeatability")
-EPOCH_MEAN_DIAGNOSTICS = ("junk_kept_fraction", "repeat_share", "distinct_unique")
-SUMMARY_DIAGNOSTICS = (*LAST_EPOCH_DIAGNOSTICS, *EPOCH_MEAN_DIAGNOSTICS)
 
 
 def lr_factor(progress: int, cfg: Config) -> float:
@@ -307,7 +302,7 @@ def pretrain(cfg: Config, resume: bool = False) -> dict[str, Any]:
                   + "".join(f", {name} {record[name]:.4f}" for name in ("knn_top1", "test_top1") if name in record),
                   run.is_main)
             t.state.epoch = epoch
-            t.state.diagnostics.append({k: record[f"pruning/{k}"] for k in SUMMARY_DIAGNOSTICS if f"pruning/{k}" in record})
+            t.state.diagnostics.append({k: record[f"pruning/{k}"] for k in DIAGNOSTIC_KEYS if f"pruning/{k}" in record})
             if run.is_main:
                 # The classes: what resume and eval check the data against (labels are indices into them).
                 atomic_torch_save({"config": asdict(cfg), "classes": t.data.train.classes, **t.state.state_dict()},
@@ -352,8 +347,8 @@ def _last_epoch_signals(state: TrainState) -> dict[str, Any]:
     """Signal repeatability at the last epoch; the junk and redundancy figures averaged over all
     epochs (None when the run did not probe)."""
     last = state.diagnostics[-1] if state.diagnostics else {}
-    out = {key: last.get(key) for key in LAST_EPOCH_DIAGNOSTICS}
-    for key in EPOCH_MEAN_DIAGNOSTICS:
+    out = {key: last.get(key) for key in REPEATABILITY_KEYS}
+    for key in EPOCH_MEAN_KEYS:
         values = [d[key] for d in state.diagnostics if key in d]
         out[key] = sum(values) / len(values) if values else None
     return out
