@@ -1,0 +1,148 @@
+"""ssl_emp.lightning.PruningCallback through pytorch_lightning.Trainer on CPU (tiny runs)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+from pytorch_lightning.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader
+
+from ssl_emp.errors import ConfigError
+from ssl_emp.lightning import PruningCallback
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = Path(__file__).resolve().parent / "lightning_ddp_script.py"
+EXAMPLE = ROOT / "examples" / "lightning_simclr.py"
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("lightning_ddp_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+H = _load_script()
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+@pytest.mark.parametrize("method", ["random-dynamic", "emp"])
+def test_visits_and_seen_indices_match_the_exact_budget(method: str) -> None:
+    epochs = 3
+    callback = PruningCallback(num_samples=H.NUM_IMAGES, method=method, pruning_rate=0.5, epochs=epochs, seed=2)
+    module = H.TinySimCLR(callback)
+    H.trainer([callback], epochs).fit(module)
+    pruner = callback.pruner
+    k = pruner.budget
+    assert k == 128
+    stats = pruner.stats()
+    assert stats["sample_visits"] == k * epochs
+    assert stats["visits_per_epoch"] == [k] * epochs
+    assert stats["achieved_rate"] == 0.5
+    assert stats["optimizer_steps"] == epochs * 4  # 128 / 32
+    for epoch in range(epochs):
+        seen = module.seen[epoch]
+        assert len(seen) == k  # no repeats, nothing dropped
+        assert sorted(seen) == pruner.kept_indices(epoch).tolist()
+    assert module.seen[0] != module.seen[1]  # a dynamic method changes the set
+    logged = module.trainer.callback_metrics
+    assert float(logged["pruning/sample_visits"]) == k * epochs
+    assert float(logged["pruning/achieved_rate"]) == 0.5
+    assert float(logged["pruning/keep_fraction"]) == 0.5
+
+
+def test_infobatch_needs_reloaded_dataloaders_and_then_counts_every_kept_sample() -> None:
+    def run(**kwargs):
+        callback = PruningCallback(num_samples=H.NUM_IMAGES, method="infobatch", epochs=3, seed=1)
+        module = H.TinySimCLR(callback)
+        H.trainer([callback], 3, **kwargs).fit(module)
+        return callback, module
+
+    with pytest.raises(ConfigError, match="reload_dataloaders_every_n_epochs"):
+        run()
+    callback, module = run(reload_dataloaders_every_n_epochs=1)
+    sizes = [len(module.seen[e]) for e in range(3)]
+    assert sizes[0] == H.NUM_IMAGES and sizes[1] < H.NUM_IMAGES  # infobatch prunes from epoch 1
+    for e in range(3):
+        assert sorted(module.seen[e]) == callback.pruner.kept_indices(e).tolist()
+    assert callback.pruner.stats()["sample_visits"] == sum(sizes)
+
+
+def test_resume_from_a_lightning_checkpoint_picks_the_same_kept_sets(tmp_path: Path) -> None:
+    epochs, config = 3, dict(num_samples=H.NUM_IMAGES, method="emp", pruning_rate=0.5, epochs=3, seed=4)
+    full_cb = PruningCallback(**config)
+    full = H.TinySimCLR(full_cb)
+    ckpt = ModelCheckpoint(dirpath=tmp_path, filename="{epoch}", save_top_k=-1, every_n_epochs=1)
+    H.trainer([full_cb, ckpt], epochs, enable_checkpointing=True).fit(full)
+    assert (tmp_path / "epoch=0.ckpt").is_file()
+
+    resumed_cb = PruningCallback(**config)
+    resumed = H.TinySimCLR(resumed_cb)
+    H.trainer([resumed_cb], epochs).fit(resumed, ckpt_path=tmp_path / "epoch=0.ckpt")
+    assert sorted(resumed.seen) == [1, 2]  # epoch 0 came from the checkpoint
+    for epoch in (1, 2):
+        assert resumed.seen[epoch] == full.seen[epoch]  # same set, same order
+        assert sorted(resumed.seen[epoch]) == full_cb.pruner.kept_indices(epoch).tolist()
+    a, b = full_cb.pruner.state_dict(), resumed_cb.pruner.state_dict()
+    for name, column in a["table"].items():
+        torch.testing.assert_close(b["table"][name], column, rtol=0, atol=0, equal_nan=True)
+    assert a["sample_visits"] == b["sample_visits"] == 128 * epochs
+    assert torch.equal(a["kept"], b["kept"])
+
+
+def test_a_loader_that_bypasses_the_pruner_is_refused() -> None:
+    callback = PruningCallback(num_samples=H.NUM_IMAGES, method="emp", pruning_rate=0.5, epochs=1)
+
+    class Plain(H.TinySimCLR):
+        def train_dataloader(self) -> DataLoader:
+            return DataLoader(H.TwoViewDigits(), batch_size=32, shuffle=True)
+
+    with pytest.raises(ConfigError, match="must draw from PruningCallback"):
+        H.trainer([callback], 1).fit(Plain(callback))
+
+
+def _torchrun() -> list[str]:
+    local = Path(sys.executable).parent / "torchrun"
+    if local.exists():
+        return [str(local)]
+    found = shutil.which("torchrun")
+    return [found] if found else [sys.executable, "-m", "torch.distributed.run"]
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="this torch build has no torch.distributed")
+def test_two_process_ddp_ends_with_the_same_pruner_on_both_ranks(tmp_path: Path) -> None:
+    cmd = [*_torchrun(), "--standalone", "--nproc_per_node=2", str(SCRIPT), str(tmp_path)]
+    proc = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    for name, column in ranks[0]["state"]["table"].items():
+        torch.testing.assert_close(ranks[1]["state"]["table"][name], column, rtol=0, atol=0, equal_nan=True)
+    k, epochs = 128, H.CONFIG["epochs"]
+    for r in range(2):
+        assert ranks[r]["stats"]["sample_visits"] == k * epochs
+    for epoch in range(epochs):
+        kept = ranks[0]["kept"][epoch]
+        assert torch.equal(ranks[1]["kept"][epoch], kept)
+        halves = [ranks[r]["seen"][epoch] for r in range(2)]
+        assert len(halves[0]) == len(halves[1]) == k // 2  # each rank trains its shard
+        assert sorted(halves[0] + halves[1]) == kept.tolist()
+
+
+def test_the_example_runs(tmp_path: Path) -> None:
+    cmd = [sys.executable, str(EXAMPLE), "--epochs", "1", "--method", "emp", "--rate", "0.5"]
+    proc = subprocess.run(cmd, env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert "sample_visits" in proc.stdout
