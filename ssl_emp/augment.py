@@ -208,8 +208,8 @@ class RandomCrop(RandomOp):
         return f"size={self.size}, padding={self.padding}"
 
 
-class RandomHorizontalFlip(RandomOp):
-    """``K.RandomHorizontalFlip(p)``."""
+class CoinOp(RandomOp):
+    """An op applied to each image with probability p; the apply mask is its only parameter."""
 
     def __init__(self, p: float):
         super().__init__()
@@ -218,11 +218,15 @@ class RandomHorizontalFlip(RandomOp):
     def draw(self, x: Tensor) -> Params:
         return {"apply": torch.rand(x.shape[0], device=x.device) < self.p}
 
-    def apply(self, x: Tensor, params: Params) -> Tensor:
-        return _blend(params["apply"], x.flip(-1), x)
-
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+class RandomHorizontalFlip(CoinOp):
+    """``K.RandomHorizontalFlip(p)``."""
+
+    def apply(self, x: Tensor, params: Params) -> Tensor:
+        return _blend(params["apply"], x.flip(-1), x)
 
 
 class RandomRotation(RandomOp):
@@ -303,22 +307,12 @@ class ColorJitter(RandomOp):
         return f"ranges={self.ranges}, p={self.p}"
 
 
-class RandomGrayscale(RandomOp):
+class RandomGrayscale(CoinOp):
     """``K.RandomGrayscale(p)``: ITU-R 601 luma copied to every channel."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def draw(self, x: Tensor) -> Params:
-        return {"apply": torch.rand(x.shape[0], device=x.device) < self.p}
 
     def apply(self, x: Tensor, params: Params) -> Tensor:
         gray = rgb_to_grayscale(x) if x.shape[1] == 3 else x.mean(1, keepdim=True)
         return _blend(params["apply"], gray.expand_as(x), x)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
 
 
 class RandomGaussianBlur(RandomOp):
