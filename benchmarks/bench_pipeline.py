@@ -8,6 +8,15 @@ Images/s counts source images (each gives two views). Warm-up steps are excluded
 
 times ``train_step`` with KEY=true and KEY=false in one process, alternating the two every round
 (on a shared or noisy machine the ratio of interleaved medians is what can be trusted).
+
+    python benchmarks/bench_pipeline.py --config configs/cifar10_simclr_cpu.yaml --ab model.compile --whole-runs
+
+runs whole ``ssl-emp pretrain`` processes instead, KEY=false then KEY=true per round: the wall time
+of the process (start-up, data, compile, every epoch, evaluation), the summary's training time and
+kNN top-1, and every epoch's time. From the epoch times: the one-off cost of KEY=true (its first
+epoch minus its median epoch, less the same difference for KEY=false), the saving per later epoch,
+and the break-even run length in epochs. This is what decides ``model.compile``: a step that is
+faster once compiled does not pay if the run is too short to earn back the compile time.
 """
 
 from __future__ import annotations
@@ -15,6 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,8 +39,10 @@ from ssl_emp.augment import eval_transform
 from ssl_emp.config import load_config
 from ssl_emp.data import Labelled
 from ssl_emp.eval import extract_features
+from ssl_emp.run.folder import Run
+from ssl_emp.run.layout import RunLayout
 from ssl_emp.runtime import machine, versions
-from ssl_emp.train import Run, build, train_step
+from ssl_emp.train import build, train_step
 
 
 def _timed(fn, repeats: int, warmup: int, device: torch.device) -> float:
@@ -79,6 +92,55 @@ def ab(args: argparse.Namespace, overrides: list[str]) -> dict[str, Any]:
     return result
 
 
+def _whole_run(cfg_path: str, overrides: list[str]) -> dict[str, Any]:
+    """One ``ssl-emp pretrain`` process: its wall time, summary figures and epoch times."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "ssl_emp", "pretrain", "--config", cfg_path, "--output-dir", tmp, "--no-progress",
+               *[arg for item in overrides for arg in ("--set", item)]]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise SystemExit(f"bench_pipeline: pretrain failed: {proc.stderr.strip().splitlines()[-1]}")
+        layout = RunLayout(tmp)
+        summary = json.loads(layout.summary.read_text())
+        epochs = [json.loads(line)["epoch_time_s"] for line in layout.metrics.read_text().splitlines()
+                  if json.loads(line)["epoch"] >= 0]
+    return {"process_wall_s": wall, "train_time_s": summary["train_time_s"], "eval_time_s": summary["eval_time_s"],
+            "knn_top1": summary["knn_top1"], "epoch_times_s": epochs}
+
+
+def whole_runs(args: argparse.Namespace, overrides: list[str]) -> dict[str, Any]:
+    """Interleaved whole runs with ``args.ab`` false and true; the one-off cost, saving per epoch
+    and break-even length of KEY=true."""
+    runs: dict[str, list[dict[str, Any]]] = {"false": [], "true": []}
+    for r in range(args.rounds):
+        for flag in runs:
+            runs[flag].append(_whole_run(args.config, [*overrides, f"{args.ab}={flag}"]))
+            one = runs[flag][-1]
+            print(f"round {r + 1} {args.ab}={flag}: {one['process_wall_s']:.0f} s in all, "
+                  f"first epoch {one['epoch_times_s'][0]:.1f} s, median epoch "
+                  f"{statistics.median(one['epoch_times_s']):.1f} s, kNN {one['knn_top1']:.4f}", flush=True)
+    # Per flag, over rounds: the median epoch after the first, and the first epoch's excess over it.
+    later = {f: statistics.median([e for run in v for e in run["epoch_times_s"][1:]]) for f, v in runs.items()}
+    first_excess = {f: statistics.median([run["epoch_times_s"][0] for run in v]) - later[f] for f, v in runs.items()}
+    one_off = first_excess["true"] - first_excess["false"]
+    saving = later["false"] - later["true"]
+    wall = {f: statistics.median([run["process_wall_s"] for run in v]) for f, v in runs.items()}
+    epochs = len(runs["true"][0]["epoch_times_s"])
+    result = {
+        "key": args.ab, "config": args.config, "overrides": overrides, "rounds": args.rounds, "epochs": epochs,
+        "runs": runs, "median_process_wall_s": wall, "median_later_epoch_s": later,
+        "one_off_cost_s": one_off, "saving_per_epoch_s": saving,
+        "break_even_epochs": one_off / saving if saving > 0 else None,
+        "pays_at_config_length": wall["true"] < wall["false"], "machine": machine(), "versions": versions(),
+    }
+    print(f"{args.ab}: whole run {wall['false']:.0f} s (false) vs {wall['true']:.0f} s (true) over {epochs} epochs; "
+          f"one-off {one_off:.0f} s, saving {saving:.2f} s/epoch, break-even "
+          + (f"{result['break_even_epochs']:.1f} epochs" if saving > 0 else "never (no saving per epoch)"))
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config")
@@ -88,9 +150,15 @@ def main() -> None:
     parser.add_argument("--no-features", action="store_true", help="time only the augmentation and train_step")
     parser.add_argument("--ab", metavar="KEY", help="boolean config key to A/B (interleaved), e.g. model.channels_last")
     parser.add_argument("--rounds", type=int, default=10, help="A/B rounds")
+    parser.add_argument("--whole-runs", action="store_true", help="with --ab: whole pretrain runs, compile time included")
     parser.add_argument("--output")
     args = parser.parse_args()
     overrides = args.overrides + ([f"data.data_dir={args.data_dir}"] if args.data_dir else [])
+    if args.ab and args.whole_runs:
+        if not args.config:
+            parser.error("--whole-runs needs --config")
+        _write(whole_runs(args, overrides), args.output)
+        return
     if args.ab:
         _write(ab(args, overrides), args.output)
         return

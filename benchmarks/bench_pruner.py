@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from ssl_emp.fileio import atomic_write_text
 from ssl_emp.pruning import METHODS, DynamicPruner
+from ssl_emp.run.files import atomic_write_text
 
 _FILL_CHUNK = 65536  # untimed warm-up updates go in big chunks to keep the run short
 

@@ -19,7 +19,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from ssl_emp.results import analyse_run_folders, parse_run_id
+from ssl_emp.benchmark.results import analyse_run_folders, parse_run_id
+from ssl_emp.run.layout import RunLayout
 
 
 def class_counts(table: Path) -> tuple[dict[int, int], dict[int, int]]:
@@ -44,14 +45,14 @@ def balance(visits: dict[int, int], images: dict[int, int]) -> dict[str, float]:
 
 def collect(runs_dir: Path) -> list[dict]:
     rows = []
-    for run in sorted(p for p in runs_dir.iterdir() if (p / "pruning_table.csv").is_file()):
-        summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+    for run in map(RunLayout, sorted(p for p in runs_dir.iterdir() if RunLayout(p).pruning_table.is_file())):
+        summary = json.loads(run.summary.read_text()) if run.summary.is_file() else {}
         if not summary:
             continue  # unfinished run
-        name, rate, seed = parse_run_id(run.name)
-        visits, images = class_counts(run / "pruning_table.csv")
+        name, rate, seed = parse_run_id(run.dir.name)
+        visits, images = class_counts(run.pruning_table)
         metric = summary.get("test_top1") if summary.get("test_top1") is not None else summary.get("knn_top1")
-        rows.append({"run_id": run.name, "method": name, "rate": rate, "seed": seed,
+        rows.append({"run_id": run.dir.name, "method": name, "rate": rate, "seed": seed,
                      "top1": metric, "visits": visits, "images": images, **balance(visits, images)})
     return rows
 

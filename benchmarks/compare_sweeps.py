@@ -5,7 +5,7 @@
 
 For a setting run as its own sweep on the same config and seeds as a main sweep (EMP with the
 validation winner's β on the test protocol, say), next to random-dynamic or the default setting
-of the main sweep. The figures are the report's (``ssl_emp.report_stats``): primary metric mean ±
+of the main sweep. The figures are the report's (``ssl_emp.benchmark.stats``): primary metric mean ±
 std over seeds, per-seed difference ours − ref (points) with its 95 % Student-t interval.
 
 ``--across-configs`` pairs sweeps whose base configs differ (the junk probe against the clean
@@ -21,10 +21,11 @@ import shlex
 import statistics
 from pathlib import Path
 
-from ssl_emp.benchmark import NEUTRAL_KEYS
+from ssl_emp.benchmark.results import load_rows
+from ssl_emp.benchmark.stats import METRIC_LABELS, Cell, group_cells, paired, primary_metric, rate_label, same_rate
+from ssl_emp.benchmark.sweep import NEUTRAL_KEYS
 from ssl_emp.config import config_diff
-from ssl_emp.report_stats import METRIC_LABELS, Cell, group_cells, paired, primary_metric, rate_label, same_rate
-from ssl_emp.results import load_rows
+from ssl_emp.run.layout import BenchmarkLayout
 
 
 def _side(text: str, parser: argparse.ArgumentParser) -> tuple[Path, str, list[dict]]:
@@ -38,7 +39,7 @@ def _side(text: str, parser: argparse.ArgumentParser) -> tuple[Path, str, list[d
 
 
 def _base(folder: Path) -> dict | None:
-    plan = folder / "benchmark.json"
+    plan = BenchmarkLayout(folder).plan
     return json.loads(plan.read_text()).get("base") if plan.is_file() else None
 
 

@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ssl_emp.run.layout import RunLayout
+
 
 def _commit(checkout: Path) -> str:
     out = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True)
@@ -36,7 +38,7 @@ def run_once(checkout: Path, config: Path, epochs: int, extra: list[str]) -> lis
         proc = subprocess.run(cmd, cwd=checkout, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(f"compare_throughput: {checkout} failed: {proc.stderr.strip().splitlines()[-1]}")
-        lines = [json.loads(ln) for ln in Path(tmp, "run", "metrics.jsonl").read_text().splitlines()]
+        lines = [json.loads(ln) for ln in RunLayout(Path(tmp, "run")).metrics.read_text().splitlines()]
         return [ln["images_per_s"] for ln in lines if ln["epoch"] >= 0]
 
 

@@ -9,7 +9,7 @@ and by `shorter`; random-dynamic − `shorter`; and the best selection rule at t
 picked after the fact, so its lead over the references is an upper estimate) against both. Methods
 that set their own rate (InfoBatch) are a row of their own, paired with the reference runs at their
 achieved rate. Every difference is per seed (points), mean ± std with its 95 % Student-t interval;
-the figures are the report's (``ssl_emp.report_stats``).
+the figures are the report's (``ssl_emp.benchmark.stats``).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ssl_emp.fileio import atomic_write_text
-from ssl_emp.report_stats import (
+from ssl_emp.benchmark.results import load_rows
+from ssl_emp.benchmark.stats import (
     EQUAL_COMPUTE,
     METRIC_LABELS,
     REFERENCE,
@@ -32,7 +32,8 @@ from ssl_emp.report_stats import (
     primary_metric,
     rate_label,
 )
-from ssl_emp.results import load_rows
+from ssl_emp.run.files import atomic_write_text
+from ssl_emp.run.layout import BenchmarkLayout
 
 # Not selection rules: the references themselves and the fixed subset (a rule without a score).
 NOT_RULES = ("full", REFERENCE, EQUAL_COMPUTE, "random-static")
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for item in args.sweeps:
         name, sep, folder = item.partition("=")
-        if not sep or not name or not (Path(folder) / "results.json").is_file():
+        if not sep or not name or not BenchmarkLayout(folder).results.is_file():
             parser.error(f"expected NAME=DIR with DIR/results.json, got {item!r}")
         rows += protocol_rows(name, Path(folder))
     text = table(rows)

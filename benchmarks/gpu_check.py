@@ -216,7 +216,7 @@ def sync_check(fn: Callable[[], None]) -> dict[str, Any]:
 
 def _trainer(overrides: list[str], tmp: str):
     from ssl_emp.config import load_config
-    from ssl_emp.rundir import Run
+    from ssl_emp.run.folder import Run
     from ssl_emp.train import build
 
     return build(load_config(SYNC_CONFIG, [*overrides, f"output_dir={tmp}"]), Run(tmp, is_main=False))
@@ -303,7 +303,7 @@ class _SslEmp:
 
     def __init__(self, ctx: Context, compile: bool, tmp: str):
         from ssl_emp.config import load_config
-        from ssl_emp.rundir import Run
+        from ssl_emp.run.folder import Run
         from ssl_emp.train import build
 
         overrides = [f"device={DEVICE}", f"model.compile={str(compile).lower()}", f"optim.batch_size={BATCH}",
@@ -477,7 +477,9 @@ def step_two_epochs(ctx: Context) -> dict[str, Any]:
         cfg = load_config(GPU_CONFIG, [*two_epoch_overrides(ctx.data), f"output_dir={tmp}"])
         torch.cuda.reset_peak_memory_stats()
         summary = pretrain(cfg)
-        records = [json.loads(line) for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        from ssl_emp.run.layout import RunLayout
+
+        records = [json.loads(line) for line in RunLayout(tmp).metrics.read_text().splitlines() if line.strip()]
     epochs = [r for r in records if r.get("epoch", -1) >= 0]
     return {
         "status": "ok" if summary.get("knn_top1") is not None else "failed", "config": str(GPU_CONFIG.relative_to(ROOT)),

@@ -19,9 +19,10 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from ssl_emp.benchmark.results import analyse_run_folders, parse_run_id
 from ssl_emp.config import load_config
-from ssl_emp.data import junk_indices
-from ssl_emp.results import analyse_run_folders, parse_run_id
+from ssl_emp.data.junk import junk_indices
+from ssl_emp.run.layout import RunLayout
 
 EPOCHS = (1, 10, 40, 80)  # 1-based epochs whose kept-set junk share the table shows (if the run has them)
 COLUMNS = ("count", "loss", "align", "memory")
@@ -49,16 +50,16 @@ def junk_vs_clean(table: Path, fraction: float) -> dict[str, float]:
 
 def collect(runs_dir: Path) -> list[dict]:
     rows = []
-    for run in sorted(p for p in runs_dir.iterdir() if (p / "summary.json").is_file()):
-        fraction = load_config(run / "config.yaml").data.inject_noise
-        if not fraction or not (run / "pruning_table.csv").is_file():
+    for run in map(RunLayout, sorted(p for p in runs_dir.iterdir() if RunLayout(p).summary.is_file())):
+        fraction = load_config(run.config).data.inject_noise
+        if not fraction or not run.pruning_table.is_file():
             continue
-        summary = json.loads((run / "summary.json").read_text())
-        name, rate, seed = parse_run_id(run.name)
-        rows.append({"run_id": run.name, "method": name, "rate": rate, "seed": seed,
+        summary = json.loads(run.summary.read_text())
+        name, rate, seed = parse_run_id(run.dir.name)
+        rows.append({"run_id": run.dir.name, "method": name, "rate": rate, "seed": seed,
                      "knn_top1": summary.get("knn_top1"), "injected": fraction,
-                     "junk_kept_by_epoch": junk_trajectory(run / "metrics.jsonl"),
-                     **junk_vs_clean(run / "pruning_table.csv", fraction)})
+                     "junk_kept_by_epoch": junk_trajectory(run.metrics),
+                     **junk_vs_clean(run.pruning_table, fraction)})
     return rows
 
 

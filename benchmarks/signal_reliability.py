@@ -28,11 +28,12 @@ from pathlib import Path
 import torch
 
 from ssl_emp.augment import view_augmentation
-from ssl_emp.checkpoint import load_checkpoint
 from ssl_emp.config import config_from_dict
 from ssl_emp.data import load_data
 from ssl_emp.models import build_model
 from ssl_emp.pruning.methods import make_generator
+from ssl_emp.run.checkpoint import load_checkpoint
+from ssl_emp.run.layout import RunLayout
 from ssl_emp.runtime import versions
 
 TOP_FRACTION = 0.3
@@ -93,12 +94,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--batch-size", type=int, default=None, help="default: the run's (more negatives per loss)")
     parser.add_argument("--output", required=True)
     args = parser.parse_args(argv)
-    run = Path(args.run)
-    if not (run / "checkpoints" / "final.pt").is_file() or args.passes < 2 or (args.batch_size or 2) < 2:
-        print(f"signal_reliability: error: need {run}/checkpoints/final.pt, --passes >= 2 and --batch-size >= 2",
+    run = RunLayout(args.run)
+    if not run.final.is_file() or args.passes < 2 or (args.batch_size or 2) < 2:
+        print(f"signal_reliability: error: need {run.final}, --passes >= 2 and --batch-size >= 2",
               file=sys.stderr)
         return 2
-    ckpt = load_checkpoint(run / "checkpoints" / "final.pt")
+    ckpt = load_checkpoint(run.final)
     cfg = config_from_dict(ckpt["config"])
     data = load_data(cfg.data)
     images = data.train.images

@@ -14,11 +14,13 @@ import statistics
 import sys
 from pathlib import Path
 
+from ssl_emp.run.layout import BenchmarkLayout
+
 REFERENCE = ("random-dynamic", "random-dynamic")  # (folder, method)
 
 
 def _knn_by_seed(folder: Path, method: str) -> dict[int, float]:
-    path = folder / "results.json"
+    path = BenchmarkLayout(folder).results
     rows = json.loads(path.read_text()) if path.is_file() else []
     return {int(r["seed"]): 100 * float(r["knn_top1"]) for r in rows if r["method"] == method}
 

@@ -38,7 +38,7 @@ from kornia.filters import filter2d_separable, get_gaussian_kernel1d
 from kornia.geometry.transform import rotate
 from torch import Tensor, nn
 
-from ssl_emp.config import AugmentConfig
+from ssl_emp.settings import AugmentConfig
 
 # (cj_bright, cj_contrast, cj_sat, cj_hue) and the rest, as in lightly's transforms.
 PRESETS: dict[str, dict[str, object]] = {
@@ -50,6 +50,15 @@ PRESETS: dict[str, dict[str, object]] = {
 }
 SMALL_IMAGE_OVERRIDES = dict(cj_strength=0.5, blur_prob=0.0)  # lightly's CIFAR-10 benchmark
 SUPERVISED_PADDING = 4  # px of zero padding before the random crop (the CIFAR classification recipe)
+#: Every ``augment.preset``: the view presets above, ``supervised`` (crop after padding + flip) and
+#: ``auto`` (resolved by ``config.finalize``: ``digits`` on digits, else the algorithm's, below).
+PRESET_NAMES: tuple[str, ...] = ("auto", *PRESETS, "supervised")
+#: algorithm -> its preset under ``auto`` (lightly's transform of each method); others: simclr's.
+AUTO_PRESETS: dict[str, str] = {"simclr": "simclr", "moco": "mocov2", "supervised": "supervised"}
+#: The ``augment.*`` knobs of the view presets; ``supervised`` reads only ``SUPERVISED_KNOBS``.
+VIEW_KNOBS: tuple[str, ...] = ("min_scale", "cj_prob", "cj_strength", "gray_prob", "blur_prob", "hflip_prob",
+                               "rotate_prob", "rotate_degrees")
+SUPERVISED_KNOBS: tuple[str, ...] = ("hflip_prob",)
 
 
 def resolve(cfg: AugmentConfig, image_size: int) -> dict[str, object]:
@@ -63,7 +72,7 @@ def resolve(cfg: AugmentConfig, image_size: int) -> dict[str, object]:
     values = dict(PRESETS["simclr" if cfg.preset == "auto" else cfg.preset])
     if image_size <= 32 and cfg.preset != "digits":
         values.update(SMALL_IMAGE_OVERRIDES)
-    for key in ("min_scale", "cj_prob", "cj_strength", "gray_prob", "blur_prob", "hflip_prob", "rotate_prob", "rotate_degrees"):
+    for key in VIEW_KNOBS:
         if getattr(cfg, key) is not None:
             values[key] = getattr(cfg, key)
     return values

@@ -16,8 +16,10 @@ import threading
 from pathlib import Path
 
 from ssl_emp.errors import ConfigError, RunFailed, TrainingDiverged
-from ssl_emp.fileio import atomic_write_text, os_error_message
 from ssl_emp.pruning.methods import METHODS
+from ssl_emp.run.files import atomic_write_text, os_error_message
+from ssl_emp.run.layout import RunLayout
+from ssl_emp.runtime import DEVICES
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
 EXIT_TERMINATED = 143  # 128 + SIGTERM
@@ -47,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", help="run folder (default: the config's output_dir)")
     p.add_argument("--epochs", type=_positive_int)
     p.add_argument("--seed", type=int)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", choices=DEVICES)
     p.add_argument("--method", help=f"pruning method: {', '.join(METHODS)}")
     p.add_argument("--pruning-rate", type=float, help="fraction of the data set pruned each epoch, in [0, 0.95]")
     p.add_argument("--data-dir", help="data folder (sets data.data_dir)")
@@ -63,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir")
     e.add_argument("--k", type=_positive_int, help="kNN neighbours (default: the checkpoint's eval.knn_k)")
     e.add_argument("--temperature", type=float, help="kNN temperature (default: the checkpoint's eval.knn_temperature)")
-    e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    e.add_argument("--device", choices=DEVICES, default="auto")
     e.add_argument("--output", help="write the result and protocol as JSON here")
 
     x = sub.add_parser("export", help="write a checkpoint's backbone as a timm model folder (safetensors + config.json)")
@@ -96,7 +98,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     if args.no_progress:
         overrides.append("progress=false")
     if args.resume and not args.config and args.output_dir:
-        saved = Path(args.output_dir) / "config.yaml"
+        saved = RunLayout(args.output_dir).config
         cfg = load_config(saved if saved.is_file() else None, overrides)
     else:
         cfg = load_config(args.config, overrides)
@@ -141,7 +143,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    from ssl_emp.benchmark import run_benchmark
+    from ssl_emp.benchmark.sweep import run_benchmark
 
     output_dir = args.output_dir or str(Path("runs") / "benchmark" / Path(args.config).stem)
     return run_benchmark(args.config, output_dir, args.overrides, dry_run=args.dry_run, merge_from=args.merge_from)
@@ -154,7 +156,7 @@ def _interrupted_hint(args: argparse.Namespace) -> str:
     if args.command != "pretrain":
         return "nothing was written"
     run_dir = getattr(args, "run_dir", None)
-    if run_dir is not None and (Path(run_dir) / "checkpoints" / "last.pt").is_file():
+    if run_dir is not None and RunLayout(run_dir).last.is_file():
         return "the last checkpoint is intact (continue with --resume)"
     return "no checkpoint was written yet (rerun the same command to start again)"
 
@@ -186,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     except (TrainingDiverged, RunFailed) as exc:
         print(f"ssl-emp: error: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:  # a write not routed through ssl_emp.fileio (e.g. a full disk): still one line
+    except OSError as exc:  # a write not routed through ssl_emp.run.files (e.g. a full disk): still one line
         print(f"ssl-emp: error: {os_error_message(exc, exc.filename or 'a file')}", file=sys.stderr)
         return 1
     except Terminated:

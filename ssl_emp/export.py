@@ -25,7 +25,7 @@ from ssl_emp import __version__
 from ssl_emp.config import Config
 from ssl_emp.errors import ConfigError, RunFailed
 from ssl_emp.eval.from_checkpoint import backbone_from_checkpoint
-from ssl_emp.fileio import os_error_message
+from ssl_emp.run.files import os_error_message
 
 FILES = ("config.json", "model.safetensors")
 # Failures of the machine, not of the --output given: exit 1 (RunFailed), not 2.

@@ -108,10 +108,11 @@ class PruningCallback(pl.Callback):
 
     def update(
         self, idx: Tensor, loss: Tensor, align: Tensor | None = None, entropy: Tensor | None = None,
-        **directions: Tensor,
+        **signals: Tensor,
     ) -> Tensor:
-        """``pruner.update``: buffer the batch's per-sample signals, return its loss weights."""
-        return self.pruner.update(idx, loss, align, entropy, **directions)
+        """``pruner.update``: buffer the batch's per-sample signals (any others the pruner was
+        declared with, e.g. SCAN's ``loss_12`` / ``loss_21``), return its loss weights."""
+        return self.pruner.update(idx, loss, align, entropy, **signals)
 
     # ------------------------------------------------------------------ Lightning hooks
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -8,15 +8,18 @@ from __future__ import annotations
 import os
 import platform
 
-import timm.optim
 import torch
 from torch import nn
 
-from ssl_emp.config import OptimConfig
 from ssl_emp.distributed import local_device
 from ssl_emp.errors import ConfigError
+from ssl_emp.settings import OptimConfig
 
-TIMM_OPT = {"sgd": "momentum", "lars": "lars", "adamw": "adamw"}  # timm's "sgd" means Nesterov
+#: optim.name -> timm's optimizer name (timm's "sgd" means Nesterov); its keys are the optimizers.
+TIMM_OPT = {"sgd": "momentum", "lars": "lars", "adamw": "adamw"}
+OPTIMIZERS: tuple[str, ...] = tuple(TIMM_OPT)
+#: The ``device`` names of a config and of the CLI (``resolve_device`` also takes any torch device string).
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -54,6 +57,8 @@ def scaled_lr(cfg: OptimConfig, world_size: int) -> float:
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, world_size: int) -> torch.optim.Optimizer:
     """timm's optimizer factory (weight decay off for norms and biases) at the scaled learning rate."""
+    import timm.optim  # here, not at the top: the CLI reads DEVICES from this module before any run
+
     return timm.optim.create_optimizer_v2(model, opt=TIMM_OPT[cfg.name], lr=scaled_lr(cfg, world_size),
                                           weight_decay=cfg.weight_decay, momentum=cfg.momentum)
 

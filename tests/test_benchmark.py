@@ -12,10 +12,10 @@ import pytest
 
 import ssl_emp.eval.from_checkpoint
 import ssl_emp.train
+from ssl_emp.benchmark.report import group_cells, render_markdown, write_report
+from ssl_emp.benchmark.report import main as report_main
+from ssl_emp.benchmark.results import COLUMNS
 from ssl_emp.cli import main
-from ssl_emp.report import group_cells, render_markdown, write_report
-from ssl_emp.report import main as report_main
-from ssl_emp.results import COLUMNS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SMOKE_IDS = ["full_s0", "random-dynamic_r0.5_s0", "emp_r0.5_s0"]
@@ -201,7 +201,7 @@ def test_bad_benchmark_config_exits_2_with_one_line(tmp_path, monkeypatch, capsy
 def test_method_rates_restrict_a_method_to_some_rates(tmp_path):
     import yaml
 
-    from ssl_emp.benchmark import expand_grid, load_benchmark
+    from ssl_emp.benchmark.sweep import expand_grid, load_benchmark
 
     path = tmp_path / "bench.yaml"
     path.write_text(yaml.safe_dump({"base": BASE, "grid": {
@@ -275,7 +275,7 @@ def test_report_from_a_partial_results_file(tmp_path):
 
 
 def test_make_row_copies_test_accuracy_and_diagnostics_when_the_summary_has_them(tmp_path):
-    from ssl_emp.benchmark import RunSpec, make_row
+    from ssl_emp.benchmark.sweep import RunSpec, make_row
     from ssl_emp.config import Config
 
     run = RunSpec("emp_r0.7_s0", "emp", 0.7, 0, Config(output_dir=str(tmp_path)), Config().epochs)

@@ -12,7 +12,7 @@ import torch
 
 from ssl_emp.cli import main as cli_main
 from ssl_emp.config import Config, save_config
-from ssl_emp.data import junk_indices
+from ssl_emp.data.junk import junk_indices
 from tests.conftest import TINY
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"

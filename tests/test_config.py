@@ -24,7 +24,7 @@ def test_auto_preset_follows_data_set_and_algorithm():
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_loads(path):
     if path.name.startswith("bench_"):  # sweep configs: a base pretrain config plus a grid
-        from ssl_emp.benchmark import load_benchmark
+        from ssl_emp.benchmark.sweep import load_benchmark
 
         load_benchmark(path)
     else:
@@ -67,3 +67,36 @@ def test_missing_and_invalid_config_files(tmp_path):
     bad.write_text("epochs: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_choices_come_from_the_modules_that_implement_them():
+    from ssl_emp.augment import PRESET_NAMES
+    from ssl_emp.cli import build_parser
+    from ssl_emp.data.load import DATASETS
+    from ssl_emp.models import MODELS
+    from ssl_emp.runtime import DEVICES, OPTIMIZERS, TIMM_OPT
+
+    assert OPTIMIZERS == tuple(TIMM_OPT) and set(PRESET_NAMES) >= {"auto", "supervised"}
+    for override, names in (("algorithm=x", MODELS), ("data.dataset=x", DATASETS), ("optim.name=x", OPTIMIZERS),
+                            ("device=x", DEVICES), ("augment.preset=x", PRESET_NAMES)):
+        with pytest.raises(ConfigError) as info:
+            load_config(None, [override])
+        assert str(info.value).endswith(f"(choose from {', '.join(names)})"), str(info.value)
+    for name in MODELS:
+        assert load_config(None, [f"algorithm={name}"]).algorithm == name
+    parser = build_parser()
+    devices = [a.choices for sub in parser._subparsers._group_actions[0].choices.values() for a in sub._actions
+               if a.dest == "device"]
+    assert devices == [DEVICES, DEVICES]  # pretrain --device and eval --device
+
+
+def test_data_set_rules_come_from_its_spec(monkeypatch):
+    from ssl_emp.data.load import DATASETS
+
+    with pytest.raises(ConfigError, match=r"data.train_split must be 'train' \(or 'train\+unlabeled' for stl10\)"):
+        load_config(None, ["data.train_split=train+unlabeled"])
+    assert load_config(None, ["data.dataset=stl10", "data.train_split=train+unlabeled", "data.data_dir=/x"])
+    with pytest.raises(ConfigError, match="embedded and reads no files"):
+        load_config(None, ["data.data_dir=/somewhere"])
+    monkeypatch.setitem(DATASETS, "digits", dataclasses.replace(DATASETS["digits"], reads_files=True))
+    assert load_config(None, ["data.data_dir=/somewhere"]).data.data_dir == "/somewhere"

@@ -89,7 +89,7 @@ def test_torchvision_set_without_files_and_no_download(tmp_path):
 
 
 def test_val_fraction_holds_out_a_fixed_stratified_part_and_never_loads_test(monkeypatch):
-    import ssl_emp.data as data_module
+    import ssl_emp.data.load as data_module
 
     real = data_module.load_split
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from ssl_emp.checkpoint import load_checkpoint
 from ssl_emp.config import ModelConfig
 from ssl_emp.models import build_model
 from ssl_emp.pruning import DynamicPruner
+from ssl_emp.run.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(__file__).resolve().parent / "ddp_pretrain_script.py"

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ssl_emp.benchmark import make_row
-from ssl_emp.benchmark_grid import expand_grid, load_benchmark, rstar
+from ssl_emp.benchmark.grid import expand_grid, load_benchmark, rstar
+from ssl_emp.benchmark.report import redundancy_table, render_markdown
+from ssl_emp.benchmark.stats import group_cells
+from ssl_emp.benchmark.sweep import make_row
 from ssl_emp.cli import main
 from ssl_emp.config import redundant_size
 from ssl_emp.errors import ConfigError
 from ssl_emp.pruning import DynamicPruner
-from ssl_emp.report import redundancy_table, render_markdown
-from ssl_emp.report_stats import group_cells
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # 160 unique digits, half of them 3 times: N = 80 + 240 = 320, r* = 1 − 160/320 = 0.5

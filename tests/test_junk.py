@@ -3,7 +3,8 @@
 import torch
 
 from ssl_emp.config import DataConfig
-from ssl_emp.data import junk_indices, load_data
+from ssl_emp.data import load_data
+from ssl_emp.data.junk import junk_indices
 
 
 def test_inject_noise_marks_a_fixed_fraction_of_shuffled_copies_and_keeps_the_bank_clean():

@@ -7,8 +7,8 @@ import torch
 import yaml
 
 import ssl_emp.models
-from ssl_emp.checkpoint import load_checkpoint
 from ssl_emp.cli import main
+from ssl_emp.run.checkpoint import load_checkpoint
 
 
 def _run(tmp_path, name, tiny_args, *extra):
@@ -89,7 +89,7 @@ def test_existing_run_is_never_overwritten(tmp_path, tiny_args, capsys):
 
 
 def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, tiny_args, capsys):
-    real = ssl_emp.models.info_nce_per_sample
+    real = ssl_emp.models.simclr.info_nce_per_sample
     calls = {"n": 0}
 
     def poisoned(z1, z2, temperature, gather_distributed=False):
@@ -98,7 +98,7 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, ti
         return (loss * float("nan") if calls["n"] > 2 else loss), align  # NaN from epoch 2 on
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ssl_emp.models, "info_nce_per_sample", poisoned)
+        mp.setattr(ssl_emp.models.simclr, "info_nce_per_sample", poisoned)
         code, out = _run(tmp_path, "nan", tiny_args, "--epochs", "3", "--set", "data.train_subset=128",
                          "--set", "eval.eval_every=0", "--set", "eval.knn_k=20")  # k < bank: no k notice
     assert code == 1

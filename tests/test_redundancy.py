@@ -10,14 +10,8 @@ import torch
 
 from ssl_emp.cli import main
 from ssl_emp.config import DataConfig, RedundancyConfig, duplicated_count, load_config, redundant_size
-from ssl_emp.data import (
-    IndexedImageFiles,
-    extra_copies,
-    load_data,
-    make_redundant,
-    redundancy_diagnostics,
-    redundant_layout,
-)
+from ssl_emp.data import IndexedImageFiles, load_data
+from ssl_emp.data.redundancy import extra_copies, make_redundant, redundancy_diagnostics, redundant_layout
 from ssl_emp.errors import ConfigError
 from ssl_emp.pruning import DynamicPruner
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-import ssl_emp.data_folder
+import ssl_emp.data.folder
 from ssl_emp.config import DataConfig
 from ssl_emp.data import IndexedImageFiles, IndexedImages, load_data
 from ssl_emp.errors import ConfigError
@@ -97,7 +97,7 @@ def test_a_folder_too_large_for_memory_is_streamed_from_disk(tmp_path, capsys, m
     cfg = DataConfig(dataset="imagefolder", data_dir=str(tmp_path / "tree"), image_size=8,
                      cache_dir=str(tmp_path / "c"), train_subset=4)
     in_ram = load_data(cfg)
-    monkeypatch.setattr(ssl_emp.data_folder, "available_memory", lambda: 1000)  # 6 x 3 x 8 x 8 = 1152 bytes: no
+    monkeypatch.setattr(ssl_emp.data.folder, "available_memory", lambda: 1000)  # 6 x 3 x 8 x 8 = 1152 bytes: no
     capsys.readouterr()
     streamed = load_data(DataConfig(**{**cfg.__dict__, "cache_dir": str(tmp_path / "c2")}))
     err = capsys.readouterr().err.strip().splitlines()
@@ -111,7 +111,7 @@ def test_a_folder_too_large_for_memory_is_streamed_from_disk(tmp_path, capsys, m
 
 def test_an_archive_too_large_for_memory_is_one_line_naming_in_memory_false(tmp_path, monkeypatch):
     archive = _archive(tmp_path)
-    monkeypatch.setattr(ssl_emp.data_folder, "available_memory", lambda: 1000)
+    monkeypatch.setattr(ssl_emp.data.folder, "available_memory", lambda: 1000)
     with pytest.raises(ConfigError, match=r"does not fit in memory: unpack it .* data\.in_memory=false"):
         load_data(DataConfig(dataset="imagefolder", data_dir=str(archive), image_size=8, cache_dir=str(tmp_path / "c")))
 

@@ -15,11 +15,11 @@ import pytest
 import torch
 from PIL import Image
 
-import ssl_emp.data_folder
+import ssl_emp.data.folder
 from ssl_emp.cli import main
 from ssl_emp.config import DataConfig
 from ssl_emp.data import load_data
-from ssl_emp.data_folder import decode_image, resize_square
+from ssl_emp.data.folder import decode_image, resize_square
 from tests.reliability_helpers import one_line, pretrain
 from tests.test_data import _write_tree
 
@@ -212,7 +212,7 @@ def test_high_bit_depth_gray_spans_0_to_255_monotonically(mode, fmt):
 def test_resizing_in_chunks_changes_no_pixel(monkeypatch):
     images = torch.randint(0, 256, (7, 3, 12, 10), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     whole = resize_square(images, 16)
-    monkeypatch.setattr(ssl_emp.data_folder, "_RESIZE_CHUNK_BYTES", 1)  # one image per chunk
+    monkeypatch.setattr(ssl_emp.data.folder, "_RESIZE_CHUNK_BYTES", 1)  # one image per chunk
     assert torch.equal(resize_square(images, 16), whole)
 
 
@@ -240,7 +240,7 @@ def test_val_fraction_with_a_one_image_class_is_one_line_exit_2(tmp_path, tiny_a
 
 
 def test_an_image_size_that_cannot_fit_is_refused_before_allocating(tmp_path, tiny_args, capsys, monkeypatch):
-    monkeypatch.setattr(ssl_emp.data_folder, "available_memory", lambda: 16 * 2**30)
+    monkeypatch.setattr(ssl_emp.data.folder, "available_memory", lambda: 16 * 2**30)
     assert pretrain(tmp_path / "run", tiny_args, "--set", "data.image_size=4096", "--epochs", "1") == 2
     err = one_line(capsys)
     assert "the train split of digits at data.image_size=4096 (1437 images decoded: 67.36 GiB, 16.00 GiB available)" in err, err

@@ -15,13 +15,13 @@ from safetensors import SafetensorError
 
 import ssl_emp.eval.from_checkpoint
 import ssl_emp.train
-from ssl_emp.benchmark import _write_plan, expand_grid, load_benchmark, merged_rows
+from ssl_emp.benchmark.report import main as report_main
+from ssl_emp.benchmark.results import load_rows
+from ssl_emp.benchmark.sweep import _write_plan, expand_grid, load_benchmark, merged_rows
 from ssl_emp.cli import main
 from ssl_emp.config import Config
 from ssl_emp.errors import ConfigError
 from ssl_emp.models import build_backbone, load_backbone
-from ssl_emp.report import main as report_main
-from ssl_emp.results import load_rows
 from tests.reliability_helpers import one_line, pretrain
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -17,14 +17,14 @@ import pytest
 import torch
 import yaml
 
-import ssl_emp.fileio
 import ssl_emp.models
 import ssl_emp.pruning.pruner
-from ssl_emp.checkpoint import load_checkpoint
+import ssl_emp.run.files
 from ssl_emp.cli import main
 from ssl_emp.errors import RunFailed
-from ssl_emp.fileio import atomic_torch_save, atomic_write_text, sweep_temp_files
-from ssl_emp.rundir import LOCK_NAME, MARKER_NAME, MARKER_TEXT
+from ssl_emp.run.checkpoint import load_checkpoint
+from ssl_emp.run.files import atomic_torch_save, atomic_write_text, sweep_temp_files
+from ssl_emp.run.folder import LOCK_NAME, MARKER_NAME, MARKER_TEXT
 from tests.reliability_helpers import FAST, one_line, pretrain
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -73,7 +73,7 @@ def test_bad_input_leaves_no_folder_behind(tmp_path, tiny_args, capsys):
 
 
 def _fail_writes_to(monkeypatch, fragment: str, after: int = 0, limit: int = 100) -> dict:
-    """Make the ``after``+1-th and later files opened by ssl_emp.fileio whose name contains
+    """Make the ``after``+1-th and later files opened by ssl_emp.run.files whose name contains
     ``fragment`` fail with ENOSPC once ``limit`` bytes are written: a disk that fills up."""
     state = {"opened": 0}
     real_open = open
@@ -94,7 +94,7 @@ def _fail_writes_to(monkeypatch, fragment: str, after: int = 0, limit: int = 100
                 return io.BufferedWriter(Full(path, "w"), buffer_size=16)
         return real_open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(ssl_emp.fileio, "open", fake_open, raising=False)
+    monkeypatch.setattr(ssl_emp.run.files, "open", fake_open, raising=False)
     return state
 
 

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from ssl_emp.report import render_markdown, write_report
-from ssl_emp.report_protocol import MAX_PAIRED_SE_PP, MIN_RANGE_PP, seeds_needed
-from ssl_emp.report_stats import dynamic_range, group_cells, paired, primary_metric, t_quantile
+from ssl_emp.benchmark.protocol import MAX_PAIRED_SE_PP, MIN_RANGE_PP, seeds_needed
+from ssl_emp.benchmark.report import render_markdown, write_report
+from ssl_emp.benchmark.stats import dynamic_range, group_cells, paired, primary_metric, t_quantile
 
 
 def _row(method, rate, seed, knn, test=None, **extra):

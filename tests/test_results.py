@@ -1,4 +1,4 @@
-"""ssl_emp.results: the result files shared by the benchmark runner and the report."""
+"""ssl_emp.benchmark.results: the result files shared by the benchmark runner and the report."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from ssl_emp.benchmark_grid import run_id
+from ssl_emp.benchmark.grid import run_id
+from ssl_emp.benchmark.results import COLUMNS, count_histogram, load_rows, parse_run_id, run_counts, write_results
 from ssl_emp.errors import ConfigError
-from ssl_emp.results import COLUMNS, count_histogram, load_rows, parse_run_id, run_counts, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_report_and_benchmark_do_not_import_each_other_cyclically():
-    code = ("import sys, ssl_emp.report; assert 'ssl_emp.benchmark' not in sys.modules, 'report imports benchmark'; "
-            "import ssl_emp.results, ssl_emp.benchmark")
+    code = ("import sys, ssl_emp.benchmark.report; assert 'ssl_emp.benchmark.sweep' not in sys.modules, 'report imports benchmark'; "
+            "import ssl_emp.benchmark.results, ssl_emp.benchmark.sweep")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           env={"PYTHONPATH": str(ROOT), "PATH": ""})
     assert proc.returncode == 0, proc.stderr

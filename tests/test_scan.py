@@ -17,14 +17,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 import ssl_emp.models
-from ssl_emp.benchmark_grid import RATELESS
-from ssl_emp.checkpoint import load_checkpoint
+from ssl_emp.benchmark.grid import RATELESS
 from ssl_emp.cli import main
 from ssl_emp.config import ModelConfig
 from ssl_emp.losses import info_nce_per_sample, moco_info_nce_per_sample
 from ssl_emp.models import build_model
 from ssl_emp.pruning import METHOD_PARAMS, METHODS, DynamicPruner
 from ssl_emp.pruning.scan import removal_count, removal_fraction, scan_phase
+from ssl_emp.run.checkpoint import load_checkpoint
 from tests.pruning_helpers import assert_one_line_config_error, fake_stats, make
 from tests.scan_reference import direction_stats, reference_candidates
 from tests.sync_calls import sync_calls

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ssl_emp.benchmark_grid import expand_grid, load_benchmark, shorter_epochs
+from ssl_emp.benchmark.grid import expand_grid, load_benchmark, shorter_epochs
+from ssl_emp.benchmark.stats import group_cells, matched, paired
 from ssl_emp.cli import main
 from ssl_emp.errors import ConfigError
-from ssl_emp.report_stats import group_cells, matched, paired
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 HAVE_MPL = importlib.util.find_spec("matplotlib") is not None

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import ssl_emp.models
-from ssl_emp.checkpoint import load_checkpoint
 from ssl_emp.cli import EXIT_TERMINATED, main
+from ssl_emp.run.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 # 256 images at batch 64 (4 steps per epoch), kNN only at the end, one step per CSV line.

@@ -1,6 +1,6 @@
 """Benchmark files and their grids: parse and validate the YAML, expand it into one run per cell.
 
-Kept apart from ``ssl_emp.benchmark``, which runs the sweep, because this half only reads and
+Kept apart from ``ssl_emp.benchmark.sweep``, which runs the sweep, because this half only reads and
 checks: it writes no files and trains nothing, so every mistake in a benchmark file is reported
 here, before the first run starts.
 """
@@ -30,6 +30,7 @@ from ssl_emp.config import (
 )
 from ssl_emp.errors import ConfigError
 from ssl_emp.pruning import METHODS
+from ssl_emp.run.layout import BenchmarkLayout
 
 TOP_KEYS = ("base", "pretrain", "overrides", "grid", "linear_probe")
 GRID_KEYS = ("methods", "rates", "seeds", "method_params", "method_rates")
@@ -303,7 +304,7 @@ def expand_grid(bench: Benchmark, output_dir: str | Path) -> list[RunSpec]:
                 cfg.pruning.method = method
                 cfg.pruning.rate = 0.0 if rate is None else rate
                 cfg.pruning.params = {**cfg.pruning.params, **bench.method_params.get(method, {})}
-            cfg.output_dir = str(Path(output_dir) / "runs" / rid)
+            cfg.output_dir = str(BenchmarkLayout(output_dir).run(rid).dir)
             cfg.progress = False  # per-epoch lines only; bars across dozens of runs are noise in a log
             try:
                 finalize(cfg)  # checks pruning.method/rate/params: ssl_emp.pruning.validate_params

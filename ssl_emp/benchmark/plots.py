@@ -1,5 +1,5 @@
 """The benchmark report's plots (matplotlib, the `bench` extra): accuracy and wall time against the
-achieved pruning rate, per-sample training counts at one rate. Tables live in ``ssl_emp.report``.
+achieved pruning rate, per-sample training counts at one rate. Tables live in ``ssl_emp.benchmark.report``.
 """
 
 from __future__ import annotations
@@ -8,8 +8,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from ssl_emp.fileio import atomic_write_bytes
-from ssl_emp.report_stats import (
+from ssl_emp.benchmark.stats import (
     EQUAL_COMPUTE,
     METRIC_LABELS,
     Cell,
@@ -19,6 +18,7 @@ from ssl_emp.report_stats import (
     pooled_counts,
     primary_metric,
 )
+from ssl_emp.run.files import atomic_write_bytes
 
 ACC_PLOT = "accuracy_vs_rate.png"
 COMPUTE_PLOT = "accuracy_vs_compute.png"

@@ -1,14 +1,14 @@
 """Can a sweep rank selection rules? Dynamic range and paired noise against the criterion of
 docs/method.md "When a benchmark can tell rules apart", with the seeds a cell would need to meet it.
 
-Part of ``ssl_emp.report``'s ``report.md`` ("Can this protocol see?").
+Part of ``ssl_emp.benchmark.report``'s ``report.md`` ("Can this protocol see?").
 """
 
 from __future__ import annotations
 
 import math
 
-from ssl_emp.report_stats import (
+from ssl_emp.benchmark.stats import (
     METRIC_LABELS,
     REFERENCE,
     TOL,

@@ -1,11 +1,11 @@
 """Benchmark report: ``report.md`` and plots from ``DIR/results.json`` (partial sweeps included).
 
-    python -m ssl_emp.report DIR
+    python -m ssl_emp.benchmark.report DIR
 
 Cells are (method, target rate); means and sample standard deviations are over the seeds
 finished so far (one seed: the mean alone). InfoBatch has no target rate: it is its own cell.
-The numbers come from ``ssl_emp.report_stats``, the protocol check from ``ssl_emp.report_protocol``,
-the plots from ``ssl_emp.report_plots``.
+The numbers come from ``ssl_emp.benchmark.stats``, the protocol check from ``ssl_emp.benchmark.protocol``,
+the plots from ``ssl_emp.benchmark.plots``.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ssl_emp.errors import ConfigError
-from ssl_emp.fileio import atomic_write_text
-from ssl_emp.report_plots import write_plots
-from ssl_emp.report_protocol import protocol_check
-from ssl_emp.report_stats import (
+from ssl_emp.benchmark.plots import write_plots
+from ssl_emp.benchmark.protocol import protocol_check
+from ssl_emp.benchmark.results import load_rows
+from ssl_emp.benchmark.stats import (
     EQUAL_COMPUTE,
     HEADLINE_RATE,
     METRIC_LABELS,
+    ORACLE,
     REFERENCE,
     TOL,
     Cell,
@@ -32,6 +32,7 @@ from ssl_emp.report_stats import (
     count_stats,
     find_cell,
     group_cells,
+    oracle_shares,
     paired,
     pooled_counts,
     primary_metric,
@@ -40,7 +41,10 @@ from ssl_emp.report_stats import (
     same_rate,
     versus,
 )
-from ssl_emp.results import REPEATABILITY_KEYS, load_rows
+from ssl_emp.errors import ConfigError
+from ssl_emp.run.files import atomic_write_text
+from ssl_emp.run.layout import BenchmarkLayout
+from ssl_emp.run.summary import REPEATABILITY_KEYS
 
 __all__ = ["Cell", "group_cells", "main", "render_markdown", "write_report"]
 
@@ -254,6 +258,27 @@ def redundancy_table(cells: list[Cell], key: str, design: tuple[int, int] | None
     return "\n".join(lines)
 
 
+def oracle_table(cells: list[Cell], key: str) -> str | None:
+    """Per method at r*: its gain over random-dynamic, the oracle's, the share of the oracle's gain it
+    captures with Fieller's 95 % interval, and the repeats it keeps; None without an oracle."""
+    shares = oracle_shares(cells, key)
+    if not shares:
+        return None
+    lines = [f"| method | {REFERENCE} gain (pp) | {ORACLE} gain (pp) | share of {ORACLE}'s gain | 95 % interval | "
+             "n | repeats in kept set (%) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for c, s in shares:
+        share = "—" if s.share is None else f"{s.share:+.2f}"
+        ci = "— (oracle gain not clear of 0)" if s.ci is None else f"[{s.ci[0]:+.2f}, {s.ci[1]:+.2f}]"
+        lines.append(f"| {c.method} | {_pp(s.gain)} | {_pp(s.oracle)} | {share} | {ci} | {s.gain.n} | "
+                     f"{_fmt(c.stat('repeat_share'), 100)} |")
+    emp, eps = (find_cell(cells, m, shares[0][0].target_rate) for m in ("emp", "eps-greedy"))
+    p = paired(emp, eps, key) if emp is not None and eps is not None else None
+    if p is not None:  # EMP with beta = 0 is eps-greedy: what the memory term adds to the loss alone
+        lines += ["", f"EMP − ε-greedy (the memory term's contribution), paired by seed: {_ci_text(p)} "
+                  "(mean ± std | n | 95 % interval)."]
+    return "\n".join(lines)
+
+
 def count_table(series: dict[str, list[int]]) -> str:
     """The numbers behind the count plot, one row per method (``pooled_counts`` at one rate)."""
     lines = ["| method | mean count | CV of count | never trained (%) | trained once (%) | max count |",
@@ -316,6 +341,12 @@ def _diagnostics(cells: list[Cell], key: str, injected: float | None, folder: Pa
                 "the oracle, trains every unique image once an epoch and no repeat. Random selection keeps repeats "
                 "by chance alone: a rule that sees redundancy keeps fewer repeats and more distinct images than "
                 f"{REFERENCE} at the same rate.{sizes}", "", table, ""]
+        table = oracle_table(cells, key)
+        if table:
+            out += ["### Share of the oracle's gain", "", f"Each rule's gain over {REFERENCE} at r*, as a share of "
+                    f"the gain of `{ORACLE}` (perfect knowledge of the redundancy) over the same seeds: 0 = no better "
+                    "than random, 1 = as good as the oracle. Interval: Fieller's 95 % interval for a ratio of paired "
+                    "means.", "", table, ""]
     rate = count_plot_rate(cells)
     series = pooled_counts(cells, folder, rate) if rate is not None else {}
     if series:
@@ -365,22 +396,23 @@ def render_markdown(rows: list[dict[str, Any]], plan: dict[str, Any] | None = No
 def write_report(out: str | Path) -> Path:
     """Regenerate ``out/report.md`` and the plots from ``out/results.json``."""
     out = Path(out)
-    if not (out / "results.json").is_file() and not (out / "benchmark.json").is_file():
+    layout = BenchmarkLayout(out)
+    if not layout.results.is_file() and not layout.plan.is_file():
         raise ConfigError(f"{out} holds no results.json (not a benchmark output folder)")
     rows = load_rows(out)
-    plan_path = out / "benchmark.json"
+    plan_path = layout.plan
     plan = json.loads(plan_path.read_text()) if plan_path.is_file() else None
     plots = write_plots(group_cells(rows, plan.get("runs") if plan else None), out) if rows else []
-    path = out / "report.md"
+    path = layout.report
     atomic_write_text(path, render_markdown(rows, plan, plots, out))
     return path
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m ssl_emp.report DIR``."""
+    """``python -m ssl_emp.benchmark.report DIR``."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or args[0].startswith("-"):
-        print("usage: python -m ssl_emp.report DIR", file=sys.stderr)
+        print("usage: python -m ssl_emp.benchmark.report DIR", file=sys.stderr)
         return 2
     try:
         print(write_report(args[0]))

@@ -1,7 +1,7 @@
 """A benchmark folder's result files: ``results.json`` / ``results.csv`` rows and per-run training counts.
 
-The one module that reads and writes them, shared by the sweep (``ssl_emp.benchmark``) and the
-report (``ssl_emp.report``), so that neither imports the other.
+The one module that reads and writes them, shared by the sweep (``ssl_emp.benchmark.sweep``) and the
+report (``ssl_emp.benchmark.report``), so that neither imports the other.
 """
 
 from __future__ import annotations
@@ -15,17 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from ssl_emp.errors import ConfigError
-from ssl_emp.fileio import atomic_write_text
+from ssl_emp.run.files import atomic_write_text
+from ssl_emp.run.layout import BenchmarkLayout
+from ssl_emp.run.summary import DIAGNOSTIC_KEYS
 
-# Per-run selection diagnostics copied from summary.json as they are (None when a run did not log
-# them, and absent from rows written before they existed: readers use ``row.get``).
-# The one list of the summary's diagnostics (the trainer writes them, the rows carry them): the
-# signals' repeatability as of the last epoch (it settles as the statistics fill in), and the
-# probes' shares of the kept set averaged over epochs (the selection's behaviour over the run).
-REPEATABILITY_KEYS = ("loss_repeatability", "align_repeatability", "entropy_repeatability")
-REDUNDANCY_KEYS = ("repeat_share", "distinct_unique")  # the redundancy probe's
-EPOCH_MEAN_KEYS = ("junk_kept_fraction", *REDUNDANCY_KEYS)
-DIAGNOSTIC_KEYS = (*REPEATABILITY_KEYS, *EPOCH_MEAN_KEYS)
+# Per-run selection diagnostics are copied from summary.json as they are (ssl_emp.run.summary).
 COLUMNS = ("run_id", "method", "target_rate", "achieved_rate", "seed", "knn_top1", "linear_top1", "test_top1",
            "wall_time_s", "train_time_s", "optimizer_steps", "sample_visits", "epochs", "num_samples", "versions",
            "machine", *DIAGNOSTIC_KEYS)
@@ -33,7 +27,7 @@ COLUMNS = ("run_id", "method", "target_rate", "achieved_rate", "seed", "knn_top1
 
 def load_rows(out: str | Path) -> list[dict[str, Any]]:
     """The rows of ``DIR/results.json`` (empty when the sweep has not finished a run yet)."""
-    path = Path(out) / "results.json"
+    path = BenchmarkLayout(out).results
     if not path.is_file():
         return []
     try:
@@ -62,12 +56,13 @@ def _shorten(value: Any, limit: int = 80) -> str:
 
 def write_results(out: Path, rows: list[dict[str, Any]]) -> None:
     """``results.json`` (all fields) and ``results.csv`` (``COLUMNS``), each replaced atomically."""
-    atomic_write_text(out / "results.json", json.dumps(rows, indent=2))
+    layout = BenchmarkLayout(out)
+    atomic_write_text(layout.results, json.dumps(rows, indent=2))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS} for row in rows)
-    atomic_write_text(out / "results.csv", buf.getvalue())
+    atomic_write_text(layout.results_csv, buf.getvalue())
 
 
 def count_histogram(table: Path) -> list[int]:
@@ -87,13 +82,13 @@ def count_histogram(table: Path) -> list[int]:
 def run_counts(row: dict[str, Any], out: Path) -> list[int]:
     """Per-sample training counts of one result row: its ``count_histogram`` expanded, or, for rows
     written before the histogram travelled in the row, the run folder's pruning_table.csv."""
-    hist = row.get("count_histogram") or count_histogram(out / "runs" / row["run_id"] / "pruning_table.csv")
+    hist = row.get("count_histogram") or count_histogram(BenchmarkLayout(out).run(row["run_id"]).pruning_table)
     return [c for c, n in enumerate(hist) for _ in range(n)]
 
 
 def parse_run_id(run_id: str) -> tuple[str, float | None, int]:
     """(method, target rate or None, seed) of a run folder name, the inverse of
-    ``ssl_emp.benchmark_grid.run_id``: ``emp_r0.7_s2`` -> ("emp", 0.7, 2), ``full_s0`` -> ("full", None, 0)."""
+    ``ssl_emp.benchmark.grid.run_id``: ``emp_r0.7_s2`` -> ("emp", 0.7, 2), ``full_s0`` -> ("full", None, 0)."""
     head, _, seed = run_id.rpartition("_s")
     method, _, rate = head.partition("_r")
     return method, float(rate) if rate else None, int(seed)

@@ -1,8 +1,8 @@
 """The numbers behind the benchmark report: result rows grouped into (method, rate) cells, the primary
 metric, paired per-seed differences with their confidence intervals, pooled training counts.
 
-Free of markdown and plotting, so the report's tables and plots (``ssl_emp.report``,
-``ssl_emp.report_plots``) share one definition of every figure.
+Free of markdown and plotting, so the report's tables and plots (``ssl_emp.benchmark.report``,
+``ssl_emp.benchmark.plots``) share one definition of every figure.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ssl_emp.benchmark.results import run_counts
 from ssl_emp.config import redundant_size
 from ssl_emp.pruning import METHODS
-from ssl_emp.results import run_counts
 
 HEADLINE_RATE = 0.7  # the rate the spec singles out (EMP's regime: r >= 0.7)
 REFERENCE = "random-dynamic"  # every selection rule is compared with it, seed by seed
-EQUAL_COMPUTE = "shorter"  # ... and with full data for (1 − r)·E epochs (benchmark_grid.SHORTER)
+EQUAL_COMPUTE = "shorter"  # ... and with full data for (1 − r)·E epochs (ssl_emp.benchmark.grid.SHORTER)
 METRIC_LABELS = {"test_top1": "test top-1", "knn_top1": "kNN top-1", "linear_top1": "linear top-1"}
 TOL = 1e-9  # rates and means closer than this are equal (they come from float arithmetic)
 
@@ -206,6 +206,62 @@ def dynamic_range(cells: list[Cell], key: str, ref: str = REFERENCE) -> tuple[fl
         return None
     rate, stat = max(refs, key=lambda t: t[0])
     return 100 * (full[0] - stat[0]), rate
+
+
+ORACLE = "dedup"  # the redundancy probe's oracle: full data on the unique images, at r* = 1 − U/N
+
+
+def ratio_interval(a: Sequence[float], b: Sequence[float], q: float = 0.975) -> tuple[float, float] | None:
+    """Fieller's interval for mean(a) / mean(b) from paired samples: every θ with
+    |mean(a − θ·b)| ≤ t · sd(a − θ·b) / √n. None for fewer than two pairs or when mean(b) is not
+    clearly non-zero (the set is then unbounded: the ratio is not estimable)."""
+    n = len(a)
+    if n < 2 or len(b) != n:
+        return None
+    ma, mb = statistics.fmean(a), statistics.fmean(b)
+    saa, sbb = statistics.variance(a), statistics.variance(b)
+    sab = statistics.covariance(a, b)
+    t2 = t_quantile(n - 1, q) ** 2 / n
+    lead, half, const = mb * mb - t2 * sbb, ma * mb - t2 * sab, ma * ma - t2 * saa
+    if lead <= 0:
+        return None
+    root = math.sqrt(max(half * half - lead * const, 0.0))  # ≥ 0 when lead > 0: the estimate lies inside
+    return (half - root) / lead, (half + root) / lead
+
+
+@dataclass(frozen=True)
+class OracleShare:
+    """A rule's share of the oracle's gain over the reference at the oracle's compute, over the
+    seeds all three finished: ``gain`` = rule − reference, ``oracle`` = oracle − reference (points),
+    ``share`` = mean gain / mean oracle gain (None if the oracle gains nothing), Fieller's interval."""
+
+    gain: Paired
+    oracle: Paired
+    share: float | None
+    ci: tuple[float, float] | None
+
+
+def oracle_shares(cells: list[Cell], key: str, ref: str = REFERENCE,
+                  oracle: str = ORACLE) -> list[tuple[Cell, OracleShare]]:
+    """Every method at the oracle's rate (other than full, ``ref`` and the oracle) with its share of
+    the oracle's gain over ``ref``, seed by seed; empty without an oracle or a reference there."""
+    top = next((c for c in cells if c.method == oracle and c.target_rate is not None), None)
+    base = find_cell(cells, ref, top.target_rate) if top is not None else None
+    if top is None or base is None:
+        return []
+    out = []
+    for c in cells:
+        if c.method in (ref, oracle, "full") or not same_rate(c.target_rate, top.target_rate):
+            continue
+        sc, sr, so = c.by_seed(key), base.by_seed(key), top.by_seed(key)
+        seeds = sorted(set(sc) & set(sr) & set(so))
+        if not seeds:
+            continue
+        gain = Paired(tuple(100 * (sc[s] - sr[s]) for s in seeds))
+        gap = Paired(tuple(100 * (so[s] - sr[s]) for s in seeds))
+        share = gain.mean / gap.mean if abs(gap.mean) > TOL else None
+        out.append((c, OracleShare(gain, gap, share, ratio_interval(gain.diffs, gap.diffs))))
+    return out
 
 
 def redundancy_design(data: dict[str, Any] | None) -> tuple[int, int] | None:

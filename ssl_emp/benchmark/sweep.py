@@ -5,7 +5,7 @@ A benchmark file names a pretrain config (``base:``, relative to the benchmark f
 Every run trains into ``DIR/runs/<id>/``; after each run ``DIR/results.json``, ``DIR/results.csv``
 and the report (``DIR/report.md`` + plots) are rewritten, so a killed sweep loses at most the run
 in progress and a rerun of the same command continues where it stopped. Reading the benchmark
-file and expanding its grid is ``ssl_emp.benchmark_grid``.
+file and expanding its grid is ``ssl_emp.benchmark.grid``.
 """
 
 from __future__ import annotations
@@ -18,19 +18,22 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ssl_emp.benchmark_grid import DEDUP, SHORTER, Benchmark, RunSpec, expand_grid, load_benchmark
+from ssl_emp.benchmark.grid import DEDUP, SHORTER, Benchmark, RunSpec, expand_grid, load_benchmark
+from ssl_emp.benchmark.report import write_report
+from ssl_emp.benchmark.results import count_histogram, load_rows, write_results
 from ssl_emp.config import config_diff, finalize, load_config
 from ssl_emp.errors import ConfigError, TrainingDiverged
-from ssl_emp.fileio import atomic_write_text
-from ssl_emp.report import write_report
-from ssl_emp.results import DIAGNOSTIC_KEYS, count_histogram, load_rows, write_results
-from ssl_emp.rundir import LOCK_NAME, FolderLock
+from ssl_emp.run.files import atomic_write_text
+from ssl_emp.run.layout import BenchmarkLayout, RunLayout
+from ssl_emp.run.lock import LOCK_NAME, FolderLock
+from ssl_emp.run.summary import DIAGNOSTIC_KEYS
 
 # Keys that may differ between invocations without changing what a run computes (paths, workers,
 # logging); everything else must match the runs already in the output folder. data.num_workers is
-# one since every loader has its own generator (train.loader_generator): 0 and 2 workers give the
-# same weights, tests/test_workers_and_signals.py.
-NEUTRAL_KEYS = ("output_dir", "progress", "device", "log_every", "data.data_dir", "data.num_workers", "data.cache_dir")
+# one since every loader has its own generator (ssl_emp.data.datasets.loader_generator): 0 and 2
+# workers give the same weights, tests/test_workers_and_signals.py.
+NEUTRAL_KEYS = ("output_dir", "progress", "device", "log_every", "logging.tensorboard", "data.data_dir",
+                "data.num_workers", "data.cache_dir")
 
 
 # ----------------------------------------------------------------------------- output folder
@@ -44,7 +47,7 @@ def _base_dict(bench: Benchmark) -> dict[str, Any]:
 def check_output_dir(bench: Benchmark, runs: list[RunSpec], out: Path) -> None:
     """Refuse a folder that holds something else: another benchmark's base config, a run trained
     with a different config, or files that are not a benchmark's."""
-    plan = out / "benchmark.json"
+    plan = BenchmarkLayout(out).plan
     if out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()) and not plan.is_file():
         raise ConfigError(f"{out} exists and is not a benchmark folder (no benchmark.json); choose another --output-dir")
     if plan.is_file():
@@ -54,7 +57,7 @@ def check_output_dir(bench: Benchmark, runs: list[RunSpec], out: Path) -> None:
             raise ConfigError(f"{out} holds a benchmark of a different base config: {', '.join(diff)}; "
                               "choose another --output-dir")
     for run in runs:
-        saved_cfg = Path(run.config.output_dir) / "config.yaml"
+        saved_cfg = RunLayout(run.config.output_dir).config
         if saved_cfg.is_file():
             diff = config_diff(asdict(load_config(saved_cfg)), asdict(run.config), NEUTRAL_KEYS)
             if diff:
@@ -70,7 +73,7 @@ def _write_plan(bench: Benchmark, runs: list[RunSpec], out: Path) -> None:
         "linear_probe": bench.linear_probe,
         "runs": [{"run_id": r.run_id, "method": r.method, "target_rate": r.target_rate, "seed": r.seed} for r in runs],
     }
-    atomic_write_text(out / "benchmark.json", json.dumps(plan, indent=2))
+    atomic_write_text(BenchmarkLayout(out).plan, json.dumps(plan, indent=2))
 
 
 # ----------------------------------------------------------------------------- one run
@@ -107,7 +110,7 @@ def make_row(run: RunSpec, summary: dict[str, Any], linear: dict[str, Any] | Non
         "linear_top5": linear["top5"] if linear else None, "linear_time_s": linear.get("time_s") if linear else None,
         "eval_time_s": summary.get("eval_time_s"), "pruner_time_s": summary.get("pruner_time_s"),
         "device": summary.get("device"), "dataset": run.config.data.dataset, "algorithm": run.config.algorithm,
-        "count_histogram": count_histogram(Path(run.config.output_dir) / "pruning_table.csv"),
+        "count_histogram": count_histogram(RunLayout(run.config.output_dir).pruning_table),
         **{k: summary.get(k) for k in DIAGNOSTIC_KEYS},
     }
 
@@ -117,8 +120,8 @@ def execute_run(run: RunSpec, linear_probe: bool) -> dict[str, Any]:
     from ssl_emp.eval.from_checkpoint import evaluate_checkpoint
     from ssl_emp.train import pretrain
 
-    run_dir = Path(run.config.output_dir)
-    summary_path = run_dir / "summary.json"
+    layout = RunLayout(run.config.output_dir)
+    summary_path = layout.summary
     try:
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
     except json.JSONDecodeError:  # killed while writing it: the final checkpoint resumes to the end
@@ -126,16 +129,16 @@ def execute_run(run: RunSpec, linear_probe: bool) -> dict[str, Any]:
     if summary is None:
         # A run killed before its first checkpoint is started again by pretrain itself, which clears
         # only the files such a run writes, and refuses (one line) a folder that is not a run's.
-        resume = (run_dir / "checkpoints" / "last.pt").is_file()
+        resume = layout.last.is_file()
         summary = pretrain(copy.deepcopy(run.config), resume=resume)
     linear = None
     if linear_probe:
-        linear_path = run_dir / "linear.json"
+        linear_path = layout.linear
         if linear_path.is_file():
             linear = json.loads(linear_path.read_text())
         else:
             t0 = time.perf_counter()
-            linear = evaluate_checkpoint(str(run_dir / "checkpoints" / "final.pt"), "linear",
+            linear = evaluate_checkpoint(str(layout.final), "linear",
                                          device=run.config.device, seed=run.seed)
             linear["time_s"] = time.perf_counter() - t0
             atomic_write_text(linear_path, json.dumps(linear, indent=2))
@@ -197,7 +200,7 @@ def merged_rows(bench: Benchmark, runs: list[RunSpec], out: Path, sources: list[
     params = json.loads(json.dumps(bench.method_params))  # as benchmark.json holds them
     for src in sources:
         taken = 0
-        plan = src / "benchmark.json"
+        plan = BenchmarkLayout(src).plan
         if not plan.is_file():
             raise ConfigError(f"--merge-from {src}: not a benchmark folder (no benchmark.json)")
         saved = json.loads(plan.read_text())

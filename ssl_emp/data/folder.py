@@ -1,11 +1,11 @@
 """Image folders and archives of them: listing, decoding, the decoded-image cache.
 
-Kept apart from ``ssl_emp.data`` because this is the one data source with machinery of its own (a
+Kept apart from ``ssl_emp.data.load`` because this is the one data source with machinery of its own (a
 .tar/.tar.gz reader, a guess of the train/test layout, a memory check that chooses between decoding
 into RAM and decoding on access, an on-disk cache of decoded splits) that the named sets never use.
-It returns plain tensors and file lists, and ``ssl_emp.data`` wraps them as indexed data sets, so
-the imports run one way (data -> data_folder); the decoder and the square resize live here for the
-same reason, although ``ssl_emp.data`` uses them too.
+It returns plain tensors and file lists, which ``ssl_emp.data.datasets`` and ``ssl_emp.data.load``
+wrap as indexed data sets, so the imports run one way (load, datasets -> folder); the decoder and
+the square resize live here for the same reason.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ssl_emp.checkpoint import safe_torch_load
-from ssl_emp.config import DataConfig
 from ssl_emp.errors import ConfigError, RunFailed
-from ssl_emp.fileio import atomic_torch_save, sweep_temp_files
+from ssl_emp.run.checkpoint import safe_torch_load
+from ssl_emp.run.files import atomic_torch_save, sweep_temp_files
+from ssl_emp.settings import DataConfig
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage

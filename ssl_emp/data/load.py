@@ -4,13 +4,13 @@ The index is what the pruner keys its per-sample table on. Images stay uint8 unt
 augmentation stage (on the training device), so small-image sets are held decoded in memory and
 epochs never re-decode. Named sets: ``digits`` (embedded default, scikit-learn), ``cifar10``,
 ``cifar100``, ``stl10`` (torchvision files) and ``imagefolder`` (a class-folder tree, or a
-.tar/.tar.gz archive of one: read by ``ssl_emp.data_folder``).
+.tar/.tar.gz archive of one: read by ``ssl_emp.data.folder``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,79 +19,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Dataset
 
-from ssl_emp.config import DataConfig, RedundancyConfig, duplicated_count
-from ssl_emp.data_folder import decode_image, fits_in_memory, load_imagefolder_split, resize_square
+from ssl_emp.data.datasets import DataSplits, IndexedImageFiles, IndexedImages, check_fits, take
+from ssl_emp.data.folder import load_imagefolder_split, resize_square
+from ssl_emp.data.junk import inject_junk
+from ssl_emp.data.redundancy import make_redundant
 from ssl_emp.errors import ConfigError
-
-
-class IndexedImages(Dataset):
-    """Decoded uint8 images held in memory; yields ``(index, image)``."""
-
-    def __init__(self, images: Tensor, labels: Tensor | None = None, classes: list[str] | None = None):
-        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-            raise ConfigError(f"images must be uint8 [N, 3, H, W], got {images.dtype} {tuple(images.shape)}")
-        self.images = images
-        self.labels = labels
-        self.classes = classes
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, index: int) -> tuple[int, Tensor]:
-        return index, self.images[index]
-
-
-class IndexedImageFiles(Dataset):
-    """Images decoded on access (sets too large to hold in RAM); yields ``(index, image)``.
-
-    Each image is resized to a square ``image_size`` so batches stack; the random resized crop of
-    the view pipeline then works on that square.
-    """
-
-    def __init__(self, files: list[str], labels: Tensor | None, classes: list[str] | None, image_size: int):
-        self.files = files
-        self.labels = labels
-        self.classes = classes
-        self.image_size = image_size
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int) -> tuple[int, Tensor]:
-        path = self.files[index]
-        return index, resize_square(decode_image(Path(path).read_bytes(), path)[None], self.image_size)[0]
-
-
-class Labelled(Dataset):
-    """``(image, label)`` view of an indexed data set, for feature extraction."""
-
-    def __init__(self, dataset: IndexedImages | IndexedImageFiles):
-        if dataset.labels is None:
-            raise ConfigError("this data set has no labels; kNN and linear evaluation need labelled images")
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        return self.dataset[index][1], int(self.dataset.labels[index])
-
-
-@dataclass
-class DataSplits:
-    train: IndexedImages | IndexedImageFiles  # what pretraining iterates over
-    bank: IndexedImages | IndexedImageFiles | None  # labelled training images for kNN / probe
-    test: IndexedImages | IndexedImageFiles | None  # the validation split when val_fraction > 0
-    test_is_validation: bool = False
-    junk: Tensor | None = None  # bool mask over ``train``: images replaced by data.inject_noise
-    # Redundancy probe: per training sample, the index into ``bank`` (the U unique images) of the
-    # image it is a copy of (``redundant_layout``); None without data.redundancy.
-    unique_of: Tensor | None = None
-
-
-# ----------------------------------------------------------------------------- helpers
+from ssl_emp.settings import DataConfig
 
 
 def _subset(ds: IndexedImages | IndexedImageFiles, n: int | None) -> IndexedImages | IndexedImageFiles:
@@ -99,19 +33,11 @@ def _subset(ds: IndexedImages | IndexedImageFiles, n: int | None) -> IndexedImag
     if n is None or n >= len(ds):
         return ds
     keep = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:n].sort().values
-    return _take(ds, keep)
+    return take(ds, keep)
 
 
 def _nhwc_to_tensor(array: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).contiguous()
-
-
-def _check_fits(n: int, size: int, what: str) -> None:
-    """Refuse a held-in-memory split whose decoded uint8 images would not fit, before allocating them."""
-    fits, text = fits_in_memory(n * 3 * size * size)
-    if not fits:
-        raise ConfigError(f"{what} at data.image_size={size} ({n} images decoded: {text}) does not fit in memory: "
-                          "choose a smaller data.image_size")
 
 
 # ----------------------------------------------------------------------------- named sets
@@ -127,7 +53,7 @@ def load_digits_split(split: str, image_size: int) -> IndexedImages:
     y = torch.from_numpy(digits.target).long()
     train_idx, test_idx = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y.numpy(), random_state=0)
     idx = torch.from_numpy(train_idx if split == "train" else test_idx)
-    _check_fits(len(idx), image_size, f"the {split} split of digits")
+    check_fits(len(idx), image_size, f"the {split} split of digits")
     images = torch.empty((len(idx), 3, image_size, image_size), dtype=torch.uint8)
     step = max(1, 2**24 // image_size**2)  # upsampled in chunks: the floats of all at once can be 4x the result
     for start in range(0, len(idx), step):
@@ -161,12 +87,12 @@ def _torchvision_set(name: str, cfg: DataConfig, split: str) -> IndexedImages:
         raise ConfigError(f"could not download {name} into {root}: {exc}") from exc
     labels = None if (labels < 0).all() else labels  # STL10 "unlabeled" split has label -1
     if images.shape[-2:] != (cfg.image_size, cfg.image_size):
-        _check_fits(len(images), cfg.image_size, f"the {split} split of {name}")
+        check_fits(len(images), cfg.image_size, f"the {split} split of {name}")
     return IndexedImages(resize_square(images, cfg.image_size), labels, classes)
 
 
 def _imagefolder_set(cfg: DataConfig, split: str, classes: list[str] | None) -> IndexedImages | IndexedImageFiles | None:
-    """An image folder's split as an indexed data set; ssl_emp.data_folder does the reading."""
+    """An image folder's split as an indexed data set; ssl_emp.data.folder does the reading."""
     found = load_imagefolder_split(cfg, split, classes)
     if found is None:
         return None
@@ -176,21 +102,49 @@ def _imagefolder_set(cfg: DataConfig, split: str, classes: list[str] | None) -> 
     return IndexedImageFiles(images, labels, classes, cfg.image_size)
 
 
+SplitLoader = Callable[[DataConfig, str, list[str] | None], IndexedImages | IndexedImageFiles | None]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A named data set: how to load a split, and what its config may say."""
+
+    load: SplitLoader  # (config, split, the training split's classes) -> the split, or None if absent
+    reads_files: bool = True  # False: embedded in a package; data.data_dir must stay unset
+    train_splits: tuple[str, ...] = ("train",)  # the data.train_split values it has
+
+
+def _torchvision(name: str) -> SplitLoader:
+    return lambda cfg, split, classes: _torchvision_set(name, cfg, split)
+
+
+#: data.dataset -> its spec; the order is the one error messages list them in.
+DATASETS: dict[str, DatasetSpec] = {
+    "digits": DatasetSpec(lambda cfg, split, classes: load_digits_split(
+        "train" if split.startswith("train") else "test", cfg.image_size), reads_files=False),
+    "cifar10": DatasetSpec(_torchvision("cifar10")),
+    "cifar100": DatasetSpec(_torchvision("cifar100")),
+    # "train+unlabeled" trains on the 100,000 unlabelled images too (the kNN bank stays "train").
+    "stl10": DatasetSpec(_torchvision("stl10"), train_splits=("train", "train+unlabeled")),
+    "imagefolder": DatasetSpec(lambda cfg, split, classes: _imagefolder_set(cfg, split, classes)),
+}
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    """The spec of data set ``name``, or a ConfigError listing the known ones."""
+    spec = DATASETS.get(name)
+    if spec is None:
+        raise ConfigError(f"unknown dataset '{name}' (choose from {', '.join(DATASETS)})")
+    return spec
+
+
 def load_split(cfg: DataConfig, split: str, classes: list[str] | None = None) -> IndexedImages | IndexedImageFiles | None:
     """One split (``train``, ``test`` or stl10's ``train+unlabeled``) of the configured data set.
 
     ``classes``: the training split's, which an image folder's other split is numbered by (the
     named sets have one fixed class list).
     """
-    name = cfg.dataset
-    if name == "digits":
-        ds = load_digits_split("train" if split.startswith("train") else "test", cfg.image_size)
-    elif name in ("cifar10", "cifar100", "stl10"):
-        ds = _torchvision_set(name, cfg, split)
-    elif name == "imagefolder":
-        ds = _imagefolder_set(cfg, split, classes)
-    else:
-        raise ConfigError(f"unknown dataset '{name}'")
+    ds = dataset_spec(cfg.dataset).load(cfg, split, classes)
     if ds is not None:
         ds = _subset(ds, cfg.train_subset if split.startswith("train") else cfg.test_subset)
     return ds
@@ -208,7 +162,7 @@ def _hold_out(ds: IndexedImages | IndexedImageFiles, fraction: float) -> tuple[I
     except ValueError as exc:  # a case the checks above do not foresee: still one line
         raise ConfigError(f"data.val_fraction={fraction} cannot hold out a stratified split of {len(ds)} images: "
                           f"{str(exc).splitlines()[0]}") from exc
-    return _take(ds, torch.from_numpy(np.sort(rest))), _take(ds, torch.from_numpy(np.sort(held)))
+    return take(ds, torch.from_numpy(np.sort(rest))), take(ds, torch.from_numpy(np.sort(held)))
 
 
 def _check_stratifiable(ds: IndexedImages | IndexedImageFiles, fraction: float) -> None:
@@ -228,125 +182,6 @@ def _check_stratifiable(ds: IndexedImages | IndexedImageFiles, fraction: float) 
         low, high = math.ceil(k / n * 1e4) / 1e4, math.floor((n - k) / n * 1e4) / 1e4  # rounded inwards
         raise ConfigError(f"data.val_fraction={fraction} leaves a {part} of {size} of the {n} training images, "
                           f"fewer than the {k} classes; choose a value in [{low:g}, {high:g}]")
-
-
-def _take(ds: IndexedImages | IndexedImageFiles, keep: Tensor) -> IndexedImages | IndexedImageFiles:
-    labels = None if ds.labels is None else ds.labels[keep]
-    if isinstance(ds, IndexedImageFiles):
-        return IndexedImageFiles([ds.files[i] for i in keep.tolist()], labels, ds.classes, ds.image_size)
-    return IndexedImages(ds.images[keep], labels, ds.classes)
-
-
-def junk_indices(n: int, fraction: float, gen: torch.Generator | None = None) -> Tensor:
-    """The sorted indices ``inject_junk`` replaces among ``n`` training images: fixed by seed 0, so
-    an analysis of a finished run can tell its junk images from the clean ones."""
-    gen = torch.Generator().manual_seed(0) if gen is None else gen
-    return torch.randperm(n, generator=gen)[: round(fraction * n)].sort().values
-
-
-def inject_junk(ds: IndexedImages, fraction: float) -> tuple[IndexedImages, Tensor]:
-    """Replace a fixed (seed 0) ``fraction`` of the images by pixel-shuffled copies of themselves.
-
-    A junk probe for selection scores: each junk image keeps its original's colour histogram (so
-    no brightness shortcut gives it away) but none of its structure. Returns the new set and the
-    boolean junk mask; labels stay as they were (the kNN bank uses the clean set).
-    """
-    if not isinstance(ds, IndexedImages):
-        raise ConfigError("data.inject_noise needs the training images held in memory (data.in_memory=true)")
-    gen = torch.Generator().manual_seed(0)
-    junk_idx = junk_indices(len(ds), fraction, gen)
-    images = ds.images.clone()
-    flat = images[junk_idx].flatten(2)  # [k, 3, H*W]
-    # One pixel permutation per image, shared by its three channels (pixels move, colours stay).
-    perm = torch.rand(flat.shape[0], flat.shape[2], generator=gen).argsort(dim=1)
-    images[junk_idx] = flat.gather(2, perm[:, None, :].expand(-1, 3, -1)).view(-1, *images.shape[1:])
-    mask = torch.zeros(len(ds), dtype=torch.bool)
-    mask[junk_idx] = True
-    return IndexedImages(images, ds.labels, ds.classes), mask
-
-
-# Near-copies: a crop of at least 60 % of the area (aspect 3/4 to 4/3) resized back, and brightness
-# and contrast factors within ±20 %. Every view preset already samples far stronger changes (crops
-# down to 8 % (simclr) or 50 % (digits) of the area, brightness ±40 %), so a near-copy lies inside
-# its original's augmentation orbit: it teaches the encoder nothing its original does not, i.e. it
-# is redundant, yet it differs pixel by pixel, so only a score that sees content can find it.
-NEAR_SCALE = (0.6, 1.0)
-NEAR_RATIO = (3 / 4, 4 / 3)
-NEAR_JITTER = 0.2
-
-
-def redundant_layout(n: int, unique: int, dup_fraction: float, copies: int) -> tuple[Tensor, Tensor]:
-    """(the sorted indices of the ``unique`` images drawn from a split of ``n``, ``unique_of``).
-
-    ``unique_of[i]`` is the position among them of training sample i's image: samples 0..U−1 are
-    the U images themselves, then each of the ⌊d·U⌋ duplicated ones (drawn among them) follows
-    ``copies`` − 1 times. Fixed by seed 0, like the junk probe, so every run of a sweep trains the
-    same set and an analysis of a finished run can rebuild it from the run's config alone.
-    """
-    if unique > n:
-        raise ConfigError(f"data.redundancy.unique={unique} is more than the {n} images of the training split")
-    gen = torch.Generator().manual_seed(0)
-    chosen = torch.randperm(n, generator=gen)[:unique].sort().values
-    duplicated = torch.randperm(unique, generator=gen)[:duplicated_count(unique, dup_fraction)].sort().values
-    return chosen, torch.cat([torch.arange(unique), duplicated.repeat_interleave(copies - 1)])
-
-
-def extra_copies(unique_of: Tensor) -> Tensor:
-    """Bool mask of the samples that repeat an image an earlier sample already holds: the copies a
-    perfect deduplication drops (in ``redundant_layout`` order, every sample from U on)."""
-    n = len(unique_of)
-    first = torch.full((int(unique_of.max()) + 1 if n else 0,), n, dtype=torch.long)
-    first.scatter_reduce_(0, unique_of, torch.arange(n), reduce="amin")
-    return torch.arange(n) != first[unique_of]
-
-
-def redundancy_diagnostics(unique_of: Tensor, kept: Tensor) -> dict[str, float]:
-    """``repeat_share``: the share of the kept samples whose image another kept sample already
-    holds ((kept − distinct) / kept); ``distinct_unique``: the number of distinct images kept."""
-    distinct = int(torch.unique(unique_of[kept]).numel())
-    return {"repeat_share": (len(kept) - distinct) / len(kept) if len(kept) else 0.0, "distinct_unique": distinct}
-
-
-def near_copy(image: Tensor, gen: torch.Generator) -> Tensor:
-    """One fixed mild crop + brightness/contrast change of a uint8 [3, H, W] image (``NEAR_SCALE``)."""
-    _, h, w = image.shape
-    u = torch.rand(6, generator=gen, dtype=torch.float64).tolist()
-    area = (NEAR_SCALE[0] + (NEAR_SCALE[1] - NEAR_SCALE[0]) * u[0]) * h * w
-    ratio = math.exp(math.log(NEAR_RATIO[0]) + math.log(NEAR_RATIO[1] / NEAR_RATIO[0]) * u[1])
-    cw = min(w, max(1, round(math.sqrt(area * ratio))))
-    ch = min(h, max(1, round(math.sqrt(area / ratio))))
-    top, left = int(u[2] * (h - ch + 1)), int(u[3] * (w - cw + 1))
-    crop = image[None, :, top:top + ch, left:left + cw].float()
-    x = F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)[0]
-    x = (x * (1 + NEAR_JITTER * (2 * u[4] - 1))).clamp_(0, 255)
-    gray = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]).mean()  # torchvision's adjust_contrast
-    x = (x - gray) * (1 + NEAR_JITTER * (2 * u[5] - 1)) + gray
-    return x.round_().clamp_(0, 255).to(torch.uint8)
-
-
-def make_redundant(ds: IndexedImages | IndexedImageFiles, cfg: RedundancyConfig) -> tuple[IndexedImages, IndexedImages, Tensor]:
-    """(training set, its U unique images, ``unique_of``) of the redundancy probe (docs/method.md).
-
-    The unique images are clean originals with their labels: the kNN bank. The training set holds
-    them followed by the extra copies (exact, or ``near_copy`` ones); with ``cfg.dedup`` it is the U
-    unique images alone, the oracle's training set, its bank the same.
-    """
-    if not isinstance(ds, IndexedImages):
-        raise ConfigError("data.redundancy needs the training images held in memory (data.in_memory=true)")
-    assert cfg.unique is not None  # the caller builds a redundant set only when asked
-    chosen, unique_of = redundant_layout(len(ds), cfg.unique, cfg.dup_fraction, cfg.copies)
-    unique = _take(ds, chosen)
-    assert isinstance(unique, IndexedImages)
-    if cfg.dedup:
-        return unique, unique, torch.arange(len(unique))
-    _check_fits(len(unique_of), unique.images.shape[-1], "the redundant training set")
-    images = unique.images[unique_of]
-    if cfg.near:
-        gen = torch.Generator().manual_seed(1)  # apart from the layout's: near or exact, the same set
-        for i in range(len(unique), len(unique_of)):
-            images[i] = near_copy(images[i], gen)
-    labels = None if unique.labels is None else unique.labels[unique_of]
-    return IndexedImages(images, labels, unique.classes), unique, unique_of
 
 
 def load_data(cfg: DataConfig) -> DataSplits:

@@ -5,17 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
-from ssl_emp.augment import eval_transform
-from ssl_emp.checkpoint import load_checkpoint
 from ssl_emp.config import Config, config_from_dict, validate
-from ssl_emp.data import Labelled, check_classes, load_data
+from ssl_emp.data import check_classes, load_data
 from ssl_emp.errors import ConfigError
-from ssl_emp.eval.features import extract_features
 from ssl_emp.eval.knn import bank_limited_k, knn_accuracy
 from ssl_emp.eval.linear import linear_probe
+from ssl_emp.eval.monitor import bank_and_test_features
 from ssl_emp.models import build_backbone, state_dict_mismatch
+from ssl_emp.run.checkpoint import load_checkpoint
 
 
 def backbone_from_checkpoint(path: str, ckpt: dict[str, Any] | None = None) -> tuple[torch.nn.Module, Config]:
@@ -62,12 +60,7 @@ def evaluate_checkpoint(path: str, protocol: str, dataset: str | None = None, da
         check_classes(recorded, data, path, "; pass --dataset to evaluate it on another data set")
     if data.bank is None or data.test is None:
         raise ConfigError(f"data set '{cfg.data.dataset}' has no labelled train and test splits to evaluate on")
-    transform = eval_transform(cfg.augment, cfg.data.image_size).to(dev)
-    feats = [
-        extract_features(backbone.to(dev), DataLoader(Labelled(split), batch_size=cfg.eval.batch_size), device=dev, transform=transform)
-        for split in (data.bank, data.test)
-    ]
-    (train_x, train_y), (test_x, test_y) = feats
+    (train_x, train_y), (test_x, test_y) = bank_and_test_features(backbone.to(dev), data, cfg, dev)
     if protocol == "knn":
         k = bank_limited_k(k, len(train_y))  # as the pretrain monitor does
         result = knn_accuracy(train_x, train_y, test_x, test_y, k=k, temperature=temperature)

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ssl_emp.config import EvalConfig
 from ssl_emp.errors import ConfigError
 from ssl_emp.eval.features import check_features, check_labels
+from ssl_emp.settings import EvalConfig
 
 # faiss' flat CPU search tiles its GEMM as 4096 queries x 1024 bank rows, so chunks only bound
 # the [chunk, k] result arrays and the [chunk, C] vote matrix (4096 x 1000 float64 = 33 MB).

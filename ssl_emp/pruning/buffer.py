@@ -2,8 +2,9 @@
 
 ``update()`` must not synchronise with the device, so it checks metadata only and keeps each
 step's tensors where they live; ``flush()`` brings the epoch's buffer to the host in one copy per
-signal and checks the values there. Kept apart from the pruner so that selection and bookkeeping
-read without this tensor plumbing, which none of them needs.
+signal and checks the values there, each signal by its spec in ``ssl_emp.pruning.state``. Kept
+apart from the pruner so that selection and bookkeeping read without this tensor plumbing, which
+none of them needs.
 """
 
 from __future__ import annotations
@@ -14,10 +15,7 @@ import torch
 from torch import Tensor
 
 from ssl_emp.errors import ConfigError
-from ssl_emp.pruning.state import SIGNALS
-
-_ALIGN_SLACK = 1e-3  # cosine similarities may overshoot ±1 by rounding; more is a caller bug
-_ENTROPY_SLACK = 1e-3  # -Σ p log p may dip below 0 by rounding
+from ssl_emp.pruning.state import SIGNAL_SPECS
 
 
 def check_batch_metadata(idx: Tensor, loss: Tensor, given: dict[str, Tensor | None]) -> None:
@@ -39,15 +37,24 @@ def check_batch_metadata(idx: Tensor, loss: Tensor, given: dict[str, Tensor | No
 
 @dataclass(frozen=True)
 class BufferedStep:
-    """One update() call, kept as given (idx on the CPU, signals on the training device)."""
+    """One update() call, kept as given (idx on the CPU, signals on the training device).
+
+    ``signals`` holds ``"loss"`` and each other signal buffered for the step: the tracked ones the
+    caller gave, and an untracked one only in an epoch whose method reads it.
+    """
 
     idx: Tensor
-    loss: Tensor
-    align: Tensor | None
-    entropy: Tensor | None
-    # SCAN's per-direction losses (view 1 -> 2, 2 -> 1), buffered only in the epochs that mark them.
-    loss_12: Tensor | None = None
-    loss_21: Tensor | None = None
+    signals: dict[str, Tensor]
+
+    @property
+    def loss(self) -> Tensor:
+        return self.signals["loss"]
+
+    def __getattr__(self, name: str) -> Tensor | None:
+        # step.align, step.loss_12, ...: a known signal by name, None where it was not buffered.
+        if name in SIGNAL_SPECS:
+            return self.__dict__["signals"].get(name)
+        raise AttributeError(f"BufferedStep has no attribute {name!r}")
 
 
 def detach_for_buffer(t: Tensor) -> Tensor:
@@ -64,20 +71,17 @@ def _to_host(parts: list[Tensor], dtype: torch.dtype) -> Tensor:
     return torch.cat(parts).to("cpu", dtype)
 
 
-def collect_on_host(steps: list[BufferedStep]) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor], Tensor]:
-    """The buffer on the CPU: int64 idx, float64 signals (NaN where not given), bool masks of the
-    rows that gave each optional signal, and the int64 per-step sizes."""
+def collect_on_host(
+    steps: list[BufferedStep], names: tuple[str, ...]
+) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor], Tensor]:
+    """The buffer on the CPU: int64 idx, float64 values of each signal of ``names`` (the loss first;
+    NaN where not given), bool masks of the rows that gave each one, and the int64 per-step sizes."""
     sizes = torch.tensor([s.idx.numel() for s in steps], dtype=torch.int64)
     total = int(sizes.sum())
-    if not steps:
-        idx = torch.zeros(0, dtype=torch.int64)
-        signals = {"loss": torch.zeros(0, dtype=torch.float64)}
-    else:
-        idx = _to_host([s.idx for s in steps], torch.int64)
-        signals = {"loss": _to_host([s.loss for s in steps], torch.float64)}
-    given = {}
-    for name in SIGNALS[1:]:
-        parts = [getattr(s, name) for s in steps]
+    idx = _to_host([s.idx for s in steps], torch.int64) if steps else torch.zeros(0, dtype=torch.int64)
+    signals, given = {}, {}
+    for name in names:
+        parts = [s.signals.get(name) for s in steps]
         given[name] = torch.repeat_interleave(torch.tensor([p is not None for p in parts], dtype=torch.bool), sizes)
         if all(p is None for p in parts):
             signals[name] = torch.full((total,), float("nan"), dtype=torch.float64)
@@ -87,44 +91,39 @@ def collect_on_host(steps: list[BufferedStep]) -> tuple[Tensor, dict[str, Tensor
     return idx, signals, given, sizes
 
 
-def collect_directions(steps: list[BufferedStep], idx: Tensor) -> tuple[Tensor, Tensor]:
-    """The buffered (loss_12, loss_21) on the CPU as float64, checked finite (a ConfigError naming
-    the first bad index); every step must hold both (the pruner buffers them for all or none)."""
-    if not steps:
-        empty = torch.zeros(0, dtype=torch.float64)
-        return empty, empty.clone()
+def collect_untracked(steps: list[BufferedStep], names: tuple[str, ...], idx: Tensor) -> list[Tensor]:
+    """The buffered values of the untracked signals ``names`` on the CPU as float64, checked by
+    their specs (a ConfigError naming the first bad index); every step must hold them (the pruner
+    buffers them for all steps of an epoch or none)."""
     out = []
-    for name in ("loss_12", "loss_21"):
-        parts = [getattr(s, name) for s in steps]
+    for name in names:
+        parts = [s.signals.get(name) for s in steps]
         if any(p is None for p in parts):
             raise ConfigError(f"{name} was not buffered for every step of the epoch")
-        values = _to_host(parts, torch.float64)
-        ok = values.isfinite()
-        if not bool(ok.all()):
-            bad = int((~ok).nonzero()[0])
-            raise ConfigError(f"{name} must be finite, got {float(values[bad])} for index {int(idx[bad])}")
+        values = _to_host(parts, torch.float64) if parts else torch.zeros(0, dtype=torch.float64)
+        _check(name, values, values.new_ones(values.shape, dtype=torch.bool), idx)
         out.append(values)
-    return out[0], out[1]
+    return out
+
+
+def _check(name: str, values: Tensor, given: Tensor, idx: Tensor) -> Tensor:
+    """``values`` checked where ``given`` (ConfigError naming the first bad one), clamped by the spec."""
+    spec = SIGNAL_SPECS[name]
+    ok = ~given | spec.valid(values)
+    if not bool(ok.all()):
+        bad = int((~ok).nonzero()[0])
+        raise ConfigError(f"{name} must be {spec.text}, got {float(values[bad])} for index {int(idx[bad])}")
+    low, high = spec.clamp
+    return values if low is None and high is None else values.clamp(low, high)
 
 
 def validate_buffer(idx: Tensor, signals: dict[str, Tensor], given: dict[str, Tensor], num_samples: int) -> None:
-    """Check the values (ConfigError naming the first bad one) and clamp rounding overshoot."""
+    """Check the indices and every signal's values (ConfigError naming the first bad one), in place
+    clamping rounding overshoot."""
     if idx.numel() == 0:
         return
     low, high = int(idx.min()), int(idx.max())
     if low < 0 or high >= num_samples:
         raise ConfigError(f"index {low if low < 0 else high} out of range [0, {num_samples})")
-    loss, align, entropy = signals["loss"], signals["align"], signals["entropy"]
-    checks = [
-        ("loss must be finite", loss, loss.isfinite()),
-        ("align must be a finite similarity in [-1, 1]", align,
-         ~given["align"] | (align.isfinite() & (align.abs() <= 1 + _ALIGN_SLACK))),
-        ("entropy must be finite and >= 0", entropy,
-         ~given["entropy"] | (entropy.isfinite() & (entropy >= -_ENTROPY_SLACK))),
-    ]
-    for text, values, ok in checks:
-        if not bool(ok.all()):
-            bad = int((~ok).nonzero()[0])
-            raise ConfigError(f"{text}, got {float(values[bad])} for index {int(idx[bad])}")
-    signals["align"] = align.clamp(-1.0, 1.0)
-    signals["entropy"] = entropy.clamp_min(0.0)
+    for name in signals:
+        signals[name] = _check(name, signals[name], given[name], idx)

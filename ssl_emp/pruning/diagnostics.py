@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ssl_emp.pruning.state import SIGNALS, SampleTable
+from ssl_emp.pruning.state import SampleTable
 
 _HIST_BINS = 32  # count_histogram never has more entries than this
 
@@ -40,7 +40,7 @@ def spearman(x: Tensor, y: Tensor) -> float | None:
 
 def repeatability(table: SampleTable, signal: str) -> float | None:
     """Spearman correlation of latest vs. previous raw ``signal`` over samples observed twice."""
-    last, prev = getattr(table, f"{signal}_last"), getattr(table, f"{signal}_prev")
+    last, prev = table.columns[f"{signal}_last"], table.columns[f"{signal}_prev"]
     both = last.isfinite() & prev.isfinite()
     return spearman(last[both], prev[both])
 
@@ -69,10 +69,10 @@ def table_diagnostics(table: SampleTable, kept: Tensor | None, memory: Tensor) -
         "count_histogram_edges": [i * width for i in range(histogram.numel())],
         "mean_memory": float(memory.mean()),
     }
-    for signal in SIGNALS:
-        column = getattr(table, signal)
+    for signal in table.signals:
+        column = table.columns[signal]
         out[f"kept_{signal}_mean"] = _finite_mean(column[kept_mask])
         out[f"pruned_{signal}_mean"] = _finite_mean(column[~kept_mask])
-    for signal in SIGNALS:
+    for signal in table.signals:
         out[f"{signal}_repeatability"] = repeatability(table, signal)
     return out

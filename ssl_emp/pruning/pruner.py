@@ -19,7 +19,7 @@ import io
 import math
 import numbers
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +29,11 @@ from torch import Tensor
 
 from ssl_emp.distributed import all_gather_epoch, world_info
 from ssl_emp.errors import ConfigError
-from ssl_emp.fileio import atomic_write_text
 from ssl_emp.pruning.buffer import (
     BufferedStep,
     check_batch_metadata,
-    collect_directions,
     collect_on_host,
+    collect_untracked,
     detach_for_buffer,
     validate_buffer,
 )
@@ -44,7 +43,8 @@ from ssl_emp.pruning.params import validate_params
 from ssl_emp.pruning.sampler import PrunedSampler
 from ssl_emp.pruning.scan import PROBE, ScanState, mark_candidates
 from ssl_emp.pruning.score import memory_strength
-from ssl_emp.pruning.state import SIGNALS, SampleTable
+from ssl_emp.pruning.state import DIRECTIONS, SampleTable, signal_spec
+from ssl_emp.run.files import atomic_write_text
 
 # 2: entropy and raw-observation columns, objective in the config. 3: a "scan" entry (SCAN's
 # warm-up, cycle and candidates). Only a scan pruner writes 3: every other method's state is
@@ -67,9 +67,16 @@ class DynamicPruner:
     """Chooses each epoch's training subset and tracks the per-sample statistics behind it.
 
     Call ``set_epoch(t)`` before each epoch, iterate a DataLoader built on ``sampler()``, pass
-    each batch's per-sample ``loss`` and ``align`` (contrastive) or ``entropy`` (supervised) to
-    ``update``, which returns the loss weights, and call ``flush()`` at the end of the epoch
-    (required on every rank under torch.distributed; single-process every reader flushes).
+    each batch's per-sample ``loss`` and signals (``align`` for the contrastive objective,
+    ``entropy`` for the supervised one, ...) to ``update``, which returns the loss weights, and
+    call ``flush()`` at the end of the epoch (required on every rank under torch.distributed;
+    single-process every reader flushes).
+
+    ``signals``: the names of the signals every ``update`` passes besides the loss, e.g. a model's
+    declared ``model.signals``; each must be known to the pruning state
+    (``ssl_emp.pruning.state.SIGNAL_SPECS``), and the method's own (``required_signal``) among
+    them. ``update`` then takes exactly these. Without it (None) ``update`` takes any known signal,
+    each optional, and checks the method's own on every call.
     """
 
     def __init__(
@@ -81,6 +88,7 @@ class DynamicPruner:
         epochs: int,
         seed: int = 0,
         objective: str = "contrastive",
+        signals: Iterable[str] | None = None,
         **params: float,
     ) -> None:
         self.num_samples = _integer("num_samples", num_samples, low=1)
@@ -92,6 +100,7 @@ class DynamicPruner:
         self.objective = objective
         self.epochs = _integer("epochs", epochs, low=1)
         self.seed = _integer("seed", seed)
+        self.signals = self._declared(signals)
         # InfoBatch scores by the most recent loss, SCAN's warm-up sums it: an EMA with rate 1.
         self._alpha = 1.0 if method in OWN_RATE else self.params["alpha"]
         k = math.ceil((1 - exact_fraction(self.pruning_rate)) * self.num_samples)
@@ -121,6 +130,31 @@ class DynamicPruner:
         if self.method not in ("emp", "emp-easy"):
             return None
         return "entropy" if self.objective == "supervised" else "align"
+
+    def _declared(self, signals: Iterable[str] | None) -> tuple[str, ...] | None:
+        """``signals`` checked against the pruning state and this method's needs, as a tuple."""
+        if signals is None:
+            return None
+        if isinstance(signals, str) or not isinstance(signals, Iterable):
+            raise ConfigError(f"signals must be a sequence of signal names, got {signals!r}")
+        names = tuple(signals)
+        for name in names:
+            if name == "loss":
+                raise ConfigError("signals name the signals besides the loss, which update() always takes: "
+                                  "remove 'loss'")
+            if not isinstance(name, str):
+                raise ConfigError(f"signals must be signal names, got {name!r}")
+            signal_spec(name)
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ConfigError(f"signal {repeated[0]!r} is declared twice")
+        need = self.required_signal
+        if need is not None and need not in names:
+            raise ConfigError(f"method {self.method!r} with objective {self.objective!r} needs the per-sample {need} "
+                              f"signal; the declared signals are: {', '.join(names) or 'none'}")
+        if self.method == "scan" and sum(d in names for d in DIRECTIONS) == 1:
+            raise ConfigError(f"{' and '.join(DIRECTIONS)} go together: declare both directions' losses or neither")
+        return names
 
     # ------------------------------------------------------------------ epoch selection
     @property
@@ -206,8 +240,8 @@ class DynamicPruner:
         return self._scan is not None and self._epoch >= 0 and self._scan.phase(self._epoch, self._scan_cycle)[0] == PROBE
 
     def update(
-        self, idx: Tensor, loss: Tensor, align: Tensor | None = None, entropy: Tensor | None = None, *,
-        loss_12: Tensor | None = None, loss_21: Tensor | None = None,
+        self, idx: Tensor, loss: Tensor, align: Tensor | None = None, entropy: Tensor | None = None,
+        **signals: Tensor | None,
     ) -> Tensor:
         """Buffer a batch's per-sample statistics; returns loss weights shaped like ``loss``.
 
@@ -217,35 +251,56 @@ class DynamicPruner:
         sample updates the table at most once per epoch: later repeats in the same epoch
         (DistributedSampler padding) are ignored for the table and for visits.
 
+        The signals come by name (``align`` and ``entropy`` also positionally, the original
+        signature); None is "not given". With declared ``signals`` exactly those must come.
         ``loss_12`` / ``loss_21``: the two directions' per-sample losses (view 1 → 2, 2 → 1), which
         only SCAN reads (other methods ignore them). Without them (a one-direction objective such
         as the supervised one) SCAN reads ``loss`` for both directions.
         """
         if self._epoch < 0:
             raise ConfigError("no epoch selected yet: call set_epoch(epoch) before update()")
-        given = {"align": align, "entropy": entropy}
+        given = {name: t for name, t in {"align": align, "entropy": entropy, **signals}.items() if t is not None}
+        self._check_signal_names(given)
+        reads = set(self._table.signals) | set(self._untracked_reads)
+        check_batch_metadata(idx, loss, {name: t for name, t in given.items() if name in reads})
+        buffered = {"loss": detach_for_buffer(loss)}
+        buffered |= {name: detach_for_buffer(t) for name, t in given.items() if name in self._table.signals}
+        # SCAN's directions are buffered only in probe epochs, the only ones that mark: no memory
+        # for them otherwise.
+        if self._scan_marks():
+            buffered |= {name: detach_for_buffer(given.get(name, loss)) for name in DIRECTIONS}
+        self._pending.append(BufferedStep(detach_for_buffer(idx), buffered))
+        self._steps += 1
+        return self._weights(idx, loss)
+
+    @property
+    def _untracked_reads(self) -> tuple[str, ...]:
+        """The untracked signals this method reads (in the epochs it buffers them)."""
+        return DIRECTIONS if self._scan is not None else ()
+
+    def _check_signal_names(self, given: dict[str, Tensor]) -> None:
+        """Declared signals: exactly those. Otherwise: known ones, the method's own among them."""
+        if self.signals is not None:
+            for name in given:
+                if name not in self.signals:
+                    raise ConfigError(f"update() got the signal {name!r}, which was not declared "
+                                      f"(declared: {', '.join(self.signals) or 'none'})")
+            for name in self.signals:
+                if name not in given:
+                    raise ConfigError(f"update() is missing the declared signal {name!r}, got {name}=None")
+            return
+        for name in given:
+            signal_spec(name)
         need = self.required_signal
-        if need is not None and given[need] is None:
+        if need is not None and need not in given:
             raise ConfigError(
                 f"method {self.method!r} with objective {self.objective!r} needs the per-sample {need} tensor, "
                 f"got {need}=None"
             )
-        directions = None
-        if self._scan is not None:
-            if (loss_12 is None) != (loss_21 is None):
-                raise ConfigError("loss_12 and loss_21 go together: pass both directions' losses or neither, "
-                                  f"got {'loss_21' if loss_12 is None else 'loss_12'} alone")
-            given |= {"loss_12": loss_12, "loss_21": loss_21}
-            # Buffered only in probe epochs, the only ones that mark: no memory for them otherwise.
-            if self._scan_marks():
-                directions = (loss, loss) if loss_12 is None else (loss_12, loss_21)
-        check_batch_metadata(idx, loss, given)
-        optional = [None if t is None else detach_for_buffer(t) for t in (align, entropy)]
-        kept_directions = (None, None) if directions is None else tuple(detach_for_buffer(t) for t in directions)
-        self._pending.append(
-            BufferedStep(detach_for_buffer(idx), detach_for_buffer(loss), *optional, *kept_directions))
-        self._steps += 1
-        return self._weights(idx, loss)
+        if self._scan is not None and (DIRECTIONS[0] in given) != (DIRECTIONS[1] in given):
+            alone = DIRECTIONS[0] if DIRECTIONS[0] in given else DIRECTIONS[1]
+            raise ConfigError(f"{' and '.join(DIRECTIONS)} go together: pass both directions' losses or neither, "
+                              f"got {alone} alone")
 
     def _weights(self, idx: Tensor, loss: Tensor) -> Tensor:
         if self._upweight is None:
@@ -272,19 +327,20 @@ class DynamicPruner:
         rank, world = world_info()
         if not self._pending and world == 1:
             return
-        idx, signals, given, sizes = collect_on_host(self._pending)
+        names = self._table.signals
+        idx, signals, given, sizes = collect_on_host(self._pending, names)
         validate_buffer(idx, signals, given, self.num_samples)
         marks = self._scan_marks()  # the same on every rank (same state): the same columns gathered
         extra: list[Tensor] = []
         if marks:  # SCAN's probe: the directions, and each row's step and rank (its batch)
-            extra = [*collect_directions(self._pending, idx),
+            extra = [*collect_untracked(self._pending, DIRECTIONS, idx),
                      torch.repeat_interleave(torch.arange(sizes.numel()), sizes).to(torch.float64),
                      torch.full((idx.numel(),), float(rank), dtype=torch.float64)]
         if world > 1:
             rows = all_gather_epoch(sizes, torch.stack([idx.to(torch.float64), *signals.values(), *extra], dim=1))
             idx = rows[:, 0].to(torch.int64)
-            signals = {name: rows[:, i + 1].contiguous() for i, name in enumerate(SIGNALS)}
-            extra = [rows[:, 1 + len(SIGNALS) + i].contiguous() for i in range(len(extra))]
+            signals = {name: rows[:, i + 1].contiguous() for i, name in enumerate(names)}
+            extra = [rows[:, 1 + len(names) + i].contiguous() for i in range(len(extra))]
         self._pending = []
         if marks:
             loss_12, loss_21, step, row_rank = extra
@@ -372,15 +428,16 @@ class DynamicPruner:
         return out
 
     def export_table(self, path: str | os.PathLike[str], labels: Sequence[Any] | None = None) -> None:
-        """Write the table as CSV (index,count,loss,align,entropy,memory,last_epoch[,label]) atomically."""
+        """Write the table as CSV (index,count,<each signal's EMA: loss,align,entropy>,memory,last_epoch[,label])
+        atomically."""
         path = Path(path)
         if not path.parent.is_dir():
             raise ConfigError(f"directory for the table does not exist: {path.parent}")
         memory = self.memory()
         t = self._table
-        header = ["index", "count", "loss", "align", "entropy", "memory", "last_epoch"]
-        columns = [range(self.num_samples), t.count.tolist(), t.loss.tolist(), t.align.tolist(),
-                   t.entropy.tolist(), memory.tolist(), t.last_epoch.tolist()]
+        header = ["index", "count", *t.signals, "memory", "last_epoch"]
+        columns = [range(self.num_samples), t.count.tolist(), *(t.columns[name].tolist() for name in t.signals),
+                   memory.tolist(), t.last_epoch.tolist()]
         if labels is not None:
             label_list = labels.tolist() if hasattr(labels, "tolist") else list(labels)
             if len(label_list) != self.num_samples:

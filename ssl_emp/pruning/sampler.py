@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol, runtime_checkable
 
 from torch import Tensor
 from torch.utils.data import BatchSampler, Sampler
@@ -18,8 +18,20 @@ from torch.utils.data import BatchSampler, Sampler
 from ssl_emp.distributed import shard, world_info
 from ssl_emp.errors import ConfigError
 
-if TYPE_CHECKING:
-    from ssl_emp.pruning.pruner import DynamicPruner
+
+@runtime_checkable
+class KeptSetSource(Protocol):
+    """What a ``PrunedSampler`` reads from its pruner (``DynamicPruner`` is one): the sampler
+    depends on these three calls only, not on the pruner's module."""
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select epoch ``epoch``'s kept set (idempotent per epoch)."""
+
+    def epoch_order(self) -> Tensor:
+        """The current epoch's kept indices in this epoch's seeded order, the same on every rank."""
+
+    def epoch_size(self) -> int:
+        """The number of indices ``epoch_order`` holds (or will hold for the first epoch)."""
 
 
 class PrunedSampler(Sampler[int]):
@@ -31,7 +43,7 @@ class PrunedSampler(Sampler[int]):
     may be created before the process group.
     """
 
-    def __init__(self, pruner: DynamicPruner, rank: int | None = None, world_size: int | None = None) -> None:
+    def __init__(self, pruner: KeptSetSource, rank: int | None = None, world_size: int | None = None) -> None:
         if (rank is None) != (world_size is None):
             raise ConfigError(f"give both rank and world_size or neither, got {rank}, {world_size}")
         if world_size is not None and not (

@@ -1,4 +1,4 @@
-"""Checkpoint files: written atomically (``ssl_emp.fileio``), read without unpickling code.
+"""Checkpoint files: written atomically (``ssl_emp.run.files``), read without unpickling code.
 
 Everything saved is plain tensors, numbers, strings, lists and dicts, so loading uses
 ``torch.load(weights_only=True)``; a file that needs more is refused, never loaded unsafely.
@@ -13,9 +13,7 @@ from typing import Any
 import torch
 
 from ssl_emp.errors import ConfigError
-from ssl_emp.fileio import atomic_torch_save
-
-save_atomic = atomic_torch_save  # the former name; other modules still import it
+from ssl_emp.run.layout import RunLayout
 
 
 def _reason(exc: Exception) -> str:
@@ -43,7 +41,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint written by ``atomic_torch_save``; a one-line ``ConfigError`` if it cannot be."""
     path = Path(path)
     if path.is_dir():
-        final = path / "checkpoints" / "final.pt"  # a run folder: name the file the user most likely meant
+        final = RunLayout(path).final  # a run folder: name the file the user most likely meant
         hint = f" (the run's final checkpoint is {final})" if final.is_file() else " (pass the .pt file)"
         raise ConfigError(f"checkpoint {path} is a folder, not a file{hint}")
     if not path.is_file():

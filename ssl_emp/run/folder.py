@@ -1,17 +1,13 @@
-"""The output folder of one run: an exclusive lock, log files, checkpoints, the final outputs.
+"""The output folder of one run: its lock, log files, checkpoints and final outputs, and the rules
+for starting, resuming and finishing it without losing what is already there.
 
-One process writes a folder at a time: ``FolderLock`` holds ``fcntl.flock`` on ``DIR/.lock`` for
-the whole run (non-blocking; the kernel drops it when the process dies, so a lock file left by a
-killed run is no obstacle). A forked child (a DataLoader worker) closes its copy of the lock's
-descriptor at once: otherwise the flock would live on in workers that outlive a killed run by
-seconds and refuse an immediate ``--resume``. Under ``torch.distributed`` only rank 0 writes and locks.
+File names come from ``RunLayout``; the lock from ``ssl_emp.run.lock``. Under ``torch.distributed``
+only rank 0 writes and locks.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,83 +15,20 @@ from types import TracebackType
 from typing import Any
 
 from ssl_emp.errors import ConfigError, RunFailed
-from ssl_emp.fileio import append_line, atomic_copy, atomic_write_text, os_error_message, sweep_temp_files
-
-LOCK_NAME = ".lock"
-# Descriptors of the locks this process holds: closed in every forked child (see the module doc).
-_HELD: set[int] = set()
-
-
-def _drop_inherited_locks() -> None:
-    for fd in _HELD:
-        try:
-            os.close(fd)  # the child's reference only: the parent's flock stays
-        except OSError:
-            pass
-    _HELD.clear()
-
-
-os.register_at_fork(after_in_child=_drop_inherited_locks)
-
+from ssl_emp.run.files import append_line, atomic_copy, atomic_write_text, os_error_message, sweep_temp_files
+from ssl_emp.run.layout import RunLayout
+from ssl_emp.run.lock import LOCK_NAME, FolderLock
 
 # Written at a run's first start before anything else: what lets a later start tell the project's
 # own run (which it may reset) from a user's files (which it must never touch).
-MARKER_NAME = ".ssl-emp-run"
+MARKER_NAME = RunLayout.marker_name
 MARKER_TEXT = "ssl-emp run folder, format 1\n"
 STEPS_HEADER = "step,epoch,lr,loss"
 # What a run writes before its first checkpoint; removed when such a run is started again.
-_UNSTARTED_FILES = ("config.yaml", "metrics.jsonl", "steps.csv")
+_UNSTARTED = ("config", "metrics", "steps")  # RunLayout's names
 # Written only after the last checkpoint: their presence without checkpoints means a finished run
 # whose checkpoints/ were removed (to free disk), not one to start again.
-_FINISHED_FILES = ("summary.json", "pruning_table.csv")
-
-
-class FolderLock:
-    """Exclusive, non-blocking lock on ``folder/.lock``; a held lock is a one-line ``ConfigError``.
-
-    A folder this lock created and that holds nothing but the lock file when released (the run
-    failed before writing anything) is removed again.
-    """
-
-    def __init__(self, folder: str | Path, what: str = "run"):
-        self.folder, self.what = Path(folder), what
-        self._fd: int | None = None
-        self._created = False
-
-    def acquire(self) -> None:
-        self._created = not self.folder.exists()
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise ConfigError(os_error_message(exc, self.folder, "create")) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise ConfigError(f"another ssl-emp process is writing to {self.folder} (it holds "
-                              f"{self.folder / LOCK_NAME}); wait for it or choose another --output-dir") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())  # for a person wondering who holds it
-        self._fd = fd
-        _HELD.add(fd)
-
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        if self._created and [p.name for p in self.folder.iterdir()] == [LOCK_NAME]:
-            (self.folder / LOCK_NAME).unlink(missing_ok=True)
-            self.folder.rmdir()
-        _HELD.discard(self._fd)
-        os.close(self._fd)  # closing the descriptor drops the flock
-        self._fd = None
-
-    def __enter__(self) -> FolderLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, kind: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.release()
+_FINISHED = ("summary", "pruning_table")
 
 
 def _metrics_epoch(line: str) -> int | None:
@@ -146,10 +79,9 @@ class Run:
     """Output folder of one pretraining run: config, metrics, checkpoints, summary."""
 
     def __init__(self, output_dir: str | Path, is_main: bool):
-        self.dir = Path(output_dir)
-        self.ckpt_dir = self.dir / "checkpoints"
-        self.last = self.ckpt_dir / "last.pt"
-        self.final = self.ckpt_dir / "final.pt"
+        self.layout = RunLayout(output_dir)
+        self.dir, self.ckpt_dir = self.layout.dir, self.layout.checkpoints
+        self.last, self.final = self.layout.last, self.layout.final
         self.is_main = is_main
         self._lock = FolderLock(self.dir)
 
@@ -165,6 +97,9 @@ class Run:
         if self.is_main:
             self._lock.release()
 
+    def _files(self, names: tuple[str, ...]) -> list[Path]:
+        return [getattr(self.layout, name) for name in names]
+
     def has_checkpoint(self) -> bool:
         return self.last.is_file() or self.final.is_file()
 
@@ -177,15 +112,15 @@ class Run:
         entries = [p for p in self.dir.iterdir() if p.name != LOCK_NAME]
         if not entries:
             return
-        if not (self.dir / MARKER_NAME).is_file():
+        if not self.layout.marker.is_file():
             raise ConfigError(f"{self.dir} is not empty and is not an ssl-emp run folder (no {MARKER_NAME}); "
                               "choose another --output-dir")
-        finished = [name for name in _FINISHED_FILES if (self.dir / name).exists()]
+        finished = [path.name for path in self._files(_FINISHED) if path.exists()]
         if finished or self._logged_past_first_checkpoint():
             what = finished[0] if finished else "metrics.jsonl has epochs after the first checkpoint"
             raise ConfigError(f"{self.dir} holds a run that got past its first checkpoint ({what}) but has no "
                               f"checkpoint left in {self.ckpt_dir}; choose another --output-dir")
-        ours = {MARKER_NAME, *_UNSTARTED_FILES}
+        ours = {MARKER_NAME, *(path.name for path in self._files(_UNSTARTED))}
         foreign = sorted(p.name for p in entries if not (p.name in ours and p.is_file() or self._empty_ckpt_dir(p)))
         if foreign:
             raise ConfigError(f"{self.dir} holds files no ssl-emp run wrote ({', '.join(foreign[:3])}"
@@ -198,15 +133,15 @@ class Run:
     def _logged_past_first_checkpoint(self) -> bool:
         # Epoch e's metrics line is written just before epoch e's checkpoint: a line of epoch 1 or
         # later means epoch 0's checkpoint existed.
-        path = self.dir / "metrics.jsonl"
+        path = self.layout.metrics
         if not path.is_file():
             return False
         return any((_metrics_epoch(ln) or 0) >= 1 for ln in path.read_bytes().decode(errors="replace").splitlines())
 
     def mark(self) -> None:
         """Write the marker that makes the folder recognisably this project's run (if it is missing)."""
-        if self.is_main and not (self.dir / MARKER_NAME).is_file():
-            atomic_write_text(self.dir / MARKER_NAME, MARKER_TEXT)
+        if self.is_main and not self.layout.marker.is_file():
+            atomic_write_text(self.layout.marker, MARKER_TEXT)
 
     def reset_unstarted(self) -> None:
         """Mark the folder as a run's, before anything else is written, and remove what a run stopped
@@ -215,13 +150,13 @@ class Run:
         if not self.is_main:
             return
         self.check_new()  # again, right before deleting: the folder may have changed since open_run looked
-        found = [name for name in _UNSTARTED_FILES if (self.dir / name).is_file()]
+        found = [path for path in self._files(_UNSTARTED) if path.is_file()]
         if found:
             print(f"ssl-emp: {self.dir} holds a run stopped before its first checkpoint; starting it again",
                   file=sys.stderr)
         self.mark()
-        for name in found:
-            (self.dir / name).unlink()
+        for path in found:
+            path.unlink()
 
     def log(self, name: str, line: str) -> None:
         if self.is_main:
@@ -233,8 +168,7 @@ class Run:
         that does not parse is a one-line ``ConfigError``, raised before either log is rewritten."""
         if not self.is_main:
             return
-        logs = [(self.dir / name, epoch_of) for name, epoch_of in (("metrics.jsonl", _metrics_epoch),
-                                                                   ("steps.csv", _steps_epoch))]
+        logs = [(self.layout.metrics, _metrics_epoch), (self.layout.steps, _steps_epoch)]
         read = [(path, *_read_log(path, epoch_of)) for path, epoch_of in logs if path.is_file()]
         for path, lines, torn in read:
             if torn:
@@ -247,9 +181,9 @@ class Run:
         if not self.is_main:
             return
         atomic_copy(self.last, self.final)
-        table = self.dir / "pruning_table.csv"
+        table = self.layout.pruning_table
         try:
             pruner.export_table(table, labels=labels)
         except OSError as exc:
             raise RunFailed(os_error_message(exc, table)) from exc
-        atomic_write_text(self.dir / "summary.json", json.dumps(summary, indent=2))
+        atomic_write_text(self.layout.summary, json.dumps(summary, indent=2))

@@ -1,0 +1,23 @@
+"""The metrics seam (``ssl_emp.logger.sink``): the loop's numbers go to every configured sink."""
+
+from __future__ import annotations
+
+from ssl_emp.config import Config
+from ssl_emp.logger.files import FileSink
+from ssl_emp.logger.sink import MetricsSink, Sinks, scalars_of
+from ssl_emp.run.folder import Run
+
+__all__ = ["FileSink", "MetricsSink", "Sinks", "build_sinks", "scalars_of"]
+
+
+def build_sinks(cfg: Config, run: Run, resumed_step: int | None) -> Sinks:
+    """The sinks of rank 0 (none elsewhere): the run folder's files, and TensorBoard if configured.
+    ``resumed_step``: the checkpoint's optimizer step when resuming, None for a new run."""
+    if not run.is_main:
+        return Sinks([])
+    sinks: list[MetricsSink] = [FileSink(run.layout, new=resumed_step is None)]
+    if cfg.logging.tensorboard:
+        from ssl_emp.logger.tensorboard import TensorBoardSink
+
+        sinks.append(TensorBoardSink(run.layout, None if resumed_step is None else resumed_step + 1))
+    return Sinks(sinks)

@@ -1,0 +1,271 @@
+"""Run settings: the typed config sections and the generic helpers that build, merge, compare and save them.
+
+A config file holds only the keys it changes; everything else keeps the defaults below, which are
+the embedded default run (digits, SimCLR, CPU). What a value may be is not decided here but by
+``ssl_emp.config.validate``, which asks the modules that implement each setting (models, data
+sets, presets, optimizers, pruning methods). This module imports none of them, so every one of
+them can import its section's dataclass from here without an import cycle; ``ssl_emp.config``
+re-exports everything for users.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ssl_emp.errors import ConfigError
+from ssl_emp.run.files import atomic_write_text
+
+
+@dataclass
+class RedundancyConfig:
+    """Redundancy probe (docs/method.md): train on ``unique`` images of the split, ⌊dup_fraction · unique⌋
+    of them present ``copies`` times in all; off while ``unique`` is None."""
+
+    unique: int | None = None  # U: images drawn (fixed, seed 0) from the training split
+    dup_fraction: float = 0.5  # d: the share of the U images that is duplicated
+    copies: int = 4  # c: occurrences of each duplicated image, the original included
+    # Extra copies as near-copies (one fixed mild crop + brightness/contrast each, data.py says why
+    # how mild) instead of exact ones: redundancy that no byte comparison finds.
+    near: bool = False
+    # The dedup oracle: train on the U unique images alone (the benchmark's grid method `dedup` sets it).
+    dedup: bool = False
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "digits"  # a name of ssl_emp.data.load.DATASETS
+    data_dir: str | None = None  # folder (or .tar/.tar.gz of an image-folder tree)
+    download: bool = False  # torchvision sets only, and only when asked
+    image_size: int = 16
+    train_split: str = "train"  # stl10: "train+unlabeled" trains on the unlabelled images too
+    train_subset: int | None = None  # keep a fixed random subset of N training images
+    test_subset: int | None = None
+    # Hold out this fraction of the training images (fixed, stratified) as the split the kNN
+    # monitor scores on instead of the test split: for tuning without looking at the test set.
+    val_fraction: float = 0.0
+    # Junk probe: replace this fixed fraction of the training images by pixel-shuffled copies
+    # (marked; the kNN bank stays clean) to see which way a score moves them (benchmarks/README.md).
+    inject_noise: float = 0.0
+    redundancy: RedundancyConfig = field(default_factory=RedundancyConfig)
+    in_memory: bool = True  # hold decoded uint8 images in RAM (small-image sets)
+    cache_dir: str | None = None  # decoded-image cache; default ~/.cache/ssl-emp/decoded
+    num_workers: int = 0
+
+
+@dataclass
+class AugmentConfig:
+    """View pipeline; ``None`` takes the preset's value (lightly's SimCLR / MoCo v2 transforms)."""
+
+    # a name of ssl_emp.augment.PRESET_NAMES; auto: digits for digits, else the algorithm's
+    preset: str = "auto"
+    min_scale: float | None = None
+    cj_prob: float | None = None
+    cj_strength: float | None = None
+    gray_prob: float | None = None
+    blur_prob: float | None = None
+    hflip_prob: float | None = None
+    rotate_prob: float | None = None  # lightly's rr_prob / rr_degrees
+    rotate_degrees: float | None = None
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet18"
+    backbone_kwargs: dict[str, Any] = field(
+        # A narrow one-block-per-stage ResNet: the CPU-friendly default.
+        default_factory=lambda: {"layers": [1, 1, 1, 1], "channels": [16, 32, 64, 128]}
+    )
+    cifar_stem: bool = True
+    proj_hidden_dim: int = 512
+    proj_out_dim: int = 128
+    # Which model reads which of these, and their valid ranges: ssl_emp.models.registry.
+    temperature: float = 0.2
+    queue_size: int = 4096  # MoCo negatives
+    momentum_start: float = 0.99  # MoCo momentum, cosine schedule to momentum_end
+    momentum_end: float = 1.0
+    gather_distributed: bool = True  # DDP: SimCLR negatives / MoCo queue keys from all ranks
+    channels_last: bool = True  # NHWC encoder and views (faster convolutions)
+    compile: bool = False  # torch.compile the model
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # a name of ssl_emp.runtime.OPTIMIZERS
+    lr: float = 0.3  # for a batch of 256; scaled linearly with batch_size
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    warmup_epochs: float = 0.0
+    batch_size: int = 64
+
+
+@dataclass
+class PruningConfig:
+    method: str = "full"  # a name of ssl_emp.pruning.METHODS
+    rate: float = 0.0
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvalConfig:
+    eval_every: int = 5  # kNN monitor every N epochs (and at epoch 0); 0 = only at the end
+    knn_k: int = 200
+    knn_temperature: float = 0.1
+    batch_size: int = 512
+
+
+@dataclass
+class LoggingConfig:
+    tensorboard: bool = False  # also write TensorBoard event files to RUN/tensorboard (ssl-emp[tensorboard])
+
+
+@dataclass
+class Config:
+    algorithm: str = "simclr"  # a name of ssl_emp.models.MODELS (supervised: the positive control)
+    epochs: int = 20
+    seed: int = 0
+    device: str = "auto"  # a name of ssl_emp.runtime.DEVICES
+    output_dir: str = "runs/pretrain"
+    progress: bool = True
+    log_every: int = 10  # steps between progress-bar / CSV updates (each one syncs the device)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and key not in ("backbone_kwargs", "params"):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_diff(saved: dict[str, Any], wanted: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
+    """The keys in which two config dicts (``asdict(Config)``) differ, as ``section.key (saved ->
+    wanted)``, sorted; keys in ``ignore`` (dotted) aside. The one config diff: resume checks and
+    benchmark folders both use it."""
+    # A key a config lacks was added to Config after it was written; its default keeps the
+    # earlier behaviour, so a run or sweep started before the field existed can still be resumed.
+    defaults = _flat(dataclasses.asdict(Config()))
+    a, b = {**defaults, **_flat(saved)}, {**defaults, **_flat(wanted)}
+    return [f"{k} ({a.get(k)!r} -> {b.get(k)!r})" for k in sorted(set(a) | set(b))
+            if k not in ignore and a.get(k) != b.get(k)]
+
+
+def merge_values(obj: Any, values: dict[str, Any], prefix: str = "", update_dicts: bool = False) -> None:
+    """Set a config dataclass's fields from a nested mapping, in place, checking keys and types.
+
+    ``prefix`` names the section in messages; with ``update_dicts`` a dict-valued field is updated
+    entry by entry (what ``--set`` does) instead of replaced.
+    """
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section '{prefix.rstrip('.') or '<root>'}' must be a mapping")
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(f"unknown config key '{prefix}{key}'")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            merge_values(current, value, f"{prefix}{key}.", update_dicts)
+        elif update_dicts and isinstance(current, dict) and isinstance(value, dict):
+            setattr(obj, key, {**current, **value})  # --set a.b.c=1 changes one entry of dict a.b
+        else:
+            value = _coerce(value, str(fields[key].type))
+            _check_type(value, str(fields[key].type), f"{prefix}{key}")
+            setattr(obj, key, value)
+
+
+_TYPE_NAMES = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string",
+               "None": "null", "list[float]": "a list of numbers", "dict[str, Any]": "a mapping"}
+
+
+def _type_ok(value: Any, option: str) -> bool:
+    checks = {
+        "None": lambda v: v is None,
+        "bool": lambda v: isinstance(v, bool),
+        "int": is_int,
+        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "str": lambda v: isinstance(v, str),
+        "list[float]": lambda v: isinstance(v, list) and all(is_number(x) for x in v),
+        "dict[str, Any]": lambda v: isinstance(v, dict),
+    }
+    return checks[option](value) if option in checks else True
+
+
+def _check_type(value: Any, annotation: str, key: str) -> None:
+    """Reject a value of the wrong type here, naming the key, before anything computes with it."""
+    options = [a.strip() for a in annotation.split("|")]
+    if not any(_type_ok(value, opt) for opt in options):
+        expected = " or ".join(_TYPE_NAMES.get(opt, opt) for opt in options)
+        raise ConfigError(f"{key} must be {expected}, got {value!r}")
+
+
+def _coerce(value: Any, annotation: str) -> Any:
+    # YAML 1.1 reads "1e-4" (no dot) as a string; accept it wherever a float is expected.
+    if isinstance(value, str) and "float" in annotation:
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def config_from_dict(values: dict[str, Any] | None) -> Config:
+    """A ``Config`` from a nested mapping (defaults for what it lacks), keys and types checked, not validated."""
+    cfg = Config()
+    merge_values(cfg, values or {})
+    return cfg
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """One ``--set key.sub=value`` item: (the dotted key's parts, the value parsed as YAML). The one
+    parser of ``--set``, for ``pretrain`` and ``benchmark`` alike."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set expects key=value, got '{item}'")
+    try:
+        value = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: the value is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    return key.split("."), value
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write ``cfg`` as YAML to ``path`` atomically (a killed run never leaves half a config)."""
+    atomic_write_text(path, yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+
+
+def is_int(x: Any) -> bool:
+    """An integer that is not a bool (YAML's ``true`` is an int to Python)."""
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def is_number(x: Any) -> bool:
+    """A finite int or float that is not a bool."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def duplicated_count(unique: int, dup_fraction: float) -> int:
+    """⌊d · U⌋ of the decimal the user typed: 0.29 · 100 is 28.999… in floating point, 29 here."""
+    return math.floor(Fraction(repr(float(dup_fraction))) * unique)
+
+
+def redundant_size(unique: int, dup_fraction: float, copies: int) -> int:
+    """N = U(1 − d) + U·d·c of a redundant training set, with U·d rounded down (``duplicated_count``)."""
+    k = duplicated_count(unique, dup_fraction)
+    return unique - k + k * copies

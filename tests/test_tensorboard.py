@@ -1,0 +1,118 @@
+"""The metrics seam's TensorBoard sink, where users meet it: ``ssl-emp pretrain`` with
+``logging.tensorboard=true``, read back with TensorBoard's own event reader."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed (pip install 'ssl-emp[dev]')")
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+import ssl_emp.models  # noqa: E402
+from ssl_emp.cli import main  # noqa: E402
+from ssl_emp.run.layout import RunLayout  # noqa: E402
+
+
+def _common(tiny_args: list[str]) -> list[str]:
+    return [*tiny_args, "--set", "log_every=1", "--set", "data.train_subset=256", "--set", "eval.eval_every=2",
+            "--set", "logging.tensorboard=true", "--method", "emp", "--pruning-rate", "0.5", "--epochs", "4"]
+
+
+def _events(run: RunLayout) -> EventAccumulator:
+    acc = EventAccumulator(str(run.tensorboard), size_guidance={"scalars": 0, "histograms": 0})
+    acc.Reload()
+    return acc
+
+
+def _scalars(acc: EventAccumulator) -> dict[str, list[tuple[int, float]]]:
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def _check_against_files(run: RunLayout) -> dict[str, list[tuple[int, float]]]:
+    """Every number of metrics.jsonl and steps.csv is in the event files at its step, once."""
+    scalars = _scalars(_events(run))
+    for tag, points in scalars.items():
+        steps = [s for s, _ in points]
+        assert steps == sorted(set(steps)), f"{tag}: duplicate or unordered steps {steps}"
+    records = [json.loads(line) for line in run.metrics.read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [-1, 0, 1, 2, 3]
+    for record in records:
+        for key, value in record.items():
+            if key in ("epoch", "step") or not isinstance(value, int | float) or isinstance(value, bool):
+                continue
+            tag = key if "/" in key else f"epoch/{key}"
+            assert dict(scalars[tag])[record["step"]] == pytest.approx(value, rel=1e-6), (tag, record["epoch"])
+    with open(run.steps, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [s for s, _ in scalars["step/loss"]] == [int(r["step"]) for r in rows]
+    for (_, loss), (_, lr), row in zip(scalars["step/loss"], scalars["step/lr"], rows, strict=True):
+        assert loss == pytest.approx(float(row["loss"]), abs=1e-6)
+        assert lr == pytest.approx(float(row["lr"]), rel=1e-5)
+    return scalars
+
+
+def test_tensorboard_matches_the_run_logs(tmp_path, tiny_args):
+    run = RunLayout(tmp_path / "run")
+    assert main(["pretrain", *_common(tiny_args), "--output-dir", str(run.dir)]) == 0
+    scalars = _check_against_files(run)
+    assert {"epoch/knn_top1", "epoch/loss", "pruning/keep_fraction", "step/loss"} <= set(scalars)
+    # The per-sample training counts at every epoch's end: 256 samples, half of them kept per epoch.
+    histograms = _events(run).Histograms("pruning/count")
+    assert len(histograms) == 4
+    assert all(h.histogram_value.num == 256 for h in histograms)
+    assert histograms[-1].histogram_value.sum == pytest.approx(4 * 128)
+
+
+def test_resumed_run_continues_the_same_tensorboard_run_without_duplicates(tmp_path, tiny_args):
+    straight, split = RunLayout(tmp_path / "straight"), RunLayout(tmp_path / "split")
+    assert main(["pretrain", *_common(tiny_args), "--output-dir", str(straight.dir)]) == 0
+
+    class Interrupt(Exception):
+        pass
+
+    calls = {"n": 0}
+    real_forward = ssl_emp.models.SimCLR.forward
+
+    def forward(self, *views, labels=None):  # 2 steps per epoch: dies after one step of epoch 3
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise Interrupt
+        return real_forward(self, *views, labels=labels)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ssl_emp.models.SimCLR, "forward", forward)
+        with pytest.raises(Interrupt):
+            main(["pretrain", *_common(tiny_args), "--output-dir", str(split.dir)])
+    # The interrupted run wrote step events past its last checkpoint (after the second epoch, at step 4) ...
+    assert max(s for s, _ in _scalars(_events(split))["step/loss"]) == 5
+    assert main(["pretrain", "--output-dir", str(split.dir), "--resume", "--no-progress"]) == 0
+    # ... which the resumed run's purge drops: one curve, each step once, equal to the uninterrupted run's.
+    resumed = _check_against_files(split)
+    expected = _scalars(_events(straight))
+    assert set(resumed) == set(expected)
+    for tag in ("step/loss", "step/lr", "epoch/loss", "epoch/knn_top1", "pruning/keep_fraction"):
+        assert [s for s, _ in resumed[tag]] == [s for s, _ in expected[tag]], tag
+        assert [v for _, v in resumed[tag]] == pytest.approx([v for _, v in expected[tag]], rel=1e-5), tag
+    assert len(list(Path(split.tensorboard).glob("events.out.tfevents.*"))) == 2  # one file per session
+
+
+def test_tensorboard_is_off_by_default(tmp_path, tiny_args):
+    run = RunLayout(tmp_path / "run")
+    args = [*tiny_args, "--set", "data.train_subset=128", "--set", "eval.eval_every=0", "--epochs", "1"]
+    assert main(["pretrain", *args, "--output-dir", str(run.dir)]) == 0
+    assert not run.tensorboard.exists()
+
+
+def test_tensorboard_without_the_package_is_one_line(tmp_path, tiny_args, capsys, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "torch.utils.tensorboard", None)  # as if not installed
+    run = RunLayout(tmp_path / "run")
+    args = [*tiny_args, "--set", "data.train_subset=128", "--set", "eval.eval_every=0", "--epochs", "1",
+            "--set", "logging.tensorboard=true"]
+    assert main(["pretrain", *args, "--output-dir", str(run.dir)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("ssl-emp: error: logging.tensorboard needs the tensorboard package"), err
+    assert run.config.is_file()  # the run can be started again once it is installed
