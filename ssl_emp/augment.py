@@ -51,10 +51,8 @@ PRESETS: dict[str, dict[str, object]] = {
 SMALL_IMAGE_OVERRIDES = dict(cj_strength=0.5, blur_prob=0.0)  # lightly's CIFAR-10 benchmark
 SUPERVISED_PADDING = 4  # px of zero padding before the random crop (the CIFAR classification recipe)
 #: Every ``augment.preset``: the view presets above, ``supervised`` (crop after padding + flip) and
-#: ``auto`` (resolved by ``config.finalize``: ``digits`` on digits, else the algorithm's, below).
+#: ``auto`` (resolved by ``config.finalize``: ``digits`` on digits, else the model class's ``augment_preset``).
 PRESET_NAMES: tuple[str, ...] = ("auto", *PRESETS, "supervised")
-#: algorithm -> its preset under ``auto`` (lightly's transform of each method); others: simclr's.
-AUTO_PRESETS: dict[str, str] = {"simclr": "simclr", "moco": "mocov2", "supervised": "supervised"}
 #: The ``augment.*`` knobs of the view presets; ``supervised`` reads only ``SUPERVISED_KNOBS``.
 VIEW_KNOBS: tuple[str, ...] = ("min_scale", "cj_prob", "cj_strength", "gray_prob", "blur_prob", "hflip_prob",
                                "rotate_prob", "rotate_degrees")

@@ -16,10 +16,10 @@ from typing import Any
 
 import yaml
 
-from ssl_emp.augment import AUTO_PRESETS, PRESET_NAMES, SUPERVISED_KNOBS, VIEW_KNOBS
+from ssl_emp.augment import PRESET_NAMES, SUPERVISED_KNOBS, VIEW_KNOBS
 from ssl_emp.data.load import DATASETS, dataset_spec
 from ssl_emp.errors import ConfigError
-from ssl_emp.models import model_keys, validate_model_config
+from ssl_emp.models import MODELS, model_keys, validate_model_config
 from ssl_emp.pruning.params import validate_params
 from ssl_emp.runtime import DEVICES, OPTIMIZERS
 from ssl_emp.settings import (
@@ -75,7 +75,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def finalize(cfg: Config) -> Config:
     """Resolve ``auto`` values from the rest of the config, then validate."""
     if cfg.augment.preset == "auto":
-        auto = "digits" if cfg.data.dataset == "digits" else AUTO_PRESETS.get(cfg.algorithm, "simclr")
+        auto = "digits" if cfg.data.dataset == "digits" else MODELS[cfg.algorithm].augment_preset if cfg.algorithm in MODELS else "simclr"
         cfg.augment.preset = auto
     validate(cfg)
     return cfg

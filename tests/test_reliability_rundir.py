@@ -18,7 +18,7 @@ import torch
 import yaml
 
 import ssl_emp.models
-import ssl_emp.pruning.pruner
+import ssl_emp.pruning.diagnostics
 import ssl_emp.run.files
 from ssl_emp.cli import main
 from ssl_emp.errors import RunFailed
@@ -122,7 +122,7 @@ def test_full_disk_while_writing_the_pruning_table_is_one_line_exit_1(tmp_path, 
 
             return Writer()
 
-    monkeypatch.setattr(ssl_emp.pruning.pruner, "csv", FullCsv)
+    monkeypatch.setattr(ssl_emp.pruning.diagnostics, "csv", FullCsv)  # the table writer
     out = tmp_path / "run"
     assert pretrain(out, tiny_args, *FAST) == 1
     assert one_line(capsys) == f"ssl-emp: error: cannot write {out / 'pruning_table.csv'}: no space left on device"

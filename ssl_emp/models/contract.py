@@ -59,6 +59,8 @@ class ModelClass(Protocol):
     #: The ``model.*`` keys (``ModelConfig`` fields) it reads besides the backbone's; the registry
     #: range-checks these, and only these, for it.
     config_keys: tuple[str, ...]
+    #: The view preset ``augment.preset: auto`` resolves to (lightly's transform for the method).
+    augment_preset: str
 
     def from_config(self, backbone: nn.Module, cfg: ModelConfig, *, gather_distributed: bool,
                     num_classes: int | None) -> PretrainModel:

@@ -56,6 +56,7 @@ class MoCo(nn.Module):
     objective = "contrastive"
     signals = CONTRASTIVE_SIGNALS
     config_keys = ("proj_hidden_dim", "proj_out_dim", "temperature", "queue_size", "momentum_start", "momentum_end")
+    augment_preset = "mocov2"  # augment.preset auto: lightly's MoCo v2 transform
 
     def __init__(self, backbone: nn.Module, cfg: ModelConfig, gather_distributed: bool = False):
         super().__init__()

@@ -19,6 +19,7 @@ class SimCLR(nn.Module):
     objective = "contrastive"
     signals = CONTRASTIVE_SIGNALS
     config_keys = ("proj_hidden_dim", "proj_out_dim", "temperature")
+    augment_preset = "simclr"  # augment.preset auto: lightly's SimCLR transform
 
     def __init__(self, backbone: nn.Module, cfg: ModelConfig, gather_distributed: bool = False):
         super().__init__()

@@ -22,6 +22,7 @@ class Supervised(nn.Module):
     objective = "supervised"
     signals = ("entropy",)
     config_keys = ()  # the backbone's keys only
+    augment_preset = "supervised"  # augment.preset auto: the CIFAR classification recipe
 
     def __init__(self, backbone: nn.Module, num_classes: int):
         super().__init__()

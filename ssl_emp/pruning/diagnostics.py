@@ -7,13 +7,20 @@ Dynamic data pruning after Raju et al. (arXiv 2111.12621) and EMP (Xiao et al., 
 
 from __future__ import annotations
 
+import csv
+import io
 import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from ssl_emp.errors import ConfigError
 from ssl_emp.pruning.state import SampleTable
+from ssl_emp.run.files import atomic_write_text
 
 _HIST_BINS = 32  # count_histogram never has more entries than this
 
@@ -76,3 +83,27 @@ def table_diagnostics(table: SampleTable, kept: Tensor | None, memory: Tensor) -
     for signal in table.signals:
         out[f"{signal}_repeatability"] = repeatability(table, signal)
     return out
+
+
+def write_table_csv(table: SampleTable, memory: Tensor, path: str | os.PathLike[str],
+                    labels: Sequence[Any] | None = None) -> None:
+    """The table as CSV (index,count,<each tracked signal's EMA>,memory,last_epoch[,label]), written
+    atomically: readers never see half a table."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ConfigError(f"directory for the table does not exist: {path.parent}")
+    n = table.num_samples
+    header = ["index", "count", *table.signals, "memory", "last_epoch"]
+    columns = [range(n), table.count.tolist(), *(table.columns[name].tolist() for name in table.signals),
+               memory.tolist(), table.last_epoch.tolist()]
+    if labels is not None:
+        label_list = labels.tolist() if hasattr(labels, "tolist") else list(labels)
+        if len(label_list) != n:
+            raise ConfigError(f"labels has {len(label_list)} entries, expected num_samples={n}")
+        columns.append(label_list)
+        header.append("label")
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows(zip(*columns, strict=True))
+    atomic_write_text(path, buf.getvalue())

@@ -14,13 +14,10 @@ itself (what is kept, how it reaches the host, how it is checked) is ``ssl_emp.p
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import numbers
 import os
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,14 +34,14 @@ from ssl_emp.pruning.buffer import (
     detach_for_buffer,
     validate_buffer,
 )
-from ssl_emp.pruning.diagnostics import table_diagnostics
+from ssl_emp.pruning.diagnostics import table_diagnostics, write_table_csv
 from ssl_emp.pruning.methods import OBJECTIVES, OWN_RATE, RULES, SelectionContext, exact_fraction, make_generator
 from ssl_emp.pruning.params import validate_params
 from ssl_emp.pruning.sampler import PrunedSampler
 from ssl_emp.pruning.scan import PROBE, ScanState, mark_candidates
 from ssl_emp.pruning.score import memory_strength
-from ssl_emp.pruning.state import DIRECTIONS, SampleTable, signal_spec
-from ssl_emp.run.files import atomic_write_text
+from ssl_emp.pruning.signals import check_given, declared_signals, required_signal
+from ssl_emp.pruning.state import DIRECTIONS, SampleTable
 
 # 2: entropy and raw-observation columns, objective in the config. 3: a "scan" entry (SCAN's
 # warm-up, cycle and candidates). Only a scan pruner writes 3: every other method's state is
@@ -100,7 +97,7 @@ class DynamicPruner:
         self.objective = objective
         self.epochs = _integer("epochs", epochs, low=1)
         self.seed = _integer("seed", seed)
-        self.signals = self._declared(signals)
+        self.signals = declared_signals(signals, method, objective)
         # InfoBatch scores by the most recent loss, SCAN's warm-up sums it: an EMA with rate 1.
         self._alpha = 1.0 if method in OWN_RATE else self.params["alpha"]
         k = math.ceil((1 - exact_fraction(self.pruning_rate)) * self.num_samples)
@@ -127,34 +124,7 @@ class DynamicPruner:
     @property
     def required_signal(self) -> str | None:
         """The signal besides the loss that this method's score needs (None: the loss alone)."""
-        if self.method not in ("emp", "emp-easy"):
-            return None
-        return "entropy" if self.objective == "supervised" else "align"
-
-    def _declared(self, signals: Iterable[str] | None) -> tuple[str, ...] | None:
-        """``signals`` checked against the pruning state and this method's needs, as a tuple."""
-        if signals is None:
-            return None
-        if isinstance(signals, str) or not isinstance(signals, Iterable):
-            raise ConfigError(f"signals must be a sequence of signal names, got {signals!r}")
-        names = tuple(signals)
-        for name in names:
-            if name == "loss":
-                raise ConfigError("signals name the signals besides the loss, which update() always takes: "
-                                  "remove 'loss'")
-            if not isinstance(name, str):
-                raise ConfigError(f"signals must be signal names, got {name!r}")
-            signal_spec(name)
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ConfigError(f"signal {repeated[0]!r} is declared twice")
-        need = self.required_signal
-        if need is not None and need not in names:
-            raise ConfigError(f"method {self.method!r} with objective {self.objective!r} needs the per-sample {need} "
-                              f"signal; the declared signals are: {', '.join(names) or 'none'}")
-        if self.method == "scan" and sum(d in names for d in DIRECTIONS) == 1:
-            raise ConfigError(f"{' and '.join(DIRECTIONS)} go together: declare both directions' losses or neither")
-        return names
+        return required_signal(self.method, self.objective)
 
     # ------------------------------------------------------------------ epoch selection
     @property
@@ -260,7 +230,7 @@ class DynamicPruner:
         if self._epoch < 0:
             raise ConfigError("no epoch selected yet: call set_epoch(epoch) before update()")
         given = {name: t for name, t in {"align": align, "entropy": entropy, **signals}.items() if t is not None}
-        self._check_signal_names(given)
+        check_given(given, self.signals, self.method, self.objective)
         reads = set(self._table.signals) | set(self._untracked_reads)
         check_batch_metadata(idx, loss, {name: t for name, t in given.items() if name in reads})
         buffered = {"loss": detach_for_buffer(loss)}
@@ -277,30 +247,6 @@ class DynamicPruner:
     def _untracked_reads(self) -> tuple[str, ...]:
         """The untracked signals this method reads (in the epochs it buffers them)."""
         return DIRECTIONS if self._scan is not None else ()
-
-    def _check_signal_names(self, given: dict[str, Tensor]) -> None:
-        """Declared signals: exactly those. Otherwise: known ones, the method's own among them."""
-        if self.signals is not None:
-            for name in given:
-                if name not in self.signals:
-                    raise ConfigError(f"update() got the signal {name!r}, which was not declared "
-                                      f"(declared: {', '.join(self.signals) or 'none'})")
-            for name in self.signals:
-                if name not in given:
-                    raise ConfigError(f"update() is missing the declared signal {name!r}, got {name}=None")
-            return
-        for name in given:
-            signal_spec(name)
-        need = self.required_signal
-        if need is not None and need not in given:
-            raise ConfigError(
-                f"method {self.method!r} with objective {self.objective!r} needs the per-sample {need} tensor, "
-                f"got {need}=None"
-            )
-        if self._scan is not None and (DIRECTIONS[0] in given) != (DIRECTIONS[1] in given):
-            alone = DIRECTIONS[0] if DIRECTIONS[0] in given else DIRECTIONS[1]
-            raise ConfigError(f"{' and '.join(DIRECTIONS)} go together: pass both directions' losses or neither, "
-                              f"got {alone} alone")
 
     def _weights(self, idx: Tensor, loss: Tensor) -> Tensor:
         if self._upweight is None:
@@ -429,26 +375,8 @@ class DynamicPruner:
 
     def export_table(self, path: str | os.PathLike[str], labels: Sequence[Any] | None = None) -> None:
         """Write the table as CSV (index,count,<each signal's EMA: loss,align,entropy>,memory,last_epoch[,label])
-        atomically."""
-        path = Path(path)
-        if not path.parent.is_dir():
-            raise ConfigError(f"directory for the table does not exist: {path.parent}")
-        memory = self.memory()
-        t = self._table
-        header = ["index", "count", *t.signals, "memory", "last_epoch"]
-        columns = [range(self.num_samples), t.count.tolist(), *(t.columns[name].tolist() for name in t.signals),
-                   memory.tolist(), t.last_epoch.tolist()]
-        if labels is not None:
-            label_list = labels.tolist() if hasattr(labels, "tolist") else list(labels)
-            if len(label_list) != self.num_samples:
-                raise ConfigError(f"labels has {len(label_list)} entries, expected num_samples={self.num_samples}")
-            columns.append(label_list)
-            header.append("label")
-        buf = io.StringIO(newline="")
-        writer = csv.writer(buf)
-        writer.writerow(header)
-        writer.writerows(zip(*columns, strict=True))
-        atomic_write_text(path, buf.getvalue())  # readers never see a half-written table
+        atomically (``diagnostics.write_table_csv``)."""
+        write_table_csv(self._table, self.memory(), path, labels)
 
     # ------------------------------------------------------------------ checkpointing
     def _config(self) -> dict[str, Any]:
