@@ -32,10 +32,10 @@ from ssl_emp.pruning import DynamicPruner
 from ssl_emp.pruning.sampler import FoldedBatchSampler
 from ssl_emp.run.files import atomic_torch_save
 from ssl_emp.run.folder import Run
-from ssl_emp.run.lifecycle import open_run, start_run
+from ssl_emp.run.lifecycle import finish_run, open_run, start_run
 from ssl_emp.run.state import TrainState
-from ssl_emp.run.summary import accuracy_fields, epoch_diagnostics, run_diagnostics
-from ssl_emp.runtime import build_optimizer, machine, memory_format, resolve_device, versions
+from ssl_emp.run.summary import epoch_diagnostics
+from ssl_emp.runtime import build_optimizer, memory_format, resolve_device
 
 # Schedules are functions of the fraction of the run done, in units of 1/RESOLUTION epoch, so a
 # pruned run (fewer steps per epoch) still walks its whole LR / momentum schedule over the steps
@@ -262,22 +262,7 @@ def _log_epoch(t: Trainer, record: dict[str, Any], evaluated: bool = False) -> N
 
 def finish(t: Trainer) -> dict[str, Any]:
     """The run's summary; rank 0 writes final.pt, the pruning table and summary.json."""
-    cfg, state = t.cfg, t.state
-    wall = state.wall_time
-    stats = state.pruner.stats()
-    summary = {
-        **accuracy_fields(state.history),
-        "wall_time_s": wall, "eval_time_s": state.timers["eval_time"], "train_time_s": wall - state.timers["eval_time"],
-        "pruner_time_s": state.timers["pruner_time"], "images_seen": stats["sample_visits"],
-        "optimizer_steps": stats["optimizer_steps"], "pruning_method": cfg.pruning.method,
-        "target_rate": cfg.pruning.rate, "achieved_rate": stats["achieved_rate"], **run_diagnostics(state.diagnostics),
-        "knn_split": "validation (held out of train)" if t.data.test_is_validation else "test",
-        "num_samples": len(t.data.train), "epochs": cfg.epochs, "algorithm": cfg.algorithm, "world_size": t.world,
-        "device": str(t.device), "machine": machine(), "versions": versions(),
-    }
-    labels = t.data.train.labels
-    t.run.write_final(summary, state.pruner, labels.tolist() if labels is not None else None)
-    return summary
+    return finish_run(t.run, t.cfg, t.state, t.data, t.world, t.device)
 
 
 def _echo(message: str, is_main: bool = True) -> None:

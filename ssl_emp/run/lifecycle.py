@@ -1,16 +1,22 @@
 """A run's lifecycle around the loop: open (new, or resumed from a checkpoint whose config must
-match), start (a clean, marked folder and its config) and finish (final.pt, the pruning table and
-summary.json)."""
+match), start (a clean, marked folder and its config) and finish (summary.json's fields, final.pt,
+the pruning table)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
 from typing import Any
 
+import torch
+
 from ssl_emp.config import Config, config_diff, config_from_dict, save_config
+from ssl_emp.data import DataSplits
 from ssl_emp.errors import ConfigError
 from ssl_emp.run.checkpoint import load_checkpoint
 from ssl_emp.run.folder import Run
+from ssl_emp.run.state import TrainState
+from ssl_emp.run.summary import accuracy_fields, run_diagnostics
+from ssl_emp.runtime import machine, versions
 
 # Where a run computes and where it writes may change on resume; nothing that changes what it computes.
 RESUME_MAY_CHANGE = ("device", "progress", "output_dir", "logging.tensorboard")
@@ -42,3 +48,24 @@ def start_run(cfg: Config, run: Run) -> None:
     run.reset_unstarted()
     if run.is_main:
         save_config(cfg, run.layout.config)
+
+
+def finish_run(run: Run, cfg: Config, state: TrainState, data: DataSplits, world: int,
+               device: torch.device) -> dict[str, Any]:
+    """The run's summary (what it reached, cost and selected); rank 0 writes final.pt, the pruning
+    table and summary.json."""
+    wall = state.wall_time
+    stats = state.pruner.stats()
+    summary = {
+        **accuracy_fields(state.history),
+        "wall_time_s": wall, "eval_time_s": state.timers["eval_time"], "train_time_s": wall - state.timers["eval_time"],
+        "pruner_time_s": state.timers["pruner_time"], "images_seen": stats["sample_visits"],
+        "optimizer_steps": stats["optimizer_steps"], "pruning_method": cfg.pruning.method,
+        "target_rate": cfg.pruning.rate, "achieved_rate": stats["achieved_rate"], **run_diagnostics(state.diagnostics),
+        "knn_split": "validation (held out of train)" if data.test_is_validation else "test",
+        "num_samples": len(data.train), "epochs": cfg.epochs, "algorithm": cfg.algorithm, "world_size": world,
+        "device": str(device), "machine": machine(), "versions": versions(),
+    }
+    labels = data.train.labels
+    run.write_final(summary, state.pruner, labels.tolist() if labels is not None else None)
+    return summary
