@@ -10,14 +10,12 @@ from pathlib import Path
 
 import pytest
 
-import ssl_emp.eval.from_checkpoint
 import ssl_emp.train
 from ssl_emp.benchmark.report import group_cells, render_markdown, write_report
 from ssl_emp.benchmark.report import main as report_main
 from ssl_emp.benchmark.results import COLUMNS
-from ssl_emp.cli import main
+from tests.helpers import CONFIGS, benchmark, forbid_training, results, split_sweep
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SMOKE_IDS = ["full_s0", "random-dynamic_r0.5_s0", "emp_r0.5_s0"]
 HAVE_MPL = importlib.util.find_spec("matplotlib") is not None  # the `bench` extra; plots are skipped without it
 
@@ -26,7 +24,7 @@ HAVE_MPL = importlib.util.find_spec("matplotlib") is not None  # the `bench` ext
 def smoke(tmp_path_factory) -> Path:
     """The smoke grid run once, end to end, through the CLI."""
     out = tmp_path_factory.mktemp("bench") / "smoke"
-    assert main(["benchmark", "--config", str(CONFIGS / "bench_digits_smoke.yaml"), "--output-dir", str(out)]) == 0
+    assert _bench(out) == 0
     return out
 
 
@@ -36,24 +34,12 @@ def copy_of(smoke, tmp_path) -> Path:
     return Path(shutil.copytree(smoke, tmp_path / "copy"))
 
 
-def _rows(out: Path) -> list[dict]:
-    return json.loads((out / "results.json").read_text())
-
-
-def _forbid_training(monkeypatch) -> None:
-    def fail(*args, **kwargs):
-        raise AssertionError("nothing should be retrained or re-evaluated")
-
-    monkeypatch.setattr(ssl_emp.train, "pretrain", fail)
-    monkeypatch.setattr(ssl_emp.eval.from_checkpoint, "evaluate_checkpoint", fail)
-
-
 def _bench(out: Path, *extra: str) -> int:
-    return main(["benchmark", "--config", str(CONFIGS / "bench_digits_smoke.yaml"), "--output-dir", str(out), *extra])
+    return benchmark(CONFIGS / "bench_digits_smoke.yaml", out, *extra)
 
 
 def test_smoke_grid_writes_one_row_per_run_and_the_report(smoke):
-    rows = _rows(smoke)
+    rows = results(smoke)
     assert [r["run_id"] for r in rows] == SMOKE_IDS
     with open(smoke / "results.csv", newline="") as f:
         table = list(csv.DictReader(f))
@@ -75,17 +61,17 @@ def test_smoke_grid_writes_one_row_per_run_and_the_report(smoke):
 
 
 def test_second_invocation_retrains_nothing(copy_of, monkeypatch, capsys):
-    before = _rows(copy_of)
+    before = results(copy_of)
     stamps = {p: p.stat().st_mtime_ns for p in copy_of.glob("runs/*/checkpoints/*.pt")}
-    _forbid_training(monkeypatch)
+    forbid_training(monkeypatch)
     assert _bench(copy_of) == 0
     assert "3 done, 0 to run" in capsys.readouterr().out
-    assert _rows(copy_of) == before
+    assert results(copy_of) == before
     assert {p: p.stat().st_mtime_ns for p in copy_of.glob("runs/*/checkpoints/*.pt")} == stamps
 
 
 def test_killed_sweep_reruns_only_the_missing_runs(copy_of, monkeypatch):
-    original = {r["run_id"]: r for r in _rows(copy_of)}
+    original = {r["run_id"]: r for r in results(copy_of)}
     kept = [r for r in original.values() if r["run_id"] == "full_s0"]
     (copy_of / "results.json").write_text(json.dumps(kept))
     # random-dynamic was killed after its last epoch checkpoint (resumes); emp before it started.
@@ -107,7 +93,7 @@ def test_killed_sweep_reruns_only_the_missing_runs(copy_of, monkeypatch):
     with pytest.raises(RuntimeError, match="killed"):
         _bench(copy_of)
     assert calls == [("random-dynamic_r0.5_s0", True), ("emp_r0.5_s0", False)]
-    assert [r["run_id"] for r in _rows(copy_of)] == ["full_s0", "random-dynamic_r0.5_s0"]
+    assert [r["run_id"] for r in results(copy_of)] == ["full_s0", "random-dynamic_r0.5_s0"]
 
     calls.clear()
 
@@ -118,7 +104,7 @@ def test_killed_sweep_reruns_only_the_missing_runs(copy_of, monkeypatch):
     monkeypatch.setattr(ssl_emp.train, "pretrain", recorded)
     assert _bench(copy_of) == 0
     assert calls == [("emp_r0.5_s0", False)]
-    rows = _rows(copy_of)
+    rows = results(copy_of)
     assert [r["run_id"] for r in rows] == SMOKE_IDS
     for r in rows:  # seeded runs and an exact resume reproduce the original numbers
         assert r["knn_top1"] == pytest.approx(original[r["run_id"]]["knn_top1"])
@@ -126,7 +112,7 @@ def test_killed_sweep_reruns_only_the_missing_runs(copy_of, monkeypatch):
 
 
 def test_folder_of_a_different_config_is_refused(copy_of, monkeypatch, capsys):
-    _forbid_training(monkeypatch)
+    forbid_training(monkeypatch)
     assert _bench(copy_of, "--set", "epochs=3") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "different" in err and "epochs (2 -> 3)" in err
@@ -138,7 +124,7 @@ def test_plan_written_before_a_config_field_existed_still_resumes(copy_of, monke
     plan = json.loads((copy_of / "benchmark.json").read_text())
     del plan["base"]["data"]["val_fraction"]
     (copy_of / "benchmark.json").write_text(json.dumps(plan))
-    _forbid_training(monkeypatch)
+    forbid_training(monkeypatch)
     assert _bench(copy_of) == 0
     assert "3 done, 0 to run" in capsys.readouterr().out
     assert _bench(copy_of, "--set", "data.val_fraction=0.2") == 2
@@ -149,9 +135,9 @@ def test_plan_written_before_a_config_field_existed_still_resumes(copy_of, monke
 # InfoBatch's rate (0.2): 81.
 @pytest.mark.parametrize("name, per_seed", [("bench_cifar10_cpu.yaml", 27), ("bench_cifar10_resnet18_gpu.yaml", 26)])
 def test_dry_run_lists_the_whole_grid(tmp_path, monkeypatch, capsys, name, per_seed):
-    _forbid_training(monkeypatch)
+    forbid_training(monkeypatch)
     out = tmp_path / "never"
-    assert main(["benchmark", "--config", str(CONFIGS / name), "--output-dir", str(out), "--dry-run"]) == 0
+    assert benchmark(CONFIGS / name, out, "--dry-run") == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith(f"{3 * per_seed} runs")
     ids = [line.split()[1] for line in lines[1:]]
@@ -161,8 +147,8 @@ def test_dry_run_lists_the_whole_grid(tmp_path, monkeypatch, capsys, name, per_s
     seeds = [int(i.rsplit("_s", 1)[1]) for i in ids]
     assert seeds == sorted(seeds)  # seed-major: a partial sweep holds whole seeds
     # --set reaches the grid too: one seed
-    assert main(["benchmark", "--config", str(CONFIGS / name), "--output-dir", str(out), "--dry-run",
-                 "--set", "grid.seeds=[1]", "--set", "grid.method_params.emp.beta=0.5"]) == 0
+    assert benchmark(CONFIGS / name, out, "--dry-run", "--set", "grid.seeds=[1]",
+                     "--set", "grid.method_params.emp.beta=0.5") == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith(f"{per_seed} runs") and all(line.split()[1].endswith("_s1") for line in lines[1:])
 
@@ -188,12 +174,12 @@ BASE = str(CONFIGS / "digits_simclr.yaml")
      "'grid.method_rates.emp' must be a non-empty list"),
 ])
 def test_bad_benchmark_config_exits_2_with_one_line(tmp_path, monkeypatch, capsys, body, message):
-    _forbid_training(monkeypatch)
+    forbid_training(monkeypatch)
     import yaml
 
     path = tmp_path / "bench.yaml"
     path.write_text(yaml.safe_dump(body))
-    assert main(["benchmark", "--config", str(path), "--output-dir", str(tmp_path / "out")]) == 2
+    assert benchmark(path, tmp_path / "out") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err and not (tmp_path / "out").exists()
 
@@ -295,30 +281,26 @@ def test_make_row_copies_test_accuracy_and_diagnostics_when_the_summary_has_them
 def _split(copy_of: Path, tmp_path: Path, keep: set[str]) -> Path:
     """Move the rows not in ``keep`` into a second folder of the same sweep (rows and plan only)."""
     other = tmp_path / "other"
-    other.mkdir()
-    shutil.copy(copy_of / "benchmark.json", other)
-    rows = _rows(copy_of)
-    (copy_of / "results.json").write_text(json.dumps([r for r in rows if r["run_id"] in keep]))
-    (other / "results.json").write_text(json.dumps([r for r in rows if r["run_id"] not in keep][::-1]))
+    split_sweep(copy_of, other, lambda r: r["run_id"] not in keep, reverse=True)
     return other
 
 
 def test_merge_from_joins_a_sweep_split_over_two_folders(copy_of, tmp_path, monkeypatch, capsys):
-    original = _rows(copy_of)
+    original = results(copy_of)
     other = _split(copy_of, tmp_path, {"full_s0"})
-    _forbid_training(monkeypatch)
+    forbid_training(monkeypatch)
     assert _bench(copy_of, "--dry-run", "--merge-from", str(other)) == 0
-    assert "3 already in results.json" in capsys.readouterr().out and len(_rows(copy_of)) == 1  # dry: no write
+    assert "3 already in results.json" in capsys.readouterr().out and len(results(copy_of)) == 1  # dry: no write
     for _ in range(2):  # a repeated merge changes nothing
         assert _bench(copy_of, "--merge-from", str(other)) == 0
         assert "3 done, 0 to run" in capsys.readouterr().out
-        assert _rows(copy_of) == original  # every row, in plan order
+        assert results(copy_of) == original  # every row, in plan order
         assert "3 of 3 runs finished" in (copy_of / "report.md").read_text()
     # A sub-grid pooled from the whole sweep takes only its own runs.
     sub = tmp_path / "sub"
     assert _bench(sub, "--set", "grid.methods=[full,emp]", "--merge-from", str(copy_of)) == 0
     assert "2 of 3 rows are runs of this grid" in capsys.readouterr().out
-    assert [r["run_id"] for r in _rows(sub)] == ["full_s0", "emp_r0.5_s0"]
+    assert [r["run_id"] for r in results(sub)] == ["full_s0", "emp_r0.5_s0"]
 
 
 @pytest.mark.parametrize("spoil, message", [
@@ -333,11 +315,11 @@ def test_merge_from_refuses_a_folder_of_another_sweep_with_one_line(copy_of, tmp
                                                                      spoil, message):
     other = _split(copy_of, tmp_path, {"full_s0", "emp_r0.5_s0"})
     if "also in" in message:  # the same run in both folders, with different numbers
-        rows = _rows(other) + [r for r in _rows(copy_of) if r["run_id"] == "emp_r0.5_s0"]
+        rows = results(other) + [r for r in results(copy_of) if r["run_id"] == "emp_r0.5_s0"]
         (other / "results.json").write_text(json.dumps(rows[::-1]))
     before = (copy_of / "results.json").read_text()
     spoil(other)
-    _forbid_training(monkeypatch)
+    forbid_training(monkeypatch)
     assert _bench(copy_of, "--merge-from", str(other)) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err

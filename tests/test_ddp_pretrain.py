@@ -1,8 +1,5 @@
 """`ssl-emp pretrain` under torchrun (2 processes, gloo, CPU) with EMP pruning."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,8 +10,8 @@ from ssl_emp.config import ModelConfig
 from ssl_emp.models import build_model
 from ssl_emp.pruning import DynamicPruner
 from ssl_emp.run.checkpoint import load_checkpoint
+from tests.helpers import assert_same_table, rank_records, torchrun
 
-ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(__file__).resolve().parent / "ddp_pretrain_script.py"
 
 
@@ -25,17 +22,13 @@ pytestmark = pytest.mark.skipif(not dist.is_available(), reason="this torch buil
 def ddp_run(tmp_path_factory) -> Path:
     """One 2-rank run of the script, shared by the tests below; returns its record folder."""
     tmp_path = tmp_path_factory.mktemp("ddp")
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(SCRIPT), str(tmp_path / "run"), str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    torchrun(SCRIPT, tmp_path / "run", tmp_path, timeout=300)
     return tmp_path
 
 
 def test_emp_pretrain_on_two_ranks(ddp_run):
     tmp_path = ddp_run
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    ranks = rank_records(tmp_path)
     final = load_checkpoint(tmp_path / "run" / "checkpoints" / "final.pt")
 
     # A one-process pruner fed the same statistics, in all-gather order (rank 0's batch, then rank 1's).
@@ -54,8 +47,7 @@ def test_emp_pretrain_on_two_ranks(ddp_run):
                 assert e1 == epoch
                 reference.update(torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]]), torch.cat([a[2], b[2]]))
     # Rank 0's checkpointed table equals the reference, and both ranks saw every gathered sample.
-    for name, column in reference.state_dict()["table"].items():
-        torch.testing.assert_close(final["pruner"]["table"][name], column, rtol=0, atol=0, equal_nan=True)
+    assert_same_table(final["pruner"]["table"], reference.state_dict()["table"])
     assert final["pruner"]["table"]["count"].sum() == 300
 
     # DDP keeps the replicas identical, and the learning rate is scaled by the global batch.
@@ -68,7 +60,7 @@ def test_emp_pretrain_on_two_ranks(ddp_run):
 
 def test_gathered_simclr_negatives_equal_one_process_on_the_whole_batch(ddp_run):
     """lightly's NTXentLoss(gather_distributed=True) semantics, per sample (recorded by the same run)."""
-    ranks = [torch.load(ddp_run / f"rank{r}.pt", weights_only=True)["gather"] for r in range(2)]
+    ranks = [record["gather"] for record in rank_records(ddp_run)]
     model = build_model("simclr", ModelConfig(**ranks[0]["model_cfg"])).eval()
     model.load_state_dict(ranks[0]["init"])
     views = ranks[0]["views"]

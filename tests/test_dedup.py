@@ -9,32 +9,23 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-import yaml
 
 from ssl_emp.benchmark.grid import expand_grid, load_benchmark, rstar
 from ssl_emp.benchmark.report import redundancy_table, render_markdown
 from ssl_emp.benchmark.stats import group_cells
 from ssl_emp.benchmark.sweep import make_row
-from ssl_emp.cli import main
 from ssl_emp.config import redundant_size
 from ssl_emp.errors import ConfigError
 from ssl_emp.pruning import DynamicPruner
+from tests.helpers import bench_file, benchmark, forbid_training, results, split_sweep
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # 160 unique digits, half of them 3 times: N = 80 + 240 = 320, r* = 1 − 160/320 = 0.5
 REDUNDANT = {"unique": 160, "dup_fraction": 0.5, "copies": 3}
 
 
 def _bench_file(tmp_path: Path, grid: dict, redundancy: dict | None = REDUNDANT) -> Path:
     data = {"train_subset": 320, **({"redundancy": redundancy} if redundancy else {})}
-    doc = {"base": str(CONFIGS / "digits_simclr.yaml"),
-           "overrides": {"epochs": 2, "data": data, "optim": {"warmup_epochs": 1},
-                         "model": {"backbone_kwargs": {"channels": [8, 16, 32, 64]}, "proj_hidden_dim": 64,
-                                   "proj_out_dim": 32}, "eval": {"eval_every": 0}},
-           "grid": grid, "linear_probe": False}
-    path = tmp_path / "bench.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+    return bench_file(tmp_path, grid, epochs=2, data=data, optim={"warmup_epochs": 1})
 
 
 def test_rstar_is_a_short_decimal_whose_budget_is_exactly_u():
@@ -93,7 +84,7 @@ def test_bad_dedup_grid_is_one_line(tmp_path, grid, redundancy, message):
 
 def test_dry_run_lists_dedup(tmp_path, capsys):
     path = _bench_file(tmp_path, {"methods": ["full", "random-dynamic", "dedup"], "rates": ["rstar"], "seeds": [0]})
-    assert main(["benchmark", "--config", str(path), "--output-dir", str(tmp_path / "out"), "--dry-run"]) == 0
+    assert benchmark(path, tmp_path / "out", "--dry-run") == 0
     text = capsys.readouterr().out
     assert "3 runs" in text and "random-dynamic_r0.5_s0  method=random-dynamic rate=0.5 seed=0 epochs=2" in text
     assert "dedup_r0.5_s0           method=dedup rate=0.5 seed=0 epochs=2  [todo]" in text
@@ -106,12 +97,12 @@ def sweep(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("dedup")
     path = _bench_file(tmp, {"methods": ["full", "random-dynamic", "dedup"], "rates": ["rstar"], "seeds": [0]})
     out = tmp / "out"
-    assert main(["benchmark", "--config", str(path), "--output-dir", str(out)]) == 0
+    assert benchmark(path, out) == 0
     return out
 
 
 def _rows(out: Path) -> dict[str, dict]:
-    return {r["run_id"]: r for r in json.loads((out / "results.json").read_text())}
+    return {r["run_id"]: r for r in results(out)}
 
 
 def test_sweep_rows_carry_repeat_share_distinct_images_and_rates(sweep):
@@ -151,20 +142,12 @@ def test_no_redundancy_no_table(sweep):
 
 
 def test_dedup_rows_survive_a_merge(sweep, tmp_path, monkeypatch, capsys):
-    import ssl_emp.train
-
-    whole = tmp_path / "whole"
-    shutil.copytree(sweep, whole)
-    part = tmp_path / "part"
-    part.mkdir()
-    shutil.copy(whole / "benchmark.json", part)
-    rows = json.loads((whole / "results.json").read_text())
-    (part / "results.json").write_text(json.dumps([r for r in rows if r["method"] == "dedup"]))
-    (whole / "results.json").write_text(json.dumps([r for r in rows if r["method"] != "dedup"]))
+    whole, part = Path(shutil.copytree(sweep, tmp_path / "whole")), tmp_path / "part"
+    rows = split_sweep(whole, part, lambda r: r["method"] == "dedup")
     shutil.rmtree(whole / "runs" / "dedup_r0.5_s0")  # only rows move: the run folder stays where it ran
-    monkeypatch.setattr(ssl_emp.train, "pretrain", lambda *a, **k: pytest.fail("nothing should be retrained"))
+    forbid_training(monkeypatch)
     config = json.loads((whole / "benchmark.json").read_text())["source"]
-    assert main(["benchmark", "--config", config, "--output-dir", str(whole), "--merge-from", str(part)]) == 0
+    assert benchmark(config, whole, "--merge-from", str(part)) == 0
     assert "1 of 1 rows are runs of this grid" in capsys.readouterr().out
-    assert json.loads((whole / "results.json").read_text()) == rows
+    assert results(whole) == rows
     assert "| dedup | 0.5 | 0.00 |" in (whole / "report.md").read_text()

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,26 +14,11 @@ from torch.utils.data import DataLoader
 
 from ssl_emp.errors import ConfigError
 from ssl_emp.lightning import PruningCallback
+from tests.helpers import ROOT, assert_same_table, child_env, load_script, rank_records, torchrun
 
-ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(__file__).resolve().parent / "lightning_ddp_script.py"
 EXAMPLE = ROOT / "examples" / "lightning_simclr.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("lightning_ddp_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-H = _load_script()
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    return env
+H = load_script(SCRIPT)
 
 
 @pytest.mark.parametrize("method", ["random-dynamic", "emp"])
@@ -97,8 +79,7 @@ def test_resume_from_a_lightning_checkpoint_picks_the_same_kept_sets(tmp_path: P
         assert resumed.seen[epoch] == full.seen[epoch]  # same set, same order
         assert sorted(resumed.seen[epoch]) == full_cb.pruner.kept_indices(epoch).tolist()
     a, b = full_cb.pruner.state_dict(), resumed_cb.pruner.state_dict()
-    for name, column in a["table"].items():
-        torch.testing.assert_close(b["table"][name], column, rtol=0, atol=0, equal_nan=True)
+    assert_same_table(b["table"], a["table"])
     assert a["sample_visits"] == b["sample_visits"] == 128 * epochs
     assert torch.equal(a["kept"], b["kept"])
 
@@ -114,22 +95,11 @@ def test_a_loader_that_bypasses_the_pruner_is_refused() -> None:
         H.trainer([callback], 1).fit(Plain(callback))
 
 
-def _torchrun() -> list[str]:
-    local = Path(sys.executable).parent / "torchrun"
-    if local.exists():
-        return [str(local)]
-    found = shutil.which("torchrun")
-    return [found] if found else [sys.executable, "-m", "torch.distributed.run"]
-
-
 @pytest.mark.skipif(not dist.is_available(), reason="this torch build has no torch.distributed")
 def test_two_process_ddp_ends_with_the_same_pruner_on_both_ranks(tmp_path: Path) -> None:
-    cmd = [*_torchrun(), "--standalone", "--nproc_per_node=2", str(SCRIPT), str(tmp_path)]
-    proc = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
-    for name, column in ranks[0]["state"]["table"].items():
-        torch.testing.assert_close(ranks[1]["state"]["table"][name], column, rtol=0, atol=0, equal_nan=True)
+    torchrun(SCRIPT, tmp_path, timeout=240)
+    ranks = rank_records(tmp_path)
+    assert_same_table(ranks[1]["state"]["table"], ranks[0]["state"]["table"])
     k, epochs = 128, H.CONFIG["epochs"]
     for r in range(2):
         assert ranks[r]["stats"]["sample_visits"] == k * epochs
@@ -143,6 +113,6 @@ def test_two_process_ddp_ends_with_the_same_pruner_on_both_ranks(tmp_path: Path)
 
 def test_the_example_runs(tmp_path: Path) -> None:
     cmd = [sys.executable, str(EXAMPLE), "--epochs", "1", "--method", "emp", "--rate", "0.5"]
-    proc = subprocess.run(cmd, env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, env=child_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert "sample_visits" in proc.stdout

@@ -9,6 +9,7 @@ import yaml
 import ssl_emp.models
 from ssl_emp.cli import main
 from ssl_emp.run.checkpoint import load_checkpoint
+from tests.helpers import Interrupt, assert_same_table, interrupt_after, resume
 
 
 def _run(tmp_path, name, tiny_args, *extra):
@@ -38,35 +39,19 @@ def test_resume_equals_uninterrupted_run(tmp_path, tiny_args, algorithm, method)
               "--set", "eval.eval_every=0", "--method", method, "--pruning-rate", "0.5" if method != "full" else "0"]
     assert _run(tmp_path, "straight", common, "--epochs", "3")[0] == 0
     # Interrupt the second run after two epochs (an exception from inside the step), then resume.
-    stop = {"calls": 0}
     cls = {"simclr": ssl_emp.models.SimCLR, "moco": ssl_emp.models.MoCo, "supervised": ssl_emp.models.Supervised}[algorithm]
-    real_forward = cls.forward
-
-    class Interrupt(Exception):
-        pass
-
     steps_per_epoch = 4 if method == "full" else 2  # 256 images (x 0.5 kept for emp) / batch 64
-
-    def forward(self, *views, labels=None):
-        stop["calls"] += 1
-        if stop["calls"] > 2 * steps_per_epoch:
-            raise Interrupt
-        return real_forward(self, *views, labels=labels)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cls, "forward", forward)
-        with pytest.raises(Interrupt):
-            _run(tmp_path, "split", common, "--epochs", "3")
+    with interrupt_after(2 * steps_per_epoch, cls), pytest.raises(Interrupt):
+        _run(tmp_path, "split", common, "--epochs", "3")
     assert load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")["epoch"] == 1
-    assert main(["pretrain", "--output-dir", str(tmp_path / "split"), "--resume", "--no-progress"]) == 0
+    assert resume(tmp_path / "split") == 0
 
     a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "final.pt")
     b = load_checkpoint(tmp_path / "split" / "checkpoints" / "final.pt")
     for key in a["model"]:
         if key != "_extra_state":
             assert torch.equal(a["model"][key], b["model"][key]), key
-    for key, column in a["pruner"]["table"].items():
-        torch.testing.assert_close(b["pruner"]["table"][key], column, rtol=0, atol=0, equal_nan=True)
+    assert_same_table(b["pruner"]["table"], a["pruner"]["table"])
     assert a["pruner"]["sample_visits"] == b["pruner"]["sample_visits"]
     if algorithm == "moco":
         queue = a["model"]["_extra_state"]["queue"]

@@ -13,8 +13,6 @@ import safetensors.torch
 import torch
 from safetensors import SafetensorError
 
-import ssl_emp.eval.from_checkpoint
-import ssl_emp.train
 from ssl_emp.benchmark.report import main as report_main
 from ssl_emp.benchmark.results import load_rows
 from ssl_emp.benchmark.sweep import _write_plan, expand_grid, load_benchmark, merged_rows
@@ -22,6 +20,7 @@ from ssl_emp.cli import main
 from ssl_emp.config import Config
 from ssl_emp.errors import ConfigError
 from ssl_emp.models import build_backbone, load_backbone
+from tests.helpers import benchmark, forbid_training
 from tests.reliability_helpers import one_line, pretrain
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -105,8 +104,7 @@ def test_benchmark_merge_from_a_folder_with_a_bad_row_is_one_line(tmp_path, caps
     bench = load_benchmark(SMOKE)
     _write_plan(bench, expand_grid(bench, other), other)
     (other / "results.json").write_text(json.dumps([{"method": "full", "knn_top1": 0.5}]))
-    code = main(["benchmark", "--config", str(SMOKE), "--output-dir", str(tmp_path / "out"),
-                 "--merge-from", str(other), "--dry-run"])
+    code = benchmark(SMOKE, tmp_path / "out", "--merge-from", str(other), "--dry-run")
     assert code == 2 and "row 0" in (err := one_line(capsys)) and "has no run_id" in err
 
 
@@ -138,15 +136,11 @@ def _two_parts(tmp_path: Path, theirs: list[dict]) -> tuple:
 
 
 def test_merge_from_an_identical_rerun_with_other_timings_is_no_conflict(tmp_path, monkeypatch, capsys):
-    def fail(*args, **kwargs):
-        raise AssertionError("nothing should be retrained")
-
-    monkeypatch.setattr(ssl_emp.train, "pretrain", fail)
-    monkeypatch.setattr(ssl_emp.eval.from_checkpoint, "evaluate_checkpoint", fail)
+    forbid_training(monkeypatch)
     rerun = _rows(wall_time_s=12.5, train_time_s=9.0, eval_time_s=1.5, pruner_time_s=0.2, linear_time_s=2.5,
                   machine="box-b", versions="torch=2.5", device="cuda")
     bench, runs, out, other = _two_parts(tmp_path, rerun)
-    code = main(["benchmark", "--config", str(SMOKE), "--output-dir", str(out), "--merge-from", str(other), "--dry-run"])
+    code = benchmark(SMOKE, out, "--merge-from", str(other), "--dry-run")
     assert code == 0 and "3 runs (3 already in results.json)" in capsys.readouterr().out
     # The rows already in the output folder stay as they are, timings included.
     assert merged_rows(bench, runs, out, [other]) == _rows()
@@ -159,7 +153,7 @@ def test_merge_from_an_identical_rerun_with_other_timings_is_no_conflict(tmp_pat
 ])
 def test_merge_from_still_refuses_a_run_with_other_results(tmp_path, capsys, change, shown):
     bench, runs, out, other = _two_parts(tmp_path, _rows(**change))
-    code = main(["benchmark", "--config", str(SMOKE), "--output-dir", str(out), "--merge-from", str(other), "--dry-run"])
+    code = benchmark(SMOKE, out, "--merge-from", str(other), "--dry-run")
     err = one_line(capsys)
     assert code == 2 and f"run full_s0 is also in {out} with different results: {shown}" in err
     assert "wall_time_s" not in err
@@ -218,7 +212,7 @@ def test_pretrain_config_that_is_a_folder(tmp_path, tiny_args, capsys):
 
 
 def test_benchmark_config_that_is_a_folder(tmp_path, capsys):
-    assert main(["benchmark", "--config", str(tmp_path), "--output-dir", str(tmp_path / "out")]) == 2
+    assert benchmark(tmp_path, tmp_path / "out") == 2
     assert one_line(capsys) == f"ssl-emp: error: benchmark config {tmp_path} is a folder, not a file"
     assert not (tmp_path / "out").exists()
 

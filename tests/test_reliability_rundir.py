@@ -15,16 +15,14 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
-import ssl_emp.models
 import ssl_emp.pruning.diagnostics
 import ssl_emp.run.files
-from ssl_emp.cli import main
 from ssl_emp.errors import RunFailed
 from ssl_emp.run.checkpoint import load_checkpoint
 from ssl_emp.run.files import atomic_torch_save, atomic_write_text, sweep_temp_files
 from ssl_emp.run.folder import LOCK_NAME, MARKER_NAME, MARKER_TEXT
+from tests.helpers import bench_file, benchmark, interrupt_after, resume
 from tests.reliability_helpers import FAST, one_line, pretrain
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -58,7 +56,7 @@ def test_benchmark_takes_the_same_lock(tmp_path, capsys):
     out = tmp_path / "bench"
     holder = _hold_lock(out)
     try:
-        code = main(["benchmark", "--config", str(CONFIGS / "bench_digits_smoke.yaml"), "--output-dir", str(out)])
+        code = benchmark(CONFIGS / "bench_digits_smoke.yaml", out)
     finally:
         holder.close()
     assert code == 2 and "another ssl-emp process" in one_line(capsys)
@@ -107,7 +105,7 @@ def test_full_disk_during_checkpoint_is_one_line_exit_1_and_keeps_the_last_one(t
     assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 0
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.pt"]  # no temp file left
     monkeypatch.undo()  # space freed: the run continues from its last checkpoint
-    assert main(["pretrain", "--output-dir", str(out), "--resume", "--no-progress"]) == 0
+    assert resume(out) == 0
     assert [json.loads(ln)["epoch"] for ln in (out / "metrics.jsonl").read_text().splitlines()] == [-1, 0, 1]
 
 
@@ -146,28 +144,14 @@ def test_atomic_torch_save_reports_a_full_disk_that_torch_hides(tmp_path, monkey
 # ----------------------------------------------------------------------------- Ctrl-C
 
 
-def _interrupt_at_call(monkeypatch, n: int) -> None:
-    real = ssl_emp.models.SimCLR.forward
-    calls = {"n": 0}
-
-    def forward(self, *views, labels=None):
-        calls["n"] += 1
-        if calls["n"] == n:
-            raise KeyboardInterrupt
-        return real(self, *views, labels=labels)
-
-    monkeypatch.setattr(ssl_emp.models.SimCLR, "forward", forward)
-
-
 def test_ctrl_c_before_the_first_checkpoint_then_the_same_command_starts_clean(tmp_path, tiny_args, capsys):
     out = tmp_path / "run"
     args = [*tiny_args, *FAST[:-1], "2", "--set", "log_every=1"]
-    with pytest.MonkeyPatch.context() as mp:
-        _interrupt_at_call(mp, 2)  # in epoch 1
+    with interrupt_after(1, exc=KeyboardInterrupt):  # Ctrl-C at the 2nd step: in epoch 1
         assert pretrain(out, args) == 130
     err = one_line(capsys)
     assert "rerun the same command to start again" in err and "--resume" not in err
-    assert main(["pretrain", "--output-dir", str(out), "--resume", "--no-progress"]) == 2
+    assert resume(out) == 2
     assert "rerun the same command without --resume" in one_line(capsys)
     assert pretrain(out, args) == 0
     assert "stopped before its first checkpoint" in capsys.readouterr().err
@@ -180,11 +164,10 @@ def test_ctrl_c_before_the_first_checkpoint_then_the_same_command_starts_clean(t
 
 def test_ctrl_c_after_a_checkpoint_says_resume_and_resume_works(tmp_path, tiny_args, capsys):
     out = tmp_path / "run"
-    with pytest.MonkeyPatch.context() as mp:
-        _interrupt_at_call(mp, 3)  # epoch 2, after epoch 1's checkpoint
+    with interrupt_after(2, exc=KeyboardInterrupt):  # at the 3rd step: epoch 2, after epoch 1's checkpoint
         assert pretrain(out, tiny_args, *FAST[:-1], "2") == 130
     assert "the last checkpoint is intact (continue with --resume)" in one_line(capsys)
-    assert main(["pretrain", "--output-dir", str(out), "--resume", "--no-progress"]) == 0
+    assert resume(out) == 0
     assert load_checkpoint(out / "checkpoints" / "final.pt")["epoch"] == 1
 
 
@@ -203,7 +186,7 @@ def test_temp_files_of_a_killed_run_are_swept_at_the_next_start(tmp_path, tiny_a
     ckpt = load_checkpoint(out / "checkpoints" / "last.pt")
     ckpt["epoch"] = 0  # as if killed while writing epoch 1's checkpoint
     torch.save(ckpt, out / "checkpoints" / "last.pt")
-    assert main(["pretrain", "--output-dir", str(out), "--resume", "--no-progress"]) == 0
+    assert resume(out) == 0
     assert not any(p.exists() for p in stale)
     assert all(p.read_bytes() == b"half a file" for p in users)  # not named as this project names its temp files
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [".a.tmp1", "final.pt", "last.pt"]
@@ -267,8 +250,7 @@ def test_a_finished_run_whose_checkpoints_were_removed_is_refused_not_wiped(tmp_
 
 def test_a_users_file_in_an_unstarted_run_keeps_it_from_being_reset(tmp_path, tiny_args, capsys):
     out = tmp_path / "run"
-    with pytest.MonkeyPatch.context() as mp:
-        _interrupt_at_call(mp, 1)
+    with interrupt_after(0, exc=KeyboardInterrupt):
         assert pretrain(out, tiny_args, *FAST) == 130
     capsys.readouterr()
     assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME, MARKER_NAME, "config.yaml", "metrics.jsonl", "steps.csv"]
@@ -279,34 +261,20 @@ def test_a_users_file_in_an_unstarted_run_keeps_it_from_being_reset(tmp_path, ti
     assert _files(out) == before
 
 
-def _tiny_benchmark(tmp_path: Path) -> Path:
-    path = tmp_path / "bench.yaml"
-    path.write_text(yaml.safe_dump({
-        "base": str(CONFIGS / "digits_simclr.yaml"),
-        "overrides": {"epochs": 1, "progress": False, "data": {"train_subset": 128, "image_size": 16},
-                      "model": {"backbone_kwargs": {"channels": [8, 16, 32, 64]}, "proj_hidden_dim": 64,
-                                "proj_out_dim": 32},
-                      "optim": {"batch_size": 64}, "eval": {"eval_every": 0}},
-        "grid": {"methods": ["full"], "rates": [0.5], "seeds": [0]},
-        "linear_probe": False,
-    }))
-    return path
-
-
 def test_benchmark_restarts_its_own_unstarted_run_but_never_empties_a_folder_it_did_not_write(tmp_path, capsys):
-    bench, out = _tiny_benchmark(tmp_path), tmp_path / "sweep"
-    command = ["benchmark", "--config", str(bench), "--output-dir", str(out)]
-    with pytest.MonkeyPatch.context() as mp:
-        _interrupt_at_call(mp, 1)  # killed before the run's first checkpoint
-        assert main(command) == 130
+    bench = bench_file(tmp_path, {"methods": ["full"], "rates": [0.5], "seeds": [0]}, epochs=1, progress=False,
+                       data={"train_subset": 128, "image_size": 16}, optim={"batch_size": 64})
+    out = tmp_path / "sweep"
+    with interrupt_after(0, exc=KeyboardInterrupt):  # killed before the run's first checkpoint
+        assert benchmark(bench, out) == 130
     run_dir = out / "runs" / "full_s0"
     (run_dir / "notes.txt").write_text("mine")
     capsys.readouterr()
-    assert main(command) == 2
+    assert benchmark(bench, out) == 2
     assert f"{run_dir} holds files no ssl-emp run wrote (notes.txt)" in one_line(capsys)
     assert (run_dir / "notes.txt").read_text() == "mine"
     (run_dir / "notes.txt").unlink()
-    assert main(command) == 0  # only the run's own files: started again
+    assert benchmark(bench, out) == 0  # only the run's own files: started again
     assert [json.loads(ln)["epoch"] for ln in (run_dir / "metrics.jsonl").read_text().splitlines()] == [-1, 0]
 
 
@@ -323,25 +291,23 @@ def test_config_yaml_is_written_atomically(tmp_path, tiny_args, capsys, monkeypa
 
 def test_resume_drops_a_torn_last_log_line_and_refuses_a_damaged_one(tmp_path, tiny_args, capsys):
     out = tmp_path / "run"
-    with pytest.MonkeyPatch.context() as mp:
-        _interrupt_at_call(mp, 3)  # in epoch 2, after epoch 1's checkpoint
+    with interrupt_after(2, exc=KeyboardInterrupt):  # at the 3rd step: in epoch 2, after epoch 1's checkpoint
         assert pretrain(out, tiny_args, *FAST[:-1], "2", "--set", "log_every=1") == 130
     capsys.readouterr()
     metrics, steps = out / "metrics.jsonl", out / "steps.csv"
     good_metrics, good_steps = metrics.read_bytes(), steps.read_bytes()
-    resume = ["pretrain", "--output-dir", str(out), "--resume", "--no-progress"]
 
     lines = good_steps.split(b"\n")
     lines[1] = b"1,0,what"  # not the last line: not torn by a crash, so not dropped silently
     steps.write_bytes(b"\n".join(lines))
     damaged = steps.read_bytes()
-    assert main(resume) == 2
+    assert resume(out) == 2
     assert f"{steps} line 2 is not a log line of ssl-emp ('1,0,what')" in one_line(capsys)
     assert (metrics.read_bytes(), steps.read_bytes()) == (good_metrics, damaged)  # neither rewritten
 
     metrics.write_bytes(good_metrics + b'{"epoch": 1, "loss": 0.1')  # killed mid-append: no newline
     steps.write_bytes(good_steps + b"3,1,0.0\x00\xff\n")  # a last line that does not parse
-    assert main(resume) == 0
+    assert resume(out) == 0
     err = capsys.readouterr().err
     assert f"{metrics}: dropped a torn last line" in err and f"{steps}: dropped a torn last line" in err
     assert "Traceback" not in err

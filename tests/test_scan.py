@@ -6,8 +6,6 @@ and no host sync in update()."""
 from __future__ import annotations
 
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,7 +14,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-import ssl_emp.models
 from ssl_emp.benchmark.grid import RATELESS
 from ssl_emp.cli import main
 from ssl_emp.config import ModelConfig
@@ -25,11 +22,11 @@ from ssl_emp.models import build_model
 from ssl_emp.pruning import METHOD_PARAMS, METHODS, DynamicPruner
 from ssl_emp.pruning.scan import removal_count, removal_fraction, scan_phase
 from ssl_emp.run.checkpoint import load_checkpoint
+from tests.helpers import Interrupt, interrupt_after, load_script, rank_records, resume, torchrun
 from tests.pruning_helpers import assert_one_line_config_error, fake_stats, make
 from tests.scan_reference import direction_stats, reference_candidates
 from tests.sync_calls import sync_calls
 
-ROOT = Path(__file__).resolve().parent.parent
 N = 300
 
 
@@ -402,26 +399,12 @@ def test_cli_scan_run_interrupted_and_resumed_equals_the_uninterrupted_run(tmp_p
               "--method", "scan", "--set", "pruning.params.scan_tau=0.99", "--set", "pruning.params.scan_cycle=1",
               "--epochs", "4"]
     assert main(["pretrain", "--output-dir", str(tmp_path / "straight"), *common]) == 0
-    stop = {"calls": 0}
-    real_forward = ssl_emp.models.SimCLR.forward
-
-    class Interrupt(Exception):
-        pass
-
-    def forward(self, *views, labels=None):
-        stop["calls"] += 1
-        if stop["calls"] > 3 * 4:  # three full epochs of 256 / 64 steps
-            raise Interrupt
-        return real_forward(self, *views, labels=labels)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ssl_emp.models.SimCLR, "forward", forward)
-        with pytest.raises(Interrupt):
-            main(["pretrain", "--output-dir", str(tmp_path / "split"), *common])
+    with interrupt_after(3 * 4), pytest.raises(Interrupt):  # three full epochs of 256 / 64 steps
+        main(["pretrain", "--output-dir", str(tmp_path / "split"), *common])
     ckpt = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
     assert ckpt["epoch"] == 2 and ckpt["pruner"]["scan"]["warmup_end"] == 2
     assert bool(ckpt["pruner"]["scan"]["candidates"].any())
-    assert main(["pretrain", "--output-dir", str(tmp_path / "split"), "--resume", "--no-progress"]) == 0
+    assert resume(tmp_path / "split") == 0
     a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "final.pt")
     b = load_checkpoint(tmp_path / "split" / "checkpoints" / "final.pt")
     for key in a["model"]:
@@ -450,29 +433,11 @@ def test_update_in_a_probe_epoch_makes_no_host_synchronising_call(device: str):
 
 
 # --------------------------------------------------------------------------- two ranks
-def _torchrun() -> list[str]:
-    local = Path(sys.executable).parent / "torchrun"
-    return [str(local)] if local.exists() else [sys.executable, "-m", "torch.distributed.run"]
-
-
-def _load_script(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.skipif(not dist.is_available(), reason="this torch build has no torch.distributed")
 def test_two_gloo_ranks_mark_the_same_candidates(tmp_path: Path):
-    script = _load_script("ddp_scan_script")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    cmd = [*_torchrun(), "--standalone", "--nproc_per_node=2", str(Path(script.__file__)), str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    script = load_script(Path(__file__).resolve().parent / "ddp_scan_script.py")
+    torchrun(Path(script.__file__), tmp_path, timeout=180)
+    ranks = rank_records(tmp_path)
     cfg = script.CONFIG
     assert ranks[0]["state"]["scan"]["warmup_end"] == ranks[1]["state"]["scan"]["warmup_end"] == 3
     for epoch in range(cfg["epochs"]):

@@ -9,26 +9,18 @@ import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 
 from ssl_emp.benchmark.grid import expand_grid, load_benchmark, shorter_epochs
 from ssl_emp.benchmark.stats import group_cells, matched, paired
-from ssl_emp.cli import main
 from ssl_emp.errors import ConfigError
+from tests.helpers import ROOT, bench_file, benchmark, forbid_training, load_script, results, split_sweep
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 HAVE_MPL = importlib.util.find_spec("matplotlib") is not None
 
 
 def _bench_file(tmp_path: Path, grid: dict, **overrides) -> Path:
-    doc = {"base": str(CONFIGS / "digits_simclr.yaml"),
-           "overrides": {"epochs": 4, "optim": {"warmup_epochs": 2}, "data": {"train_subset": 320},
-                         "model": {"backbone_kwargs": {"channels": [8, 16, 32, 64]}, "proj_hidden_dim": 64,
-                                   "proj_out_dim": 32}, "eval": {"eval_every": 0}, **overrides},
-           "grid": grid, "linear_probe": False}
-    path = tmp_path / "bench.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+    return bench_file(tmp_path, grid, **{"epochs": 4, "optim": {"warmup_epochs": 2}, "data": {"train_subset": 320},
+                                         **overrides})
 
 
 def test_shorter_epochs_round_half_up():
@@ -70,12 +62,12 @@ def sweep(tmp_path_factory) -> Path:
                              "seeds": [0, 1], "method_rates": {"shorter": [0.5, 0.25]},
                              "method_params": {"infobatch": {"infobatch_delta": 1.0}}})  # prunes all 4 epochs
     out = tmp / "out"
-    assert main(["benchmark", "--config", str(path), "--output-dir", str(out)]) == 0
+    assert benchmark(path, out) == 0
     return out
 
 
 def _rows(out: Path) -> dict[str, dict]:
-    return {r["run_id"]: r for r in json.loads((out / "results.json").read_text())}
+    return {r["run_id"]: r for r in results(out)}
 
 
 def test_shorter_rows_carry_target_and_achieved_rate_from_their_visits(sweep):
@@ -112,27 +104,17 @@ def test_report_pairs_every_rule_with_both_references(sweep):
 
 
 def test_shorter_rows_survive_a_merge(sweep, tmp_path, monkeypatch, capsys):
-    import ssl_emp.train
-
-    whole = tmp_path / "whole"
-    shutil.copytree(sweep, whole)
-    part = tmp_path / "part"
-    part.mkdir()
-    shutil.copy(whole / "benchmark.json", part)
-    rows = json.loads((whole / "results.json").read_text())
-    (part / "results.json").write_text(json.dumps([r for r in rows if r["method"] == "shorter"]))
-    (whole / "results.json").write_text(json.dumps([r for r in rows if r["method"] != "shorter"]))
-    monkeypatch.setattr(ssl_emp.train, "pretrain", lambda *a, **k: pytest.fail("nothing should be retrained"))
+    whole, part = Path(shutil.copytree(sweep, tmp_path / "whole")), tmp_path / "part"
+    rows = split_sweep(whole, part, lambda r: r["method"] == "shorter")
+    forbid_training(monkeypatch)
     config = json.loads((whole / "benchmark.json").read_text())["source"]
-    assert main(["benchmark", "--config", config, "--output-dir", str(whole), "--merge-from", str(part)]) == 0
+    assert benchmark(config, whole, "--merge-from", str(part)) == 0
     assert "4 of 4 rows are runs of this grid" in capsys.readouterr().out
-    assert json.loads((whole / "results.json").read_text()) == rows
+    assert results(whole) == rows
 
 
 def test_equal_compute_table_recomputes_the_report_figures(sweep, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("equal_compute", CONFIGS.parent / "benchmarks" / "equal_compute.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script(ROOT / "benchmarks" / "equal_compute.py")
     out = tmp_path / "table.md"
     assert script.main([f"smoke={sweep}", "--out", str(out), "--json", str(tmp_path / "t.json")]) == 0
     rows = json.loads((tmp_path / "t.json").read_text())

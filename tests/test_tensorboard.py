@@ -12,9 +12,9 @@ import pytest
 pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed (pip install 'ssl-emp[dev]')")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
-import ssl_emp.models  # noqa: E402
 from ssl_emp.cli import main  # noqa: E402
 from ssl_emp.run.layout import RunLayout  # noqa: E402
+from tests.helpers import Interrupt, interrupt_after, resume  # noqa: E402
 
 
 def _common(tiny_args: list[str]) -> list[str]:
@@ -70,26 +70,11 @@ def test_tensorboard_matches_the_run_logs(tmp_path, tiny_args):
 def test_resumed_run_continues_the_same_tensorboard_run_without_duplicates(tmp_path, tiny_args):
     straight, split = RunLayout(tmp_path / "straight"), RunLayout(tmp_path / "split")
     assert main(["pretrain", *_common(tiny_args), "--output-dir", str(straight.dir)]) == 0
-
-    class Interrupt(Exception):
-        pass
-
-    calls = {"n": 0}
-    real_forward = ssl_emp.models.SimCLR.forward
-
-    def forward(self, *views, labels=None):  # 2 steps per epoch: dies after one step of epoch 3
-        calls["n"] += 1
-        if calls["n"] > 5:
-            raise Interrupt
-        return real_forward(self, *views, labels=labels)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ssl_emp.models.SimCLR, "forward", forward)
-        with pytest.raises(Interrupt):
-            main(["pretrain", *_common(tiny_args), "--output-dir", str(split.dir)])
+    with interrupt_after(5), pytest.raises(Interrupt):  # 2 steps per epoch: dies after one step of epoch 3
+        main(["pretrain", *_common(tiny_args), "--output-dir", str(split.dir)])
     # The interrupted run wrote step events past its last checkpoint (after the second epoch, at step 4) ...
     assert max(s for s, _ in _scalars(_events(split))["step/loss"]) == 5
-    assert main(["pretrain", "--output-dir", str(split.dir), "--resume", "--no-progress"]) == 0
+    assert resume(split.dir) == 0
     # ... which the resumed run's purge drops: one curve, each step once, equal to the uninterrupted run's.
     resumed = _check_against_files(split)
     expected = _scalars(_events(straight))

@@ -4,7 +4,6 @@ locked, and SIGTERM checkpoints-or-keeps like Ctrl-C with one line and exit 143.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -14,11 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import ssl_emp.models
 from ssl_emp.cli import EXIT_TERMINATED, main
 from ssl_emp.run.checkpoint import load_checkpoint
+from tests.helpers import ROOT, Interrupt, assert_same_table, child_env, interrupt_after, resume
 
-ROOT = Path(__file__).resolve().parents[1]
 # 256 images at batch 64 (4 steps per epoch), kNN only at the end, one step per CSV line.
 COMMON = ["--set", "data.train_subset=256", "--set", "eval.eval_every=0", "--set", "log_every=1",
           "--method", "emp", "--pruning-rate", "0.5", "--epochs", "3"]
@@ -33,8 +31,7 @@ def _assert_same_run(a: Path, b: Path) -> None:
     for key in ca["model"]:
         if key != "_extra_state":
             assert torch.equal(ca["model"][key], cb["model"][key]), key
-    for key, column in ca["pruner"]["table"].items():
-        torch.testing.assert_close(cb["pruner"]["table"][key], column, rtol=0, atol=0, equal_nan=True)
+    assert_same_table(cb["pruner"]["table"], ca["pruner"]["table"])
     assert (a / "steps.csv").read_text() == (b / "steps.csv").read_text()
 
 
@@ -49,25 +46,10 @@ def test_worker_count_does_not_change_the_result(tmp_path, tiny_args):
 def test_resume_with_workers_equals_the_uninterrupted_run(tmp_path, tiny_args):
     workers = [*tiny_args, *COMMON, "--set", "data.num_workers=2"]
     assert main(["pretrain", "--output-dir", str(tmp_path / "straight"), *workers]) == 0
-
-    class Interrupt(Exception):
-        pass
-
-    calls = {"n": 0}
-    real = ssl_emp.models.SimCLR.forward
-
-    def forward(self, *views, labels=None):
-        calls["n"] += 1
-        if calls["n"] > 2 * 2:  # two epochs of 2 steps (128 kept images / batch 64)
-            raise Interrupt
-        return real(self, *views, labels=labels)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ssl_emp.models.SimCLR, "forward", forward)
-        with pytest.raises(Interrupt):
-            main(["pretrain", "--output-dir", str(tmp_path / "split"), *workers])
+    with interrupt_after(2 * 2), pytest.raises(Interrupt):  # two epochs of 2 steps (128 kept images / batch 64)
+        main(["pretrain", "--output-dir", str(tmp_path / "split"), *workers])
     assert load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")["epoch"] == 1
-    assert main(["pretrain", "--output-dir", str(tmp_path / "split"), "--resume", "--no-progress"]) == 0
+    assert resume(tmp_path / "split") == 0
     _assert_same_run(tmp_path / "straight", tmp_path / "split")
 
 
@@ -75,9 +57,8 @@ def _start(out: Path, *extra: str) -> subprocess.Popen:
     """``ssl-emp pretrain`` in a child process (what a user, SLURM or kill sees)."""
     from tests.conftest import TINY
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "ssl_emp", "pretrain", "--output-dir", str(out), *TINY, *COMMON, *extra]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(cmd, cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _wait_for_checkpoint(proc: subprocess.Popen, out: Path, timeout: float = 120) -> None:
@@ -96,18 +77,8 @@ def test_a_killed_run_with_workers_can_be_resumed_at_once(tmp_path, capsys):
     proc.kill()  # kill -9: no handler runs; the orphaned workers linger for seconds
     proc.communicate()
     # Resume at once, in this process: the lock must have died with the killed process.
-    with pytest.MonkeyPatch.context() as mp:
-        stop = {"n": 0}
-        real = ssl_emp.models.SimCLR.forward
-
-        def forward(self, *views, labels=None):  # one step is enough to know the lock was taken
-            stop["n"] += 1
-            if stop["n"] > 1:
-                raise KeyboardInterrupt
-            return real(self, *views, labels=labels)
-
-        mp.setattr(ssl_emp.models.SimCLR, "forward", forward)
-        assert main(["pretrain", "--output-dir", str(out), "--resume", "--no-progress"]) == 130
+    with interrupt_after(1, exc=KeyboardInterrupt):  # one step is enough to know the lock was taken
+        assert resume(out) == 130
     err = capsys.readouterr().err
     assert "another ssl-emp process" not in err and "continue with --resume" in err
 
