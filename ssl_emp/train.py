@@ -9,6 +9,7 @@ value back to the host outside logging steps (every ``log_every`` steps) and epo
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -26,7 +27,7 @@ from ssl_emp.data.datasets import loader_generator
 from ssl_emp.data.redundancy import redundancy_diagnostics
 from ssl_emp.errors import ConfigError, TrainingDiverged
 from ssl_emp.eval.monitor import monitors
-from ssl_emp.logger import Sinks, build_sinks
+from ssl_emp.logger import MetricsSink, Sinks, build_sinks
 from ssl_emp.models import build_model
 from ssl_emp.pruning import DynamicPruner
 from ssl_emp.pruning.sampler import FoldedBatchSampler
@@ -213,8 +214,9 @@ def evaluate(t: Trainer, epoch: int) -> dict[str, float]:
     return metrics
 
 
-def pretrain(cfg: Config, resume: bool = False) -> dict[str, Any]:
-    """Pretrain an encoder as configured; returns the summary (also written to summary.json)."""
+def pretrain(cfg: Config, resume: bool = False, sinks: Sequence[MetricsSink] = ()) -> dict[str, Any]:
+    """Pretrain an encoder as configured; returns the summary (also written to summary.json).
+    ``sinks``: metrics sinks of the caller's (``ssl_emp.logger.MetricsSink``), beside the run's own."""
     finalize(cfg)
     with Run(cfg.output_dir, distributed.is_main()) as run:  # rank 0 holds the folder's lock throughout
         ckpt = open_run(cfg, run, resume)
@@ -225,7 +227,7 @@ def pretrain(cfg: Config, resume: bool = False) -> dict[str, Any]:
             run.truncate_logs(ckpt["epoch"])
         else:
             start_run(cfg, run)
-        t.sinks = build_sinks(cfg, run, None if ckpt is None else t.state.step)
+        t.sinks = build_sinks(cfg, run, None if ckpt is None else t.state.step, sinks)
         try:
             if ckpt is None:
                 _log_epoch(t, {"epoch": -1, "step": 0, **evaluate(t, -1)}, evaluated=True)

@@ -101,3 +101,41 @@ def test_tensorboard_without_the_package_is_one_line(tmp_path, tiny_args, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("ssl-emp: error: logging.tensorboard needs the tensorboard package"), err
     assert run.config.is_file()  # the run can be started again once it is installed
+
+
+def test_a_users_own_sink_gets_what_the_run_logs(tmp_path, tiny_args):
+    """The seam as a library user meets it: ``pretrain(cfg, sinks=[...])`` with a W&B-like writer."""
+    from ssl_emp.config import load_config
+    from ssl_emp.train import pretrain
+
+    class Recording:
+        wants_histograms = True
+
+        def __init__(self):
+            self.steps, self.epochs, self.histograms, self.closed = [], [], [], False
+
+        def step(self, step, epoch, scalars):
+            self.steps.append((step, dict(scalars)))
+
+        def epoch(self, step, record):
+            self.epochs.append((step, dict(record)))
+
+        def histogram(self, step, name, values):
+            self.histograms.append((step, name, int(values.sum())))
+
+        def close(self):
+            self.closed = True
+
+    run = RunLayout(tmp_path / "run")
+    overrides = [item for flag, item in zip(tiny_args[1::2], tiny_args[2::2], strict=True) if flag == "--set"]
+    cfg = load_config(None, [*overrides, "log_every=1", "data.train_subset=256", "eval.eval_every=2", "epochs=2",
+                             "pruning.method=emp", "pruning.rate=0.5", "progress=false", f"output_dir={run.dir}"])
+    sink = Recording()
+    pretrain(cfg, sinks=[sink])
+    records = [json.loads(line) for line in run.metrics.read_text().splitlines()]
+    assert [r for _, r in sink.epochs] == records  # the same records, in order
+    assert [s for s, _ in sink.epochs] == [r["step"] for r in records]
+    with open(run.steps, newline="") as f:
+        assert [s for s, _ in sink.steps] == [int(row["step"]) for row in csv.DictReader(f)]
+    assert [(s, n, total) for s, n, total in sink.histograms] == [(2, "pruning/count", 128), (4, "pruning/count", 256)]
+    assert sink.closed
