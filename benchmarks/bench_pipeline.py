@@ -162,6 +162,11 @@ def main() -> None:
     if args.ab:
         _write(ab(args, overrides), args.output)
         return
+    _write(throughput(args, overrides), args.output)
+
+
+def throughput(args: argparse.Namespace, overrides: list[str]) -> dict[str, Any]:
+    """Images/s of the view pipeline alone, the trainer's whole ``train_step`` and feature extraction."""
     t, full_step = _trainer(args.config, overrides)
     cfg, device, model, train = t.cfg, t.device, t.state.model, t.data.train
     b = cfg.optim.batch_size
@@ -201,7 +206,7 @@ def main() -> None:
     print(f"| {result['config']} | batch {b} @ {cfg.data.image_size}px | augment {result['augment_images_per_s']:.0f} img/s "
           f"| train step {result['train_step_images_per_s']:.0f} img/s "
           f"| features {result['feature_extraction_images_per_s'] or 0:.0f} img/s |")
-    _write(result, args.output)
+    return result
 
 
 def _write(result: dict[str, Any], output: str | None) -> None:

@@ -55,12 +55,14 @@ def main(argv: list[str]) -> int:
         print("compare_throughput: error: give --checkout twice and --repeats >= 1", file=sys.stderr)
         return 2
     extra = [x for item in args.overrides for x in ("--set", item)]
-    samples: dict[str, list[float]] = {str(c): [] for c in args.checkout}
+    # Named relative to where the script runs: the results file must not hold this machine's paths.
+    names = [os.path.relpath(c) for c in args.checkout]
+    samples: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(args.repeats):
-        for checkout in args.checkout:
-            samples[str(checkout)] += run_once(checkout.resolve(), args.config, args.epochs, extra)
+        for name, checkout in zip(names, args.checkout, strict=True):
+            samples[name] += run_once(checkout.resolve(), args.config, args.epochs, extra)
     means = {c: statistics.fmean(v) for c, v in samples.items()}
-    old, new = (str(c) for c in args.checkout)
+    old, new = names
     report = {
         "command": "python " + " ".join([sys.argv[0], *argv]),
         "checkouts": {c: {"commit": _commit(Path(c)), "images_per_s": v, "mean": means[c]} for c, v in samples.items()},
