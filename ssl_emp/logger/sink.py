@@ -6,8 +6,10 @@ run can drop what an interrupted one wrote past its checkpoint with a single ste
 - ``epoch``: an epoch's record (``epoch``, ``step``, the loss, throughput, the ``pruning/...``
   diagnostics, the monitors' accuracies when evaluated); epoch -1 is the evaluation before training;
 - ``histogram``: the per-sample training counts at the epoch's end.
-Only rank 0 has sinks. ``ssl_emp.logger.files`` keeps ``metrics.jsonl`` and ``steps.csv``;
-``ssl_emp.logger.tensorboard`` writes TensorBoard event files.
+A sink may set ``wants_histograms = False`` to spare the loop the counts' device-to-host copy when
+it would drop them anyway (a sink without the attribute gets them). Only rank 0 has sinks.
+``ssl_emp.logger.files`` keeps ``metrics.jsonl`` and ``steps.csv``; ``ssl_emp.logger.tensorboard``
+writes TensorBoard event files.
 """
 
 from __future__ import annotations
