@@ -1,4 +1,4 @@
-"""Worker for tests/test_scan.py: SCAN through its warm-up, probe and pruning epochs under torchrun
+"""Worker for tests/test_scan_run.py: SCAN through its warm-up, probe and pruning epochs under torchrun
 (gloo, CPU).
 
 Usage: torchrun --standalone --nproc_per_node=2 tests/ddp_scan_script.py OUT_DIR

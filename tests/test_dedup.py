@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from ssl_emp.benchmark.grid import expand_grid, load_benchmark, rstar
-from ssl_emp.benchmark.report import redundancy_table, render_markdown
+from ssl_emp.benchmark.report import render_markdown
 from ssl_emp.benchmark.stats import group_cells
 from ssl_emp.benchmark.sweep import make_row
+from ssl_emp.benchmark.tables import redundancy_table
 from ssl_emp.config import redundant_size
 from ssl_emp.errors import ConfigError
 from ssl_emp.pruning import DynamicPruner

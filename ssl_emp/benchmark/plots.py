@@ -1,5 +1,5 @@
 """The benchmark report's plots (matplotlib, the `bench` extra): accuracy and wall time against the
-achieved pruning rate, per-sample training counts at one rate. Tables live in ``ssl_emp.benchmark.report``.
+achieved pruning rate, per-sample training counts at one rate. Tables: ``ssl_emp.benchmark.tables``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The numbers behind the benchmark report: result rows grouped into (method, rate) cells, the primary
 metric, paired per-seed differences with their confidence intervals, pooled training counts.
 
-Free of markdown and plotting, so the report's tables and plots (``ssl_emp.benchmark.report``,
+Free of markdown and plotting, so the report's tables and plots (``ssl_emp.benchmark.tables``,
 ``ssl_emp.benchmark.plots``) share one definition of every figure.
 """
 
