@@ -4,6 +4,8 @@ markdown table, assembled into ``report.md`` by ``ssl_emp.benchmark.report``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ssl_emp.benchmark.stats import (
     EQUAL_COMPUTE,
     HEADLINE_RATE,
@@ -210,20 +212,25 @@ def repeatability_table(cells: list[Cell]) -> str | None:
     return "\n".join(lines)
 
 
+def _diagnostic_table(cells: list[Cell], present: str, header: list[str],
+                      row: Callable[[Cell], list[str]]) -> str | None:
+    """One row per (method, rate) cell whose runs recorded ``present``; None when none did."""
+    rows = [c for c in cells if c.stat(present)]
+    if not rows:
+        return None
+    lines = ["| method | target r | " + " | ".join(header) + " |", "| --- | ---: |" + " ---: |" * len(header)]
+    lines += [f"| {c.method} | {rate_label(c.target_rate)} | " + " | ".join(row(c)) + " |" for c in rows]
+    return "\n".join(lines)
+
+
 def junk_table(cells: list[Cell], key: str, injected: float | None) -> str | None:
     """Per (method, rate) the share of the kept set that is injected junk (mean ± std over seeds),
     the injected share and the primary metric; None when no run injected junk."""
-    if not any(c.stat("junk_kept_fraction") for c in cells):
-        return None
     share = "—" if injected is None else f"{100 * injected:.2f}"
-    lines = [f"| method | target r | junk in kept set (%) | injected (%) | {METRIC_LABELS[key]} (%) |",
-             "| --- | ---: | ---: | ---: | ---: |"]
-    for c in cells:
-        junk = c.stat("junk_kept_fraction")
-        if junk:
-            lines.append(f"| {c.method} | {rate_label(c.target_rate)} | {_fmt(junk, 100)} | {share} | "
-                         f"{_fmt(c.stat(key), 100)} |")
-    return "\n".join(lines)
+    return _diagnostic_table(
+        cells, "junk_kept_fraction",
+        ["junk in kept set (%)", "injected (%)", f"{METRIC_LABELS[key]} (%)"],
+        lambda c: [_fmt(c.stat("junk_kept_fraction"), 100), share, _fmt(c.stat(key), 100)])
 
 
 def redundancy_table(cells: list[Cell], key: str, design: tuple[int, int] | None) -> str | None:
@@ -231,18 +238,14 @@ def redundancy_table(cells: list[Cell], key: str, design: tuple[int, int] | None
     distinct unique images trained per epoch (each a mean over epochs, then mean ± std over seeds),
     beside the data set's own repeat share (N − U) / N and the primary metric; None when no run
     trained on a redundant set."""
-    if not any(c.stat("repeat_share") for c in cells):
-        return None
     own = "—" if design is None else f"{100 * (design[1] - design[0]) / design[1]:.2f}"
     of = "" if design is None else f" (of U = {design[0]})"
-    lines = [f"| method | target r | repeats in kept set (%) | repeats in data set (%) | distinct unique images "
-             f"per epoch{of} | {METRIC_LABELS[key]} (%) |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    for c in cells:
-        share = c.stat("repeat_share")
-        if share:
-            lines.append(f"| {c.method} | {rate_label(c.target_rate)} | {_fmt(share, 100)} | {own} | "
-                         f"{_fmt(c.stat('distinct_unique'), 1, 1)} | {_fmt(c.stat(key), 100)} |")
-    return "\n".join(lines)
+    return _diagnostic_table(
+        cells, "repeat_share",
+        ["repeats in kept set (%)", "repeats in data set (%)", f"distinct unique images per epoch{of}",
+         f"{METRIC_LABELS[key]} (%)"],
+        lambda c: [_fmt(c.stat("repeat_share"), 100), own, _fmt(c.stat("distinct_unique"), 1, 1),
+                   _fmt(c.stat(key), 100)])
 
 
 def oracle_table(cells: list[Cell], key: str) -> str | None:
