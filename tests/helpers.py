@@ -127,6 +127,11 @@ def results(out: Path) -> list[dict]:
     return json.loads((out / "results.json").read_text())
 
 
+def rows_by_id(out: Path) -> dict[str, dict]:
+    """A sweep's rows by run id, in results.json's order."""
+    return {r["run_id"]: r for r in results(out)}
+
+
 def split_sweep(folder: Path, other: Path, moves: Callable[[dict], bool], reverse: bool = False) -> list[dict]:
     """Move the rows for which ``moves(row)`` into ``other``, a second folder of the same sweep (its plan
     and those rows; the run folders stay), in reverse order if asked; returns all rows as they were."""

@@ -18,7 +18,7 @@ from ssl_emp.benchmark.tables import redundancy_table
 from ssl_emp.config import redundant_size
 from ssl_emp.errors import ConfigError
 from ssl_emp.pruning import DynamicPruner
-from tests.helpers import bench_file, benchmark, forbid_training, results, split_sweep
+from tests.helpers import bench_file, benchmark, forbid_training, results, rows_by_id, split_sweep
 
 # 160 unique digits, half of them 3 times: N = 80 + 240 = 320, r* = 1 − 160/320 = 0.5
 REDUNDANT = {"unique": 160, "dup_fraction": 0.5, "copies": 3}
@@ -102,12 +102,8 @@ def sweep(tmp_path_factory) -> Path:
     return out
 
 
-def _rows(out: Path) -> dict[str, dict]:
-    return {r["run_id"]: r for r in results(out)}
-
-
 def test_sweep_rows_carry_repeat_share_distinct_images_and_rates(sweep):
-    rows = _rows(sweep)
+    rows = rows_by_id(sweep)
     assert list(rows) == ["full_s0", "random-dynamic_r0.5_s0", "dedup_r0.5_s0"]
     full, rd, dedup = rows.values()
     assert (full["repeat_share"], full["distinct_unique"], full["num_samples"]) == (pytest.approx(0.5), 160, 320)
@@ -121,7 +117,7 @@ def test_sweep_rows_carry_repeat_share_distinct_images_and_rates(sweep):
 
 
 def test_report_has_the_repeat_share_table(sweep):
-    rows = _rows(sweep)
+    rows = rows_by_id(sweep)
     text = (sweep / "report.md").read_text()
     section = text.split("## Redundancy probe\n", 1)[1].split("\n## ", 1)[0]
     assert "U = 160 unique images make N = 320 training samples, so r* = 1 − U/N = 0.5" in section
@@ -137,7 +133,7 @@ def test_report_has_the_repeat_share_table(sweep):
 
 
 def test_no_redundancy_no_table(sweep):
-    rows = [{k: v for k, v in r.items() if k not in ("repeat_share", "distinct_unique")} for r in _rows(sweep).values()]
+    rows = [{k: v for k, v in r.items() if k not in ("repeat_share", "distinct_unique")} for r in rows_by_id(sweep).values()]
     assert redundancy_table(group_cells(rows), "knn_top1", (160, 320)) is None
     assert "## Redundancy probe" not in render_markdown(rows)
 

@@ -13,7 +13,7 @@ import pytest
 from ssl_emp.benchmark.grid import expand_grid, load_benchmark, shorter_epochs
 from ssl_emp.benchmark.stats import group_cells, matched, paired
 from ssl_emp.errors import ConfigError
-from tests.helpers import ROOT, bench_file, benchmark, forbid_training, load_script, results, split_sweep
+from tests.helpers import ROOT, bench_file, benchmark, forbid_training, load_script, results, rows_by_id, split_sweep
 
 HAVE_MPL = importlib.util.find_spec("matplotlib") is not None
 
@@ -66,12 +66,8 @@ def sweep(tmp_path_factory) -> Path:
     return out
 
 
-def _rows(out: Path) -> dict[str, dict]:
-    return {r["run_id"]: r for r in results(out)}
-
-
 def test_shorter_rows_carry_target_and_achieved_rate_from_their_visits(sweep):
-    rows = _rows(sweep)
+    rows = rows_by_id(sweep)
     for seed in (0, 1):
         row = rows[f"shorter_r0.5_s{seed}"]
         assert (row["target_rate"], row["epochs"], row["sample_visits"]) == (0.5, 2, 2 * 320)
@@ -80,7 +76,7 @@ def test_shorter_rows_carry_target_and_achieved_rate_from_their_visits(sweep):
 
 
 def test_report_pairs_every_rule_with_both_references(sweep):
-    rows = list(_rows(sweep).values())
+    rows = list(rows_by_id(sweep).values())
     cells = group_cells(rows)
     info = next(c for c in cells if c.method == "infobatch")
     rd = next(c for c in cells if c.method == "random-dynamic")
@@ -119,7 +115,7 @@ def test_equal_compute_table_recomputes_the_report_figures(sweep, tmp_path, caps
     assert script.main([f"smoke={sweep}", "--out", str(out), "--json", str(tmp_path / "t.json")]) == 0
     rows = json.loads((tmp_path / "t.json").read_text())
     assert [r["rate"] for r in rows][0] == "0.5" and rows[1]["rate"].startswith("own (")
-    cells = group_cells(list(_rows(sweep).values()))
+    cells = group_cells(list(rows_by_id(sweep).values()))
     rd = next(c for c in cells if c.method == "random-dynamic")
     full = next(c for c in cells if c.method == "full")
     expect = paired(rd, matched(cells, "shorter", rd), "knn_top1")

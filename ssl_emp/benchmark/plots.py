@@ -42,6 +42,13 @@ def _save(fig: Any, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _rate_series(ax: Any, xs: list[float], ys: list[float], xe: list[float], ye: list[float],
+                 color: Any, label: str | None) -> None:
+    """One method's points against the achieved rate with their seed spread, joined when several."""
+    ax.errorbar(xs, ys, xerr=xe, yerr=ye, marker="o", ms=4, capsize=3, color=color, label=label,
+                ls="-" if len(xs) > 1 else "none")
+
+
 def _series(cells: list[Cell], method: str, key: str) -> tuple[list[float], list[float], list[float], list[float]]:
     """x = mean achieved rate, y = mean of key, with their stds, for one method's cells."""
     xs, ys, xe, ye = [], [], [], []
@@ -75,8 +82,7 @@ def plot_accuracy(cells: list[Cell], path: Path) -> bool:
             if method == "full":
                 ax.axhline(ys100[0], color=colors.get(method), ls="--", lw=1, label=f"full ({ys100[0]:.1f}%)")
                 ax.axhspan(ys100[0] - ye100[0], ys100[0] + ye100[0], color=colors.get(method), alpha=0.1, lw=0)
-            ax.errorbar(xs, ys100, xerr=xe, yerr=ye100, marker="o", ms=4, capsize=3, color=colors.get(method),
-                        label=None if method == "full" else method, ls="-" if len(xs) > 1 else "none")
+            _rate_series(ax, xs, ys100, xe, ye100, colors.get(method), None if method == "full" else method)
         ax.set_xlabel("achieved pruning rate")
         ax.set_ylabel(f"{METRIC_LABELS[key]} (%)")
         if key == primary and len(keys) > 1:
@@ -175,8 +181,7 @@ def plot_wall_time(cells: list[Cell], path: Path) -> bool:
     for method in dict.fromkeys(c.method for c in cells):
         xs, ys, xe, ye = _series(cells, method, "wall_time_s")
         if xs:
-            ax.errorbar(xs, ys, xerr=xe, yerr=ye, marker="o", ms=4, capsize=3, color=colors.get(method),
-                        label=method, ls="-" if len(xs) > 1 else "none")
+            _rate_series(ax, xs, ys, xe, ye, colors.get(method), method)
     ax.set_xlabel("achieved pruning rate")
     ax.set_ylabel("pretraining wall time (s)")
     ax.set_xlim(-0.02, 1)
