@@ -23,6 +23,7 @@ from ssl_emp.benchmark.results import load_rows
 from ssl_emp.benchmark.stats import (
     EQUAL_COMPUTE,
     METRIC_LABELS,
+    ORACLE,
     REFERENCE,
     Cell,
     Paired,
@@ -35,8 +36,9 @@ from ssl_emp.benchmark.stats import (
 from ssl_emp.run.files import atomic_write_text
 from ssl_emp.run.layout import BenchmarkLayout
 
-# Not selection rules: the references themselves and the fixed subset (a rule without a score).
-NOT_RULES = ("full", REFERENCE, EQUAL_COMPUTE, "random-static")
+# Not selection rules: the references themselves, the fixed subset (a rule without a score) and the
+# redundancy probe's oracle (it knows which images are copies, which no rule is told).
+NOT_RULES = ("full", REFERENCE, EQUAL_COMPUTE, "random-static", ORACLE)
 
 
 def _diff(p: Paired | None) -> dict[str, Any] | None:

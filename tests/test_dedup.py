@@ -18,7 +18,7 @@ from ssl_emp.benchmark.tables import redundancy_table
 from ssl_emp.config import redundant_size
 from ssl_emp.errors import ConfigError
 from ssl_emp.pruning import DynamicPruner
-from tests.helpers import bench_file, benchmark, forbid_training, results, rows_by_id, split_sweep
+from tests.helpers import ROOT, bench_file, benchmark, forbid_training, load_script, results, rows_by_id, split_sweep
 
 # 160 unique digits, half of them 3 times: N = 80 + 240 = 320, r* = 1 − 160/320 = 0.5
 REDUNDANT = {"unique": 160, "dup_fraction": 0.5, "copies": 3}
@@ -148,3 +148,11 @@ def test_dedup_rows_survive_a_merge(sweep, tmp_path, monkeypatch, capsys):
     assert "1 of 1 rows are runs of this grid" in capsys.readouterr().out
     assert results(whole) == rows
     assert "| dedup | 0.5 | 0.00 |" in (whole / "report.md").read_text()
+
+
+def test_equal_compute_table_never_names_the_oracle_a_rule(sweep, tmp_path):
+    """dedup knows which images are copies: the answer table's "best rule" must not be it."""
+    script = load_script(ROOT / "benchmarks" / "equal_compute.py")
+    assert script.main([f"redundant={sweep}", "--out", str(tmp_path / "t.md"), "--json", str(tmp_path / "t.json")]) == 0
+    rows = json.loads((tmp_path / "t.json").read_text())
+    assert [(r["rate"], r["rule"]) for r in rows] == [("0.5", None)]
