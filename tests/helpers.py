@@ -1,6 +1,5 @@
 """Scaffolding shared by the test files: scripts and child processes (two gloo ranks under torchrun),
-interrupting a run from inside its training step, tiny benchmark sweeps, and SCAN driven through the
-pruner's public API."""
+interrupting a run from inside its training step and tiny benchmark sweeps."""
 
 from __future__ import annotations
 
@@ -23,8 +22,6 @@ import ssl_emp.eval.from_checkpoint
 import ssl_emp.models
 import ssl_emp.train
 from ssl_emp.cli import main
-from ssl_emp.pruning import DynamicPruner
-from tests.scan_reference import direction_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -151,40 +148,3 @@ def forbid_training(monkeypatch) -> None:
 
     monkeypatch.setattr(ssl_emp.train, "pretrain", fail)
     monkeypatch.setattr(ssl_emp.eval.from_checkpoint, "evaluate_checkpoint", fail)
-
-
-# --------------------------------------------------------------------------- SCAN through the public API
-SCAN_N = 300  # the data set size of the SCAN tests
-
-
-def scan(n: int = SCAN_N, epochs: int = 10, **kw) -> DynamicPruner:
-    return DynamicPruner(num_samples=n, method="scan", epochs=epochs, **{"seed": 5, **kw})
-
-
-def run_scan_epoch(pruner: DynamicPruner, epoch: int, scale: float = 1.0, batch: int = 32,
-                   directions: bool = True) -> list[tuple[list[int], list[float], list[float]]]:
-    """One epoch of two-direction losses through the public API; returns its batches."""
-    pruner.set_epoch(epoch)
-    batches = []
-    for chunk in pruner.sampler().indices().split(batch):
-        l12, l21 = direction_stats(chunk, epoch, scale)
-        loss = 0.5 * (l12 + l21)
-        if directions:
-            pruner.update(chunk, loss=loss, align=torch.zeros_like(loss), loss_12=l12, loss_21=l21)
-            batches.append((chunk.tolist(), l12.tolist(), l21.tolist()))
-        else:
-            pruner.update(chunk, loss=loss, align=torch.zeros_like(loss))
-            batches.append((chunk.tolist(), loss.tolist(), loss.tolist()))
-    pruner.flush()
-    return batches
-
-
-def mask_of(indices: set[int] | list[int], n: int = SCAN_N) -> torch.Tensor:
-    mask = torch.zeros(n, dtype=torch.bool)
-    mask[list(indices)] = True
-    return mask
-
-
-# Epoch loss sums 100 %, 50 % (improves 50 % ≥ τ), 36 % (improves 28 % < τ = 0.3 on the previous
-# epoch, though 64 % on the first): the warm-up ends after epoch 2, so w = 3.
-SCALES = [1.0, 0.5, 0.36] + [0.35 - 0.01 * e for e in range(20)]

@@ -18,10 +18,9 @@ from ssl_emp.losses import info_nce_per_sample, moco_info_nce_per_sample
 from ssl_emp.models import build_model
 from ssl_emp.pruning import METHOD_PARAMS, METHODS
 from ssl_emp.pruning.scan import removal_count, removal_fraction, scan_phase
-from tests.helpers import SCALES, mask_of, run_scan_epoch, scan
-from tests.helpers import SCAN_N as N
 from tests.pruning_helpers import assert_one_line_config_error, fake_stats, make
-from tests.scan_reference import direction_stats, reference_candidates
+from tests.scan_reference import SCALES, direction_stats, mask_of, reference_candidates, run_scan_epoch, scan
+from tests.scan_reference import SCAN_N as N
 
 
 # --------------------------------------------------------------------------- per-direction losses

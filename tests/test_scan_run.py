@@ -13,20 +13,9 @@ import torch.distributed as dist
 
 from ssl_emp.cli import main
 from ssl_emp.run.checkpoint import load_checkpoint
-from tests.helpers import (
-    SCALES,
-    Interrupt,
-    interrupt_after,
-    load_script,
-    mask_of,
-    rank_records,
-    resume,
-    run_scan_epoch,
-    scan,
-    torchrun,
-)
+from tests.helpers import Interrupt, interrupt_after, load_script, rank_records, resume, torchrun
 from tests.pruning_helpers import assert_one_line_config_error, make
-from tests.scan_reference import direction_stats, reference_candidates
+from tests.scan_reference import SCALES, direction_stats, mask_of, reference_candidates, run_scan_epoch, scan
 from tests.sync_calls import sync_calls
 
 
