@@ -131,6 +131,60 @@ def _check_probe_args(
     return grid
 
 
+def _check_inputs(
+    train_x: Tensor,
+    train_y: Tensor,
+    test_x: Tensor,
+    test_y: Tensor,
+    num_classes: int | None,
+    device: torch.device | str | None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+    """Validated features and labels on the probe's device, and the number of classes."""
+    x = check_features(train_x, "train_x")
+    y = check_labels(train_y, x.shape[0], "train_y")
+    xt = check_features(test_x, "test_x")
+    yt = check_labels(test_y, xt.shape[0], "test_y")
+    if xt.shape[1] != x.shape[1]:
+        raise ConfigError(f"test_x has dimension {xt.shape[1]} but train_x has {x.shape[1]}")
+    needed = max(int(y.max()), int(yt.max())) + 1
+    if num_classes is None:
+        num_classes = needed
+    elif isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < needed:
+        raise ConfigError(f"num_classes={num_classes!r} but labels go up to {needed - 1}")
+    try:
+        dev = torch.device(device) if device is not None else x.device
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"invalid device {device!r}: {exc}") from None
+    return x.to(dev), y.to(dev), xt.to(dev), yt.to(dev), num_classes
+
+
+def _select_weight_decay(
+    x_fit: Tensor,
+    y_fit: Tensor,
+    x_val: Tensor,
+    y_val: Tensor,
+    grid: list[float],
+    num_classes: int,
+    lr: float,
+    max_iter: int,
+) -> tuple[float, nn.Linear, list[dict]]:
+    """The weight decay with the best validation top-1, its fitted probe and every candidate's score."""
+    # The grid is walked from strong to weak regularisation, each fit warm-started from the
+    # previous solution (a regularisation path, as in glmnet / sklearn's warm_start): the weakly
+    # regularised fits are the slow ones to converge and start close to their optimum instead.
+    fitted: dict[float, nn.Linear] = {}
+    previous: nn.Linear | None = None
+    for wd in sorted(set(grid), reverse=True):
+        previous, _ = _fit(x_fit, y_fit, num_classes, wd, lr, max_iter, init=previous)
+        fitted[wd] = previous
+    k = min(5, num_classes)
+    val_scores = [{"weight_decay": wd, "val_top1": _topk_accuracy(fitted[wd], x_val, y_val, k)[0]} for wd in grid]
+    # Among equally good candidates the strongest regulariser is kept: validation cannot tell
+    # them apart, and the smaller-norm solution is the safer bet on unseen data.
+    best = max(val_scores, key=lambda s: (s["val_top1"], s["weight_decay"]))
+    return best["weight_decay"], fitted[best["weight_decay"]], val_scores
+
+
 def linear_probe(
     train_x: Tensor,
     train_y: Tensor,
@@ -159,52 +213,24 @@ def linear_probe(
     ``{"weight_decay", "val_top1"}`` per candidate; ``protocol`` records every setting.
     """
     grid = _check_probe_args(weight_decays, max_iter, lr, val_fraction, seed)
-    x = check_features(train_x, "train_x")
-    y = check_labels(train_y, x.shape[0], "train_y")
-    xt = check_features(test_x, "test_x")
-    yt = check_labels(test_y, xt.shape[0], "test_y")
-    if xt.shape[1] != x.shape[1]:
-        raise ConfigError(f"test_x has dimension {xt.shape[1]} but train_x has {x.shape[1]}")
-    needed = max(int(y.max()), int(yt.max())) + 1
-    if num_classes is None:
-        num_classes = needed
-    elif isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < needed:
-        raise ConfigError(f"num_classes={num_classes!r} but labels go up to {needed - 1}")
-    try:
-        dev = torch.device(device) if device is not None else x.device
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"invalid device {device!r}: {exc}") from None
-    x, y, xt, yt = x.to(dev), y.to(dev), xt.to(dev), yt.to(dev)
-
+    x, y, xt, yt, num_classes = _check_inputs(train_x, train_y, test_x, test_y, num_classes, device)
     fit_idx, val_idx = _stratified_split(y.cpu(), val_fraction, torch.Generator().manual_seed(seed))
     if val_idx.numel() == 0:
         raise ConfigError(
             f"val_fraction={val_fraction} leaves no validation samples out of {x.shape[0]} training samples"
         )
-    fit_idx, val_idx = fit_idx.to(dev), val_idx.to(dev)
+    fit_idx, val_idx = fit_idx.to(x.device), val_idx.to(x.device)
     x_fit, y_fit, x_val, y_val = x[fit_idx], y[fit_idx], x[val_idx], y[val_idx]
     mean, std = _standardiser(x_fit)
-    x_fit, x_val = (x_fit - mean) / std, (x_val - mean) / std
-    k = min(5, num_classes)
-
-    # The grid is walked from strong to weak regularisation, each fit warm-started from the
-    # previous solution (a regularisation path, as in glmnet / sklearn's warm_start): the weakly
-    # regularised fits are the slow ones to converge and start close to their optimum instead.
-    fitted: dict[float, nn.Linear] = {}
-    previous: nn.Linear | None = None
-    for wd in sorted(set(grid), reverse=True):
-        previous, _ = _fit(x_fit, y_fit, num_classes, wd, lr, max_iter, init=previous)
-        fitted[wd] = previous
-    val_scores = [{"weight_decay": wd, "val_top1": _topk_accuracy(fitted[wd], x_val, y_val, k)[0]} for wd in grid]
+    chosen, start, val_scores = _select_weight_decay(
+        (x_fit - mean) / std, y_fit, (x_val - mean) / std, y_val, grid, num_classes, lr, max_iter
+    )
     del x_fit, x_val
-    # Among equally good candidates the strongest regulariser is kept: validation cannot tell
-    # them apart, and the smaller-norm solution is the safer bet on unseen data.
-    best = max(val_scores, key=lambda s: (s["val_top1"], s["weight_decay"]))
-    chosen = best["weight_decay"]
 
     mean, std = _standardiser(x)
     x_std = (x - mean) / std
-    probe, n_iter = _fit(x_std, y, num_classes, chosen, lr, max_iter, init=fitted[chosen])
+    probe, n_iter = _fit(x_std, y, num_classes, chosen, lr, max_iter, init=start)
+    k = min(5, num_classes)
     train_top1, _ = _topk_accuracy(probe, x_std, y, k)
     del x_std
     top1, top5 = _topk_accuracy(probe, (xt - mean) / std, yt, k)
@@ -235,7 +261,7 @@ def linear_probe(
         "n_test": int(xt.shape[0]),
         "num_classes": num_classes,
         "feature_dim": int(x.shape[1]),
-        "device": str(dev),
+        "device": str(x.device),
     }
     return {
         "top1": top1,
