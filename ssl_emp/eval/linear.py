@@ -30,6 +30,21 @@ _TOLERANCE_CHANGE = 1e-9
 # Features whose training std falls below this are left unscaled instead of blown up.
 _MIN_STD = 1e-8
 
+# The settings of the protocol that no argument changes, recorded with every result.
+_FIXED_PROTOCOL = {
+    "features": "frozen, cached, per-feature z-score with mean/std of the fitted data only",
+    "loss": "mean cross-entropy + weight_decay / 2 * ||W||^2 (bias not decayed)",
+    "optimizer": "L-BFGS (torch.optim.LBFGS, strong-Wolfe line search)",
+    "history_size": _HISTORY_SIZE,
+    "tolerance_grad": _TOLERANCE_GRAD,
+    "tolerance_change": _TOLERANCE_CHANGE,
+    "batch_size": "full batch",
+    "selection": "highest val top-1 (ties: larger weight decay); test set unused",
+    "warm_start": "grid fitted from largest to smallest weight decay, each from the previous "
+    "solution; final fit starts from the chosen candidate",
+    "val_split": "stratified per class, torch.Generator seeded with seed",
+}
+
 
 def _standardiser(x: Tensor) -> tuple[Tensor, Tensor]:
     mean = x.mean(dim=0)
@@ -185,6 +200,28 @@ def _select_weight_decay(
     return best["weight_decay"], fitted[best["weight_decay"]], val_scores
 
 
+def _fit_and_score(
+    x: Tensor,
+    y: Tensor,
+    xt: Tensor,
+    yt: Tensor,
+    num_classes: int,
+    weight_decay: float,
+    lr: float,
+    max_iter: int,
+    start: nn.Linear,
+) -> tuple[float, float, float, int]:
+    """Refit on the whole (standardised) training set; (train top-1, test top-1, test top-k, L-BFGS iterations)."""
+    mean, std = _standardiser(x)
+    x_std = (x - mean) / std
+    probe, n_iter = _fit(x_std, y, num_classes, weight_decay, lr, max_iter, init=start)
+    k = min(5, num_classes)
+    train_top1, _ = _topk_accuracy(probe, x_std, y, k)
+    del x_std
+    top1, topk = _topk_accuracy(probe, (xt - mean) / std, yt, k)
+    return train_top1, top1, topk, n_iter
+
+
 def linear_probe(
     train_x: Tensor,
     train_y: Tensor,
@@ -226,34 +263,17 @@ def linear_probe(
         (x_fit - mean) / std, y_fit, (x_val - mean) / std, y_val, grid, num_classes, lr, max_iter
     )
     del x_fit, x_val
-
-    mean, std = _standardiser(x)
-    x_std = (x - mean) / std
-    probe, n_iter = _fit(x_std, y, num_classes, chosen, lr, max_iter, init=start)
-    k = min(5, num_classes)
-    train_top1, _ = _topk_accuracy(probe, x_std, y, k)
-    del x_std
-    top1, top5 = _topk_accuracy(probe, (xt - mean) / std, yt, k)
+    train_top1, top1, top5, n_iter = _fit_and_score(x, y, xt, yt, num_classes, chosen, lr, max_iter, start)
 
     protocol = {
         "classifier": f"nn.Linear({x.shape[1]}, {num_classes}), zero init",
-        "features": "frozen, cached, per-feature z-score with mean/std of the fitted data only",
-        "loss": "mean cross-entropy + weight_decay / 2 * ||W||^2 (bias not decayed)",
-        "optimizer": "L-BFGS (torch.optim.LBFGS, strong-Wolfe line search)",
+        **_FIXED_PROTOCOL,
         "lr": float(lr),
         "max_iter": max_iter,
         "iterations_final_fit": n_iter,
-        "history_size": _HISTORY_SIZE,
-        "tolerance_grad": _TOLERANCE_GRAD,
-        "tolerance_change": _TOLERANCE_CHANGE,
-        "batch_size": "full batch",
         "weight_decays": grid,
         "chosen_weight_decay": chosen,
-        "selection": "highest val top-1 (ties: larger weight decay); test set unused",
-        "warm_start": "grid fitted from largest to smallest weight decay, each from the previous "
-        "solution; final fit starts from the chosen candidate",
         "val_fraction": float(val_fraction),
-        "val_split": "stratified per class, torch.Generator seeded with seed",
         "seed": seed,
         "n_fit": int(fit_idx.numel()),
         "n_val": int(val_idx.numel()),
