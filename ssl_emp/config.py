@@ -133,6 +133,10 @@ def _check_data(d: DataConfig) -> None:
     for name in ("train_subset", "test_subset"):
         value = getattr(d, name)
         _require(value is None or (is_int(value) and value > 0), f"data.{name} must be a positive integer, got {value!r}")
+    _require(is_int(d.train_subset_offset) and d.train_subset_offset >= 0,
+             f"data.train_subset_offset must be an integer >= 0, got {d.train_subset_offset!r}")
+    _require(d.train_subset_offset == 0 or d.train_subset is not None,
+             "data.train_subset_offset needs data.train_subset (the number of images to keep after it)")
     _require(is_number(d.val_fraction) and 0 <= d.val_fraction < 1, f"data.val_fraction must be in [0, 1), got {d.val_fraction!r}")
     _require(is_number(d.inject_noise) and 0 <= d.inject_noise < 1, f"data.inject_noise must be in [0, 1), got {d.inject_noise!r}")
     _require(is_int(d.num_workers) and d.num_workers >= 0, f"data.num_workers must be >= 0, got {d.num_workers!r}")

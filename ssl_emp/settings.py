@@ -46,6 +46,9 @@ class DataConfig:
     image_size: int = 16
     train_split: str = "train"  # stl10: "train+unlabeled" trains on the unlabelled images too
     train_subset: int | None = None  # keep a fixed random subset of N training images
+    # Skip this many images of that fixed order first: offset 10000 with train_subset 10000 gives a
+    # subset disjoint from the default one (an encoder trained on images the protocol never sees).
+    train_subset_offset: int = 0
     test_subset: int | None = None
     # Hold out this fraction of the training images (fixed, stratified) as the split the kNN
     # monitor scores on instead of the test split: for tuning without looking at the test set.

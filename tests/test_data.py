@@ -109,3 +109,14 @@ def test_val_fraction_holds_out_a_fixed_stratified_part_and_never_loads_test(mon
     train_rows = {rows[tuple(r.tolist())] for r in a.train.images.flatten(1)}
     val_rows = {rows[tuple(r.tolist())] for r in a.test.images.flatten(1)}
     assert not train_rows & val_rows
+
+
+def test_train_subset_offset_gives_a_disjoint_fixed_subset():
+    first = load_split(DataConfig(train_subset=300), "train")
+    second = load_split(DataConfig(train_subset=300, train_subset_offset=300), "train")
+    again = load_split(DataConfig(train_subset=300, train_subset_offset=300), "train")
+    assert len(second) == 300 and torch.equal(second.images, again.images)
+    rows = {bytes(x.flatten().tolist()) for x in first.images}
+    assert not any(bytes(x.flatten().tolist()) in rows for x in second.images)  # digits has no exact repeats
+    with pytest.raises(ConfigError, match="train_subset_offset"):
+        load_split(DataConfig(train_subset=300, train_subset_offset=1600), "train")

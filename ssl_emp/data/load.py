@@ -28,11 +28,15 @@ from ssl_emp.errors import ConfigError
 from ssl_emp.settings import DataConfig
 
 
-def _subset(ds: IndexedImages | IndexedImageFiles, n: int | None) -> IndexedImages | IndexedImageFiles:
-    """A fixed (seed 0) random subset, the same for every run so results are comparable."""
-    if n is None or n >= len(ds):
+def _subset(ds: IndexedImages | IndexedImageFiles, n: int | None, offset: int = 0) -> IndexedImages | IndexedImageFiles:
+    """A fixed (seed 0) random subset, the same for every run so results are comparable: images
+    ``offset`` to ``offset + n`` of one fixed permutation, so two offsets give disjoint subsets."""
+    if n is None or (offset == 0 and n >= len(ds)):
         return ds
-    keep = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:n].sort().values
+    if offset + n > len(ds):
+        raise ConfigError(f"data.train_subset_offset + data.train_subset = {offset + n} is more than the "
+                          f"{len(ds)} images of the training split")
+    keep = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[offset:offset + n].sort().values
     return take(ds, keep)
 
 
@@ -146,7 +150,8 @@ def load_split(cfg: DataConfig, split: str, classes: list[str] | None = None) ->
     """
     ds = dataset_spec(cfg.dataset).load(cfg, split, classes)
     if ds is not None:
-        ds = _subset(ds, cfg.train_subset if split.startswith("train") else cfg.test_subset)
+        train = split.startswith("train")
+        ds = _subset(ds, cfg.train_subset if train else cfg.test_subset, cfg.train_subset_offset if train else 0)
     return ds
 
 
