@@ -83,17 +83,24 @@ def duplicate_groups(root: np.ndarray, removed: np.ndarray, cosine: np.ndarray, 
 
 
 def write_duplicates(path: Path, groups: list[list[tuple[int, float]]], image: Any) -> None:
-    """The groups as an image grid: one row each, the kept image first; ``image(i)`` is uint8 [3, H, W]."""
+    """The groups as an image grid: one row each, the kept image first; ``image(i)`` is uint8 [3, H, W].
+    One canvas and one ``imshow`` (a subplot per image takes seconds to draw)."""
     import matplotlib.pyplot as plt
 
-    cols = max(len(g) for g in groups)
-    fig, axes = plt.subplots(len(groups), cols, figsize=(1.3 * cols, 1.45 * len(groups)), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
+    tiles = {i: np.asarray(image(i)).transpose(1, 2, 0) for group in groups for i, _ in group}
+    h, w = next(iter(tiles.values())).shape[:2]
+    cols, gap, top = max(len(g) for g in groups), max(1, w // 8), max(2, h // 3)  # top: room for a label
+    cell_h, cell_w = h + top, w + gap
+    canvas = np.full((len(groups) * cell_h, cols * cell_w, 3), 255, dtype=np.uint8)
+    for r, group in enumerate(groups):
+        for c, (index, _) in enumerate(group):
+            canvas[r * cell_h + top:(r + 1) * cell_h, c * cell_w:c * cell_w + w] = tiles[index]
+    fig, ax = plt.subplots(figsize=(1.2 * cols, 1.5 * len(groups)))
+    ax.imshow(canvas, interpolation="nearest")
     for r, group in enumerate(groups):
         for c, (index, cos) in enumerate(group):
-            axes[r, c].imshow(np.asarray(image(index)).transpose(1, 2, 0))
-            axes[r, c].set_title(f"{index} kept" if c == 0 else f"{index} {cos:.3f}", fontsize=7,
-                                 color="green" if c == 0 else "black")
-    fig.suptitle("most similar groups: the kept image, then the removed ones (cosine to it)", fontsize=8)
+            ax.text(c * cell_w, r * cell_h + top - 0.5, f"{index} kept" if c == 0 else f"{index} {cos:.3f}",
+                    fontsize=6, color="green" if c == 0 else "black", va="bottom")
+    ax.axis("off")
+    ax.set_title("most similar groups: the kept image, then the removed ones (cosine to it)", fontsize=8, pad=10)
     _save(fig, path)
