@@ -139,7 +139,7 @@ class CurateConfig:
     k: int = 10  # k-means clusters
     iterations: int = 100  # k-means iterations (the official SemDeDup's niter)
     seed: int = 0  # k-means initialisation; keep=random's shuffle
-    keep: str = "hard"  # which member survives (semdedup) / which images are kept (prototypes): hard | easy | random
+    keep: str = "hard"  # semdedup: which member of a group survives (hard | easy | random); prototypes: hard | easy
     rate: float = 0.5  # prototypes: the fraction of the training images removed
     quota: int = 0  # prototypes: every cluster keeps at least this many images
     # The kept fraction is reported against each of these eps (how to choose eps)
