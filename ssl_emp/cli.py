@@ -1,4 +1,4 @@
-"""``ssl-emp`` command line: ``pretrain``, ``eval knn|linear``, ``export``, ``benchmark``.
+"""``ssl-emp`` command line: ``pretrain``, ``eval knn|linear``, ``export``, ``benchmark``, ``curate``.
 
 Bad input ends with one line on stderr naming the problem and exit code 2; a run that cannot go
 on (a NaN loss, a full disk) with one line and exit code 1; Ctrl-C with 130 and SIGTERM with 143,
@@ -82,6 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add the finished rows of another folder of the same sweep (e.g. run with other seeds) "
                         "to --output-dir first (repeatable)")
     b.add_argument("--dry-run", action="store_true", help="print the expanded run list and exit")
+
+    c = sub.add_parser("curate", help="find redundant training images with an encoder (SemDeDup, prototypes); "
+                                      "writes kept.txt for --set data.keep_file=...")
+    source = c.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="embed the training split with this checkpoint's backbone")
+    source.add_argument("--embeddings", help="your own features instead: a .npy [N, D], one row per training image")
+    c.add_argument("--output-dir", required=True, help="folder for kept.txt, removed.csv, curation.json, plots")
+    c.add_argument("--config", help="YAML config: data and curate sections (default: the checkpoint's run config)")
+    c.add_argument("--data-dir", help="data folder (sets data.data_dir)")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set curate.eps=0.02 (repeatable)")
+    c.add_argument("--against", choices=["test"], help="also list test images with a near-duplicate in the training split")
+    c.add_argument("--device", choices=DEVICES, default="auto")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -149,10 +163,18 @@ def _benchmark(args: argparse.Namespace) -> int:
     return run_benchmark(args.config, output_dir, args.overrides, dry_run=args.dry_run, merge_from=args.merge_from)
 
 
+def _curate(args: argparse.Namespace) -> int:
+    from ssl_emp.curate.command import curate_command
+
+    return curate_command(args)
+
+
 def _interrupted_hint(args: argparse.Namespace) -> str:
     """What the user can do after Ctrl-C, true to what is on disk."""
     if args.command == "benchmark":
         return "finished runs and the last checkpoint of the current one are kept (rerun the same command to continue)"
+    if args.command == "curate":
+        return "embeddings already saved in --output-dir are reused by a rerun"
     if args.command != "pretrain":
         return "nothing was written"
     run_dir = getattr(args, "run_dir", None)
@@ -181,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     previous = (signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread()
                 else None)
     try:
-        return {"pretrain": _pretrain, "eval": _eval, "export": _export, "benchmark": _benchmark}[args.command](args)
+        return {"pretrain": _pretrain, "eval": _eval, "export": _export, "benchmark": _benchmark,
+                "curate": _curate}[args.command](args)
     except ConfigError as exc:
         print(f"ssl-emp: error: {exc}", file=sys.stderr)
         return 2

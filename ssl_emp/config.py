@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from ssl_emp.augment import PRESET_NAMES, SUPERVISED_KNOBS, VIEW_KNOBS
+from ssl_emp.curate.params import check_curate
 from ssl_emp.data.load import DATASETS, dataset_spec
 from ssl_emp.errors import ConfigError
 from ssl_emp.models import MODELS, model_keys, validate_model_config
@@ -189,3 +190,4 @@ def validate(cfg: Config) -> None:
     _require(is_int(e.knn_k) and e.knn_k > 0, f"eval.knn_k must be a positive integer, got {e.knn_k!r}")
     _require(is_number(e.knn_temperature) and e.knn_temperature > 0, f"eval.knn_temperature must be > 0, got {e.knn_temperature!r}")
     _require(is_int(e.batch_size) and e.batch_size > 0, f"eval.batch_size must be a positive integer, got {e.batch_size!r}")
+    check_curate(cfg.curate)

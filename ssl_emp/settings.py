@@ -60,6 +60,8 @@ class DataConfig:
     in_memory: bool = True  # hold decoded uint8 images in RAM (small-image sets)
     cache_dir: str | None = None  # decoded-image cache; default ~/.cache/ssl-emp/decoded
     num_workers: int = 0
+    # Train on these training images only: a kept.txt of `ssl-emp curate` (its indices, the data's fingerprint).
+    keep_file: str | None = None
 
 
 @dataclass
@@ -131,6 +133,24 @@ class LoggingConfig:
 
 
 @dataclass
+class CurateConfig:
+    """``ssl-emp curate``: SemDeDup (Abbas et al. 2023) or self-supervised prototypes (Sorscher et al.
+    2022) on the encoder's embeddings; ranges: ``ssl_emp.curate.params``."""
+
+    method: str = "semdedup"  # semdedup | prototypes
+    eps: float = 0.05  # SemDeDup, in (0, 1): a duplicate has cosine > 1 - eps to an earlier member of its cluster
+    k: int = 10  # k-means clusters
+    iterations: int = 100  # k-means iterations (the official SemDeDup's niter)
+    seed: int = 0  # k-means initialisation; keep=random's shuffle
+    keep: str = "hard"  # semdedup: which member of a group survives (hard | easy | random); prototypes: hard | easy
+    rate: float = 0.5  # prototypes: the fraction of the training images removed
+    quota: int = 0  # prototypes: every cluster keeps at least this many images
+    # The kept fraction is reported against each of these eps (how to choose eps)
+    eps_range: list[float] = field(default_factory=lambda: [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3])
+    block_size: int = 4096  # SemDeDup: rows of a cluster's similarity matrix computed at a time
+
+
+@dataclass
 class Config:
     algorithm: str = "simclr"  # a name of ssl_emp.models.MODELS (supervised: the positive control)
     epochs: int = 20
@@ -146,6 +166,7 @@ class Config:
     pruning: PruningConfig = field(default_factory=PruningConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    curate: CurateConfig = field(default_factory=CurateConfig)
 
 
 def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -87,7 +87,7 @@ def test_choices_come_from_the_modules_that_implement_them():
     parser = build_parser()
     devices = [a.choices for sub in parser._subparsers._group_actions[0].choices.values() for a in sub._actions
                if a.dest == "device"]
-    assert devices == [DEVICES, DEVICES]  # pretrain --device and eval --device
+    assert devices == [DEVICES] * 3  # pretrain, eval and curate --device
 
 
 def test_data_set_rules_come_from_its_spec(monkeypatch):

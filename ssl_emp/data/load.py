@@ -23,6 +23,7 @@ from torch import Tensor
 from ssl_emp.data.datasets import DataSplits, IndexedImageFiles, IndexedImages, check_fits, take
 from ssl_emp.data.folder import load_imagefolder_split, resize_square
 from ssl_emp.data.junk import inject_junk
+from ssl_emp.data.keep import keep_subset
 from ssl_emp.data.redundancy import make_redundant
 from ssl_emp.errors import ConfigError
 from ssl_emp.settings import DataConfig
@@ -196,7 +197,8 @@ def load_data(cfg: DataConfig) -> DataSplits:
     images takes its place, and pretraining and the bank use the rest. With ``redundancy.unique``
     set, pretraining uses a redundant set built from those (``make_redundant``; held-out images
     never enter it) and the bank its unique images. With ``inject_noise`` > 0 that fraction of the
-    training images is replaced by junk (``inject_junk``); the bank stays clean.
+    training images is replaced by junk (``inject_junk``); the bank stays clean. With ``keep_file``,
+    pretraining uses only the images it lists (``keep_subset``).
     """
     splits = _load_splits(cfg)
     if cfg.redundancy.unique is not None:
@@ -204,6 +206,8 @@ def load_data(cfg: DataConfig) -> DataSplits:
         splits.bank = unique if splits.bank is not None else None
     if cfg.inject_noise > 0:
         splits.train, splits.junk = inject_junk(splits.train, cfg.inject_noise)
+    if cfg.keep_file is not None:
+        splits = keep_subset(splits, cfg)
     return splits
 
 

@@ -1,0 +1,194 @@
+"""``ssl-emp curate``: embed the training split, run SemDeDup or self-supervised prototypes on the
+embeddings, write what to keep (``kept.txt``, for ``--set data.keep_file=...``) and why.
+
+The data and ``curate`` settings come from ``--config`` (default: the checkpoint's run config),
+then ``--data-dir`` and ``--set``; the backbone and its input normalisation from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from ssl_emp.config import Config, config_from_dict, finalize, load_config, merge_values, parse_override
+from ssl_emp.curate import outputs
+from ssl_emp.curate.clusters import spherical_kmeans
+from ssl_emp.curate.embed import cached_embeddings, embed, file_hash, user_embeddings
+from ssl_emp.curate.prototypes import select_prototypes
+from ssl_emp.curate.semdedup import find_duplicates, kept_root
+from ssl_emp.data import DataSplits, load_data, load_split
+from ssl_emp.data.keep import data_fingerprint, write_keep_file
+from ssl_emp.errors import ConfigError
+from ssl_emp.eval.from_checkpoint import backbone_from_checkpoint
+from ssl_emp.runtime import resolve_device, versions
+
+DUPLICATE_GROUPS, GROUP_SIZE = 8, 8  # duplicates.png: rows, images per row
+
+
+@contextmanager
+def _timed(times: dict[str, float], stage: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    yield
+    times[stage] = round(times.get(stage, 0.0) + time.perf_counter() - t0, 3)
+
+
+def _settings(args: argparse.Namespace, checkpoint_cfg: dict[str, Any] | None) -> Config:
+    """The config file (or the checkpoint's run config, or the defaults), ``--data-dir``, ``--set``;
+    the model and view settings stay the checkpoint's, which its weights were trained with."""
+    overrides = list(args.overrides) + ([f"data.data_dir={json.dumps(args.data_dir)}"] if args.data_dir else [])
+    if args.config or checkpoint_cfg is None:
+        cfg = load_config(args.config, overrides)
+    else:
+        cfg = config_from_dict(checkpoint_cfg)
+        for item in overrides:
+            parts, nested = parse_override(item)
+            for part in reversed(parts):
+                nested = {part: nested}
+            merge_values(cfg, nested, update_dicts=True)
+    if checkpoint_cfg is not None:
+        trained = config_from_dict(checkpoint_cfg)
+        cfg.algorithm, cfg.model, cfg.augment = trained.algorithm, trained.model, trained.augment
+    cfg.data.keep_file = None  # curate looks at the whole training split: kept.txt indexes it
+    cfg.progress = cfg.progress and not args.no_progress
+    return finalize(cfg)
+
+
+def _prepare_folder(out: Path) -> None:
+    """Create ``out``, or reuse it if curate wrote it (its cached embeddings); refuse anything else's."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--output-dir {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / outputs.MARKER).is_file():
+        raise ConfigError(f"--output-dir {out} holds files that ssl-emp curate did not write; choose another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / outputs.MARKER).touch()
+
+
+def _semdedup(out: Path, emb: np.ndarray, data: DataSplits, cfg: Config, times: dict[str, float]) -> dict[str, Any]:
+    """SemDeDup at curate.eps: kept mask, removed.csv, the ε curve and the picture of the groups."""
+    c = cfg.curate
+    with _timed(times, "cluster"):
+        clusters = spherical_kmeans(emb, c.k, c.iterations, c.seed)
+    with _timed(times, "deduplicate"):
+        found = find_duplicates(emb, clusters, c.keep, c.seed, c.block_size)
+        removed = found.removed(c.eps)
+        root = kept_root(found, removed)
+        cosine = np.einsum("ij,ij->i", emb, emb[root])  # to the kept image it leads to
+    index = np.flatnonzero(removed)
+    index = index[np.argsort(-cosine[index], kind="stable")]
+    outputs.write_csv(out / outputs.REMOVED, ["index", "duplicate_of", "cosine", "cluster"],
+                      [(i, root[i], f"{cosine[i]:.6f}", clusters.assign[i]) for i in index.tolist()])
+    fractions = found.kept_fraction(c.eps_range)
+    outputs.write_curve(out, c.eps_range, fractions, len(emb), c.eps)
+    groups = outputs.duplicate_groups(root, removed, cosine, DUPLICATE_GROUPS, GROUP_SIZE)
+    if groups:
+        outputs.write_duplicates(out / outputs.DUPLICATES_PNG, groups, lambda i: data.train[i][1])
+    curve = [{"eps": e, "kept_fraction": f} for e, f in zip(c.eps_range, fractions, strict=True)]
+    files = [outputs.REMOVED, outputs.CURVE_CSV, outputs.CURVE_PNG, *([outputs.DUPLICATES_PNG] if groups else [])]
+    return {"kept_mask": ~removed, "eps": c.eps, "eps_curve": curve, "duplicate_groups": len(groups), "files": files}
+
+
+def _prototypes(out: Path, emb: np.ndarray, cfg: Config, times: dict[str, float]) -> dict[str, Any]:
+    """Self-supervised prototypes at curate.rate: kept mask and removed.csv (cosine to the centroid)."""
+    c = cfg.curate
+    with _timed(times, "cluster"):
+        clusters = spherical_kmeans(emb, c.k, c.iterations, c.seed)
+    with _timed(times, "select"):
+        kept = select_prototypes(clusters, c.rate, c.keep, c.quota)
+    index = np.flatnonzero(~kept)
+    outputs.write_csv(out / outputs.REMOVED, ["index", "duplicate_of", "cosine", "cluster"],
+                      [(i, "", f"{clusters.cos_to_centroid[i]:.6f}", clusters.assign[i]) for i in index.tolist()])
+    return {"kept_mask": kept, "target_rate": c.rate, "quota": c.quota, "files": [outputs.REMOVED]}
+
+
+def _contamination(out: Path, emb: np.ndarray, test_emb: np.ndarray, eps: float) -> dict[str, Any]:
+    """Test images whose nearest training image has cosine > 1 − ε: contamination.csv and the count."""
+    index = faiss.IndexFlatIP(emb.shape[1])
+    index.add(emb)
+    sim, nearest = index.search(test_emb, 1)
+    sim, nearest = sim[:, 0], nearest[:, 0]
+    hit = np.flatnonzero(sim > np.float32(1 - eps))
+    hit = hit[np.argsort(-sim[hit], kind="stable")]
+    outputs.write_csv(out / outputs.CONTAMINATION, ["test_index", "train_index", "cosine"],
+                      [(i, nearest[i], f"{sim[i]:.6f}") for i in hit.tolist()])
+    return {"eps": eps, "test_images": len(test_emb), "with_near_duplicate": len(hit),
+            "share": len(hit) / len(test_emb), "file": outputs.CONTAMINATION}
+
+
+def _embeddings(args: argparse.Namespace, out: Path, backbone: Any, data: DataSplits, cfg: Config, key: dict[str, str],
+                times: dict[str, float]) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """Training (and, with ``--against test``, test) embeddings; whether the training ones were reused."""
+    with _timed(times, "embed"):
+        if backbone is None:
+            return user_embeddings(args.embeddings, len(data.train)), None, False
+        device = resolve_device(args.device)
+        emb, reused = cached_embeddings(out, "train", key, lambda: embed(backbone, data.train, cfg, device, "train"))
+        test_emb = None
+        if args.against == "test":
+            test = data.test if data.test is not None else load_split(cfg.data, "test", data.train.classes)
+            if test is None:
+                raise ConfigError(f"--against test: data set '{cfg.data.dataset}' has no test split")
+            test_emb, _ = cached_embeddings(out, "test", key, lambda: embed(backbone, test, cfg, device, "test"))
+    return emb, test_emb, reused
+
+
+def run_curate(args: argparse.Namespace) -> dict[str, Any]:
+    """Everything ``ssl-emp curate`` does; returns what curation.json records."""
+    times: dict[str, float] = {}
+    if args.against == "test" and args.embeddings:
+        raise ConfigError("--against test embeds the test split with the checkpoint's backbone: pass --checkpoint, "
+                          "not --embeddings")
+    backbone, checkpoint_cfg = None, None
+    if args.checkpoint:
+        backbone, trained = backbone_from_checkpoint(args.checkpoint)
+        checkpoint_cfg = dataclasses.asdict(trained)
+    cfg = _settings(args, checkpoint_cfg)
+    out = Path(args.output_dir)
+    with _timed(times, "load_data"):
+        data = load_data(cfg.data)
+        fingerprint = data_fingerprint(cfg.data, data.train)
+    _prepare_folder(out)
+    key = {"data_fingerprint": fingerprint, "checkpoint_sha1": file_hash(args.checkpoint) if args.checkpoint else ""}
+    emb, test_emb, reused = _embeddings(args, out, backbone, data, cfg, key, times)
+    c = cfg.curate
+    found = _semdedup(out, emb, data, cfg, times) if c.method == "semdedup" else _prototypes(out, emb, cfg, times)
+    kept = np.flatnonzero(found.pop("kept_mask"))
+    write_keep_file(out / outputs.KEPT, kept.tolist(), len(emb), fingerprint)
+    contamination = None
+    if test_emb is not None:
+        with _timed(times, "contamination"):
+            contamination = _contamination(out, emb, test_emb, c.eps)
+        found["files"].append(outputs.CONTAMINATION)
+    found["files"] = [outputs.KEPT, *found["files"], outputs.RECORD]
+    record = {
+        "n": len(emb), "kept": len(kept), "removed": len(emb) - len(kept), "rate": 1 - len(kept) / len(emb),
+        "method": c.method, "keep": c.keep, "k": c.k, "iterations": c.iterations, "seed": c.seed, **found,
+        "data": {"dataset": cfg.data.dataset, "data_dir": cfg.data.data_dir, "fingerprint": fingerprint},
+        "embeddings": {"source": "checkpoint" if args.checkpoint else "file", "path": args.checkpoint or args.embeddings,
+                       "dim": emb.shape[1], "reused": reused, **key},
+        "contamination": contamination, "time_s": times, "versions": versions(),
+    }
+    outputs.write_record(out / outputs.RECORD, record)
+    outputs.remove_stale(out, record["files"])
+    return record
+
+
+def curate_command(args: argparse.Namespace) -> int:
+    """``ssl-emp curate``: run, then one line on what was kept and where the files are."""
+    record = run_curate(args)
+    how = f"eps={record['eps']:g}" if record["method"] == "semdedup" else f"rate={record['target_rate']:g}"
+    line = (f"{record['method']} ({how}, k={record['k']}, keep {record['keep']}): kept {record['kept']} of "
+            f"{record['n']} images ({record['kept'] / record['n']:.1%})")
+    if record["contamination"] is not None:
+        cont = record["contamination"]
+        line += f"; {cont['with_near_duplicate']} of {cont['test_images']} test images have a near-duplicate in train"
+    print(f"{line}; train on them with --set data.keep_file={Path(args.output_dir) / outputs.KEPT}")
+    return 0
