@@ -34,7 +34,7 @@ from ssl_emp.pruning import DynamicPruner
 from ssl_emp.pruning.sampler import FoldedBatchSampler
 from ssl_emp.run.files import atomic_torch_save
 from ssl_emp.run.folder import Run
-from ssl_emp.run.lifecycle import finish_run, open_run, start_run
+from ssl_emp.run.lifecycle import check_data, finish_run, open_run, start_run
 from ssl_emp.run.state import TrainState
 from ssl_emp.run.summary import epoch_diagnostics
 from ssl_emp.runtime import build_optimizer, memory_format, resolve_device
@@ -220,11 +220,12 @@ def pretrain(cfg: Config, resume: bool = False, sinks: Sequence[MetricsSink] = (
     ``sinks``: metrics sinks of the caller's (``ssl_emp.logger.MetricsSink``), beside the run's own."""
     finalize(cfg)
     with Run(cfg.output_dir, distributed.is_main()) as run:  # rank 0 holds the folder's lock throughout
-        fingerprint = data_fingerprint(cfg.data)  # the data, wherever it lies: what --resume compares
-        ckpt = open_run(cfg, run, resume, fingerprint)
+        ckpt = open_run(cfg, run, resume)
         t = build(cfg, run)
+        fingerprint = data_fingerprint(cfg.data)  # the data, wherever it lies: what --resume compares
         if ckpt is not None:
             check_classes(ckpt, t.data, run.last)  # before the state: a classifier of another size fails there
+            check_data(ckpt, cfg, fingerprint, run.last)
             t.state.load_state_dict(ckpt)
             run.truncate_logs(ckpt["epoch"])
         else:

@@ -26,7 +26,7 @@ from ssl_emp.data.fingerprint import data_fingerprint
 from ssl_emp.errors import ConfigError, TrainingDiverged
 from ssl_emp.run.files import atomic_write_text
 from ssl_emp.run.layout import BenchmarkLayout, RunLayout
-from ssl_emp.run.lifecycle import NEUTRAL_KEYS, config_changes
+from ssl_emp.run.lifecycle import NEUTRAL_KEYS, data_changes
 from ssl_emp.run.lock import LOCK_NAME, FolderLock
 from ssl_emp.run.summary import DIAGNOSTIC_KEYS
 
@@ -55,15 +55,16 @@ def read_plan(folder: Path, what: str) -> dict[str, Any] | None:
 
 
 def _data_changes(plan: dict[str, Any], base: dict[str, Any], fingerprint: str) -> list[str]:
-    """How a folder's recorded base config and data differ from this sweep's (``config_changes``)."""
-    return config_changes(plan["base"], plan.get("data_fingerprint"), base, fingerprint)
+    """How a folder's recorded base config and data differ from this sweep's."""
+    return config_diff(plan["base"], base, NEUTRAL_KEYS) + data_changes(plan["base"], plan.get("data_fingerprint"),
+                                                                       base, fingerprint)
 
 
 def check_output_dir(bench: Benchmark, runs: list[RunSpec], out: Path, fingerprint: str) -> None:
     """Refuse a folder that holds something else: another benchmark's base config or data (by its
     ``fingerprint``, not its path), a run trained with a different config, or files that are not a
     benchmark's."""
-    plan = read_plan(out, str(out))
+    plan = read_plan(out, "--output-dir")
     if out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()) and plan is None:
         raise ConfigError(f"{out} exists and is not a benchmark folder (no benchmark.json); choose another --output-dir")
     if plan is not None:
@@ -207,11 +208,14 @@ def _recorded_rows(folder: Path, plan: dict[str, Any] | None, what: str) -> list
     """A benchmark folder's rows, each checked to be a finished run's and carrying the pruning
     params it ran with: a row written before rows recorded them takes them from the folder's plan,
     the base config's updated by the method's grid.method_params (as ``expand_grid`` builds them)."""
-    rows = load_rows(folder)
+    try:
+        rows = load_rows(folder)
+    except ConfigError as exc:
+        raise ConfigError(f"{what}: {exc}") from exc
     for i, row in enumerate(rows):
         problem = row_problem(row, FINISHED_FIELDS)
         if problem:
-            raise ConfigError(f"{what}: {BenchmarkLayout(folder).results} row {i} ({row.get('run_id')}) {problem}; "
+            raise ConfigError(f"{what}: {BenchmarkLayout(folder).results} row {i} ({row['run_id']}) {problem}; "
                               "a finished run's row has " + ", ".join(FINISHED_FIELDS))
     if plan is None:
         return rows
@@ -235,7 +239,7 @@ def merged_rows(bench: Benchmark, runs: list[RunSpec], out: Path, sources: list[
     repeated while a part is still running, or a part rerun elsewhere. Only rows move; run folders
     stay where they ran. Nothing is written here.
     """
-    rows = {row["run_id"]: row for row in _recorded_rows(out, read_plan(out, str(out)), str(out))}
+    rows = {row["run_id"]: row for row in _recorded_rows(out, read_plan(out, "--output-dir"), "--output-dir")}
     found_in = dict.fromkeys(rows, out)
     in_grid = {r.run_id for r in runs}
     base = _base_dict(bench)

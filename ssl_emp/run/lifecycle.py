@@ -5,6 +5,7 @@ the pruning table)."""
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,25 +23,25 @@ from ssl_emp.runtime import machine, versions
 # without changing what it computes: where it runs and writes, what it logs, how it reads the data.
 # data.num_workers: every loader has its own generator (ssl_emp.data.datasets.loader_generator), so 0
 # and 2 workers give the same weights (tests/test_workers_and_signals.py). data.data_dir: the data is
-# compared by its fingerprint instead (config_changes), so a moved folder is the same data.
+# compared by its fingerprint instead (data_changes), so a moved folder is the same data.
 NEUTRAL_KEYS = ("output_dir", "progress", "device", "log_every", "logging.tensorboard", "data.data_dir",
                 "data.num_workers", "data.cache_dir")
 
 
-def config_changes(saved: dict[str, Any], saved_data: str | None, wanted: dict[str, Any], wanted_data: str) -> list[str]:
-    """How a run or sweep recorded as (``saved`` config dict, data fingerprint) differs from the one
-    wanted, outside ``NEUTRAL_KEYS``. A record from before fingerprints were kept (``saved_data`` None)
-    has only the data folder's path to compare."""
-    diff = config_diff(saved, wanted, NEUTRAL_KEYS)
+def data_changes(saved: dict[str, Any], saved_data: str | None, wanted: dict[str, Any], wanted_data: str) -> list[str]:
+    """How the data of a run or sweep recorded as (``saved`` config dict, data fingerprint) differs
+    from the one wanted; a record from before fingerprints were kept (None) has only the data
+    folder's path to compare."""
     if saved_data is None:
-        diff += [d for d in config_diff(saved, wanted) if d.startswith("data.data_dir ")]
-    elif saved_data != wanted_data:
-        diff.append(f"the data (fingerprint {saved_data} -> {wanted_data}: other images, or the same files changed)")
-    return diff
+        return [d for d in config_diff(saved, wanted) if d.startswith("data.data_dir ")]
+    if saved_data != wanted_data:
+        return [f"the data (fingerprint {saved_data} -> {wanted_data}: other images, or the same files changed)"]
+    return []
 
 
-def open_run(cfg: Config, run: Run, resume: bool, fingerprint: str) -> dict[str, Any] | None:
-    """The last checkpoint when resuming (its config and data ``fingerprint`` must match); None for a new run."""
+def open_run(cfg: Config, run: Run, resume: bool) -> dict[str, Any] | None:
+    """The last checkpoint when resuming (its config must match ``cfg`` outside ``NEUTRAL_KEYS``;
+    ``check_data`` compares the data once it is loaded); None for a new run."""
     if not resume:
         if run.has_checkpoint():
             raise ConfigError(f"{run.dir} already holds a run; pass --resume to continue it or choose another --output-dir")
@@ -52,11 +53,19 @@ def open_run(cfg: Config, run: Run, resume: bool, fingerprint: str) -> dict[str,
             " (the run stopped before its first epoch ended); rerun the same command without --resume "
             "to start it again" if started else f" (no {run.last})"))
     ckpt = load_checkpoint(run.last)
-    diff = config_changes(asdict(config_from_dict(ckpt["config"])), ckpt.get("data_fingerprint"), asdict(cfg), fingerprint)
+    diff = config_diff(asdict(config_from_dict(ckpt["config"])), asdict(cfg), NEUTRAL_KEYS)
     if diff:
         raise ConfigError(f"--resume with a config that differs from the checkpoint's: {', '.join(diff)}")
     run.mark()  # a run begun before folders were marked: recognisable from now on
     return ckpt
+
+
+def check_data(ckpt: dict[str, Any], cfg: Config, fingerprint: str, source: Path) -> None:
+    """Refuse to resume the checkpoint ``ckpt`` (read from ``source``) on data other than it was
+    trained on, wherever the data folder now lies (``fingerprint``: ssl_emp.data.fingerprint)."""
+    diff = data_changes(asdict(config_from_dict(ckpt["config"])), ckpt.get("data_fingerprint"), asdict(cfg), fingerprint)
+    if diff:
+        raise ConfigError(f"--resume on other data than {source} was trained on: {', '.join(diff)}")
 
 
 def start_run(cfg: Config, run: Run) -> None:
