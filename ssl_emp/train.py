@@ -24,6 +24,7 @@ from ssl_emp.augment import view_augmentation
 from ssl_emp.config import Config, finalize
 from ssl_emp.data import DataSplits, check_classes, load_data
 from ssl_emp.data.datasets import loader_generator
+from ssl_emp.data.fingerprint import data_fingerprint
 from ssl_emp.data.redundancy import redundancy_diagnostics
 from ssl_emp.errors import ConfigError, TrainingDiverged
 from ssl_emp.eval.monitor import monitors
@@ -33,7 +34,7 @@ from ssl_emp.pruning import DynamicPruner
 from ssl_emp.pruning.sampler import FoldedBatchSampler
 from ssl_emp.run.files import atomic_torch_save
 from ssl_emp.run.folder import Run
-from ssl_emp.run.lifecycle import finish_run, open_run, start_run
+from ssl_emp.run.lifecycle import check_data, finish_run, open_run, start_run
 from ssl_emp.run.state import TrainState
 from ssl_emp.run.summary import epoch_diagnostics
 from ssl_emp.runtime import build_optimizer, memory_format, resolve_device
@@ -221,8 +222,10 @@ def pretrain(cfg: Config, resume: bool = False, sinks: Sequence[MetricsSink] = (
     with Run(cfg.output_dir, distributed.is_main()) as run:  # rank 0 holds the folder's lock throughout
         ckpt = open_run(cfg, run, resume)
         t = build(cfg, run)
+        fingerprint = data_fingerprint(cfg.data)  # the data, wherever it lies: what --resume compares
         if ckpt is not None:
             check_classes(ckpt, t.data, run.last)  # before the state: a classifier of another size fails there
+            check_data(ckpt, cfg, fingerprint, run.last)
             t.state.load_state_dict(ckpt)
             run.truncate_logs(ckpt["epoch"])
         else:
@@ -240,9 +243,9 @@ def pretrain(cfg: Config, resume: bool = False, sinks: Sequence[MetricsSink] = (
                 t.state.diagnostics.append(epoch_diagnostics(record))
                 if run.is_main:
                     # The classes: what resume and eval check the data against (labels are indices into them).
-                    atomic_torch_save({"config": asdict(cfg), "classes": t.data.train.classes, **t.state.state_dict()},
-                                      run.last)
-            return finish(t)
+                    atomic_torch_save({"config": asdict(cfg), "classes": t.data.train.classes,
+                                       "data_fingerprint": fingerprint, **t.state.state_dict()}, run.last)
+            return finish(t, fingerprint)
         finally:
             t.sinks.close()
 
@@ -262,9 +265,9 @@ def _log_epoch(t: Trainer, record: dict[str, Any], evaluated: bool = False) -> N
           t.run.is_main)
 
 
-def finish(t: Trainer) -> dict[str, Any]:
+def finish(t: Trainer, fingerprint: str) -> dict[str, Any]:
     """The run's summary; rank 0 writes final.pt, the pruning table and summary.json."""
-    return finish_run(t.run, t.cfg, t.state, t.data, t.world, t.device)
+    return finish_run(t.run, t.cfg, t.state, t.data, t.world, t.device, fingerprint)
 
 
 def _echo(message: str, is_main: bool = True) -> None:

@@ -189,6 +189,8 @@ def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> Benc
             raise ConfigError(f"grid.method_params names '{m}', which trains on full data and takes no pruning params")
         _mapping(params, f"grid.method_params.{m}")
     method_rates = _method_rates(_mapping(grid.get("method_rates"), "grid.method_rates"), methods, rates, rstar_rate)
+    if SHORTER in methods and SHORTER not in method_rates:
+        _check_shorter_rates(rates, "grid.rates")
     linear = bench_sets.get("linear_probe", doc.get("linear_probe", True))
     if not isinstance(linear, bool):
         raise ConfigError(f"benchmark key 'linear_probe' must be true or false, got {linear!r}")
@@ -223,6 +225,9 @@ def _rates(value: Any, key: str, rstar_rate: float | None) -> list[float]:
         raise ConfigError(f"benchmark key '{key}' has '{RSTAR}', the rate at dedup's compute; it needs a redundant "
                           "training set: set data.redundancy.unique in the base config")
     rates = [rstar_rate if r == RSTAR else float(r) for r in listed]
+    for r in rates:  # NaN and inf reach no method's own check (shorter's epochs, a run name)
+        if not math.isfinite(r):
+            raise ConfigError(f"benchmark key '{key}' has rate {r}; a rate is a finite number in [0, 1)")
     if len(set(rates)) != len(rates):
         raise ConfigError(f"benchmark key '{key}' lists r* = {rstar_rate:g} twice ('{RSTAR}' and its value)")
     return rates
@@ -241,18 +246,30 @@ def _method_rates(value: dict[str, Any], methods: list[str], rates: list[float],
         if m == DEDUP:
             raise ConfigError(f"grid.method_rates names '{DEDUP}', whose rate is r* = {rstar_rate:g} (1 − U/N)")
         chosen = _rates(listed, key, rstar_rate)
+        if m == SHORTER:
+            _check_shorter_rates(chosen, key)
         for r in chosen:
-            if m == SHORTER and not 0.0 < r < 1.0:
-                raise ConfigError(f"benchmark key '{key}' has rate {r:g}; a shorter run needs 0 < r < 1")
             if r not in rates and m != SHORTER:
                 raise ConfigError(f"benchmark key '{key}' has rate {r:g}, which is not in grid.rates {rates}")
         out[m] = chosen
     return out
 
 
+def _check_shorter_rates(rates: list[float], key: str) -> None:
+    """`shorter` trains (1 − r)·E epochs: a rate outside (0, 1) is no shorter run (−1.5: 2.5·E epochs)."""
+    for r in rates:
+        if not 0.0 < r < 1.0:
+            raise ConfigError(f"benchmark key '{key}' has rate {r:g}; a shorter run needs 0 < r < 1")
+
+
 def run_id(method: str, rate: float | None, seed: int) -> str:
-    """Stable folder name of a run: ``emp_r0.7_s0``; rate-less methods: ``full_s0``."""
-    return f"{method}_s{seed}" if rate is None else f"{method}_r{rate:g}_s{seed}"
+    """Stable folder name of a run: ``emp_r0.7_s0``; rate-less methods: ``full_s0``. The rate is
+    written short (``:g``) where that reads back as the same number, else in full, so that no two
+    rates share a run (0.5 and 0.5000001: ``r0.5`` and ``r0.5000001``)."""
+    if rate is None:
+        return f"{method}_s{seed}"
+    text = f"{rate:g}"
+    return f"{method}_r{text if float(text) == rate else repr(float(rate))}_s{seed}"
 
 
 def shorter_epochs(rate: float, epochs: int) -> int:

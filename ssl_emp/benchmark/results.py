@@ -23,6 +23,13 @@ from ssl_emp.run.summary import DIAGNOSTIC_KEYS
 COLUMNS = ("run_id", "method", "target_rate", "achieved_rate", "seed", "knn_top1", "linear_top1", "test_top1",
            "wall_time_s", "train_time_s", "optimizer_steps", "sample_visits", "epochs", "num_samples", "versions",
            "machine", *DIAGNOSTIC_KEYS)
+# The kind of each field a row may hold: a hand-edited or foreign results.json is refused in one line
+# by every reader instead of crashing deep inside the report or a merge. Any other field is an extra.
+TEXT_FIELDS = ("run_id", "method", "versions", "machine", "device", "dataset", "algorithm")
+NUMBER_FIELDS = (*(c for c in COLUMNS if c not in TEXT_FIELDS), "knn_top5", "knn_top1_epoch0", "linear_top5",
+                 "linear_time_s", "eval_time_s", "pruner_time_s")
+# What the row of a finished run holds, whatever version wrote it (null where a run has no such figure).
+FINISHED_FIELDS = ("run_id", "method", "target_rate", "achieved_rate", "seed", "knn_top1")
 
 
 def load_rows(out: str | Path) -> list[dict[str, Any]]:
@@ -37,16 +44,40 @@ def load_rows(out: str | Path) -> list[dict[str, Any]]:
     if not isinstance(rows, list):
         raise ConfigError(f"{path} must hold a list of result rows")
     for i, row in enumerate(rows):
-        # Every reader keys rows by run_id and groups them by method; a hand-edited or foreign
-        # file would otherwise fail deep inside the report or a merge with a bare KeyError.
-        if not isinstance(row, dict):
-            raise ConfigError(f"{path}: row {i} is not a mapping but {_shorten(row)}")
-        for key in ("run_id", "method"):
-            if key not in row:
-                raise ConfigError(f"{path}: row {i} ({_shorten(row)}) has no {key}")
-            if not isinstance(row[key], str) or not row[key]:
-                raise ConfigError(f"{path}: row {i} ({_shorten(row)}) has {key} {_shorten(row[key])}, not a name")
+        problem = row_problem(row)
+        if problem:
+            raise ConfigError(f"{path}: row {i} ({_shorten(row)}) {problem}")
     return rows
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def row_problem(row: Any, required: tuple[str, ...] = ("run_id", "method")) -> str | None:
+    """What is wrong with a result row, or None: a field in ``required`` missing, or a field of the
+    wrong kind (a text metric, a run id that is not a name). Every reader keys rows by run_id and
+    groups them by method, so those two are always required."""
+    if not isinstance(row, dict):
+        return "is not a mapping"
+    missing = [key for key in required if key not in row]
+    if missing:
+        return f"has no {', '.join(missing)}"
+    for key in ("run_id", "method"):
+        if not isinstance(row[key], str) or not row[key]:
+            return f"has {key} {_shorten(row[key])}, not a name"
+    for key in NUMBER_FIELDS:
+        if row.get(key) is not None and not _is_number(row[key]):
+            return f"has {key} {_shorten(row[key])}, not a number"
+    for key in TEXT_FIELDS:
+        if row.get(key) is not None and not isinstance(row[key], str):
+            return f"has {key} {_shorten(row[key])}, not text"
+    if row.get("seed") is not None and not isinstance(row["seed"], int):
+        return f"has seed {_shorten(row['seed'])}, not an integer"
+    hist = row.get("count_histogram")
+    if hist is not None and not (isinstance(hist, list) and all(isinstance(n, int) and n >= 0 for n in hist)):
+        return "has a count_histogram that is not a list of counts"
+    return None
 
 
 def _shorten(value: Any, limit: int = 80) -> str:
@@ -54,15 +85,23 @@ def _shorten(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def write_results(out: Path, rows: list[dict[str, Any]]) -> None:
-    """``results.json`` (all fields) and ``results.csv`` (``COLUMNS``), each replaced atomically."""
-    layout = BenchmarkLayout(out)
-    atomic_write_text(layout.results, json.dumps(rows, indent=2))
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    """results.csv as it follows from the rows: the ``COLUMNS``, empty where a row has none."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS} for row in rows)
-    atomic_write_text(layout.results_csv, buf.getvalue())
+    return buf.getvalue()
+
+
+def write_results(out: Path, rows: list[dict[str, Any]]) -> None:
+    """``results.json`` (all fields) and ``results.csv`` (``COLUMNS``), each replaced atomically
+    where it differs from the rows: so a results.csv that a kill left missing or stale (it is written
+    second) is rebuilt by the next call, and an unchanged file keeps its mtime."""
+    layout = BenchmarkLayout(out)
+    for path, text in ((layout.results, json.dumps(rows, indent=2)), (layout.results_csv, csv_text(rows))):
+        if not path.is_file() or path.read_bytes() != text.encode():
+            atomic_write_text(path, text)
 
 
 def count_histogram(table: Path) -> list[int]:

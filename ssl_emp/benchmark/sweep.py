@@ -20,21 +20,15 @@ from typing import Any
 
 from ssl_emp.benchmark.grid import DEDUP, SHORTER, Benchmark, RunSpec, expand_grid, load_benchmark
 from ssl_emp.benchmark.report import write_report
-from ssl_emp.benchmark.results import count_histogram, load_rows, write_results
+from ssl_emp.benchmark.results import FINISHED_FIELDS, count_histogram, load_rows, row_problem, write_results
 from ssl_emp.config import config_diff, finalize, load_config
+from ssl_emp.data.fingerprint import data_fingerprint
 from ssl_emp.errors import ConfigError, TrainingDiverged
 from ssl_emp.run.files import atomic_write_text
 from ssl_emp.run.layout import BenchmarkLayout, RunLayout
+from ssl_emp.run.lifecycle import NEUTRAL_KEYS, data_changes
 from ssl_emp.run.lock import LOCK_NAME, FolderLock
 from ssl_emp.run.summary import DIAGNOSTIC_KEYS
-
-# Keys that may differ between invocations without changing what a run computes (paths, workers,
-# logging); everything else must match the runs already in the output folder. data.num_workers is
-# one since every loader has its own generator (ssl_emp.data.datasets.loader_generator): 0 and 2
-# workers give the same weights, tests/test_workers_and_signals.py.
-NEUTRAL_KEYS = ("output_dir", "progress", "device", "log_every", "logging.tensorboard", "data.data_dir",
-                "data.num_workers", "data.cache_dir")
-
 
 # ----------------------------------------------------------------------------- output folder
 
@@ -44,15 +38,37 @@ def _base_dict(bench: Benchmark) -> dict[str, Any]:
     return asdict(cfg)
 
 
-def check_output_dir(bench: Benchmark, runs: list[RunSpec], out: Path) -> None:
-    """Refuse a folder that holds something else: another benchmark's base config, a run trained
-    with a different config, or files that are not a benchmark's."""
-    plan = BenchmarkLayout(out).plan
-    if out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()) and not plan.is_file():
+def read_plan(folder: Path, what: str) -> dict[str, Any] | None:
+    """A benchmark folder's benchmark.json (None if it has none), checked enough for the comparisons
+    made with it; ``what`` starts the one-line error (the folder's role in the command)."""
+    path = BenchmarkLayout(folder).plan
+    if not path.is_file():
+        return None
+    try:
+        plan = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what}: {path} is not valid JSON (truncated?): {exc}") from exc
+    if not (isinstance(plan, dict) and isinstance(plan.get("base"), dict) and isinstance(plan.get("grid"), dict)
+            and isinstance(plan["grid"].get("method_params", {}), dict)):
+        raise ConfigError(f"{what}: {path} is not a benchmark plan (a mapping with 'base' and 'grid')")
+    return plan
+
+
+def _data_changes(plan: dict[str, Any], base: dict[str, Any], fingerprint: str) -> list[str]:
+    """How a folder's recorded base config and data differ from this sweep's."""
+    return config_diff(plan["base"], base, NEUTRAL_KEYS) + data_changes(plan["base"], plan.get("data_fingerprint"),
+                                                                       base, fingerprint)
+
+
+def check_output_dir(bench: Benchmark, runs: list[RunSpec], out: Path, fingerprint: str) -> None:
+    """Refuse a folder that holds something else: another benchmark's base config or data (by its
+    ``fingerprint``, not its path), a run trained with a different config, or files that are not a
+    benchmark's."""
+    plan = read_plan(out, "--output-dir")
+    if out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()) and plan is None:
         raise ConfigError(f"{out} exists and is not a benchmark folder (no benchmark.json); choose another --output-dir")
-    if plan.is_file():
-        saved = json.loads(plan.read_text())["base"]
-        diff = config_diff(saved, _base_dict(bench), NEUTRAL_KEYS)
+    if plan is not None:
+        diff = _data_changes(plan, _base_dict(bench), fingerprint)
         if diff:
             raise ConfigError(f"{out} holds a benchmark of a different base config: {', '.join(diff)}; "
                               "choose another --output-dir")
@@ -65,9 +81,9 @@ def check_output_dir(bench: Benchmark, runs: list[RunSpec], out: Path) -> None:
                                   "choose another --output-dir")
 
 
-def _write_plan(bench: Benchmark, runs: list[RunSpec], out: Path) -> None:
+def _write_plan(bench: Benchmark, runs: list[RunSpec], out: Path, fingerprint: str) -> None:
     plan = {
-        "source": str(bench.source), "base": _base_dict(bench),
+        "source": str(bench.source), "base": _base_dict(bench), "data_fingerprint": fingerprint,
         "grid": {"methods": bench.methods, "rates": bench.rates, "seeds": bench.seeds,
                  "method_params": bench.method_params, "method_rates": bench.method_rates},
         "linear_probe": bench.linear_probe,
@@ -111,6 +127,7 @@ def make_row(run: RunSpec, summary: dict[str, Any], linear: dict[str, Any] | Non
         "eval_time_s": summary.get("eval_time_s"), "pruner_time_s": summary.get("pruner_time_s"),
         "device": summary.get("device"), "dataset": run.config.data.dataset, "algorithm": run.config.algorithm,
         "count_histogram": count_histogram(RunLayout(run.config.output_dir).pruning_table),
+        "pruning_params": _json(run.config.pruning.params),  # what ran: checked against the grid on every rerun
         **{k: summary.get(k) for k in DIAGNOSTIC_KEYS},
     }
 
@@ -183,56 +200,108 @@ def _outcome_diff(ours: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
     return [f"{k} ({ours.get(k)!r} -> {theirs.get(k)!r})" for k in keys if ours.get(k) != theirs.get(k)]
 
 
-def merged_rows(bench: Benchmark, runs: list[RunSpec], out: Path, sources: list[Path]) -> list[dict[str, Any]]:
+def _json(value: Any) -> Any:
+    return json.loads(json.dumps(value))  # as results.json and benchmark.json hold it
+
+
+def _recorded_rows(folder: Path, plan: dict[str, Any] | None, what: str) -> list[dict[str, Any]]:
+    """A benchmark folder's rows, each checked to be a finished run's and carrying the pruning
+    params it ran with: a row written before rows recorded them takes them from the folder's plan,
+    the base config's updated by the method's grid.method_params (as ``expand_grid`` builds them)."""
+    try:
+        rows = load_rows(folder)
+    except ConfigError as exc:
+        raise ConfigError(f"{what}: {exc}") from exc
+    for i, row in enumerate(rows):
+        problem = row_problem(row, FINISHED_FIELDS)
+        if problem:
+            raise ConfigError(f"{what}: {BenchmarkLayout(folder).results} row {i} ({row['run_id']}) {problem}; "
+                              "a finished run's row has " + ", ".join(FINISHED_FIELDS))
+    if plan is None:
+        return rows
+    base = plan["base"].get("pruning", {}).get("params", {})
+    grid = plan["grid"].get("method_params", {})
+    return [row if "pruning_params" in row else
+            {**row, "pruning_params": {**base, **({} if row["method"] in (SHORTER, DEDUP) else grid.get(row["method"], {}))}}
+            for row in rows]
+
+
+def merged_rows(bench: Benchmark, runs: list[RunSpec], out: Path, sources: list[Path],
+                fingerprint: str) -> list[dict[str, Any]]:
     """The rows of ``out`` plus those of each source folder: the same sweep split by seed (or method)
     over processes or machines, each part in its own folder, joined here.
 
-    A source must be a benchmark folder of the same base config; only its rows of runs in this grid
-    are taken (so a sub-grid can be pooled from a bigger sweep). A run found in two folders with
-    different results is refused; the same results twice are not, whatever their timings and
-    machine (``CIRCUMSTANCE_KEYS``), and the row met first is kept: a merge can be repeated while a
-    part is still running, or a part rerun elsewhere. Only rows move; run folders stay where they ran.
+    A source must be a benchmark folder of the same base config and data (``fingerprint``); only its
+    rows of runs in this grid are taken (so a sub-grid can be pooled from a bigger sweep), and each
+    must be a finished run's (``FINISHED_FIELDS``, fields of the right kind). A run found in two
+    folders with different results is refused; the same results twice are not, whatever their
+    timings and machine (``CIRCUMSTANCE_KEYS``), and the row met first is kept: a merge can be
+    repeated while a part is still running, or a part rerun elsewhere. Only rows move; run folders
+    stay where they ran. Nothing is written here.
     """
-    rows = {row["run_id"]: row for row in load_rows(out)}
+    rows = {row["run_id"]: row for row in _recorded_rows(out, read_plan(out, "--output-dir"), "--output-dir")}
     found_in = dict.fromkeys(rows, out)
     in_grid = {r.run_id for r in runs}
     base = _base_dict(bench)
-    params = json.loads(json.dumps(bench.method_params))  # as benchmark.json holds them
+    params = _json(bench.method_params)
     for src in sources:
         taken = 0
-        plan = BenchmarkLayout(src).plan
-        if not plan.is_file():
-            raise ConfigError(f"--merge-from {src}: not a benchmark folder (no benchmark.json)")
-        saved = json.loads(plan.read_text())
-        diff = config_diff(saved["base"], base, NEUTRAL_KEYS)
+        what = f"--merge-from {src}"
+        saved = read_plan(src, what)
+        if saved is None:
+            raise ConfigError(f"{what}: not a benchmark folder (no benchmark.json)")
+        diff = _data_changes(saved, base, fingerprint)
         if diff:
-            raise ConfigError(f"--merge-from {src}: a benchmark of a different base config: {', '.join(diff)}")
-        src_rows = load_rows(src)
+            raise ConfigError(f"{what}: a benchmark of a different base config: {', '.join(diff)}")
+        src_rows = _recorded_rows(src, saved, what)
         for row in src_rows:
             rid, method = row["run_id"], row["method"]
             if rid not in in_grid:
                 continue
             theirs = saved["grid"].get("method_params", {}).get(method, {})
             if theirs != params.get(method, {}):
-                raise ConfigError(f"--merge-from {src}: {method} ran with grid.method_params {theirs}, "
-                                  f"not {params.get(method, {})}")
+                raise ConfigError(f"{what}: {method} ran with grid.method_params {theirs}, not {params.get(method, {})}")
             if rid in rows:
                 diff = _outcome_diff(rows[rid], row)
                 if diff:
-                    raise ConfigError(f"--merge-from {src}: run {rid} is also in {found_in[rid]} with different "
+                    raise ConfigError(f"{what}: run {rid} is also in {found_in[rid]} with different "
                                       f"results: {', '.join(diff)}")
             else:  # the row already here stays: the same results, its own timings
                 rows[rid], found_in[rid] = row, src
             taken += 1
-        _say(f"--merge-from {src}: {taken} of {len(src_rows)} rows are runs of this grid")
+        _say(f"{what}: {taken} of {len(src_rows)} rows are runs of this grid")
     return list(rows.values())
+
+
+def runs_to_do(bench: Benchmark, runs: list[RunSpec], rows: dict[str, dict[str, Any]]) -> list[RunSpec]:
+    """The runs without a row and, with ``linear_probe``, those whose row has no linear result (its
+    finished run is probed). A row must describe what this grid runs: one trained with other pruning
+    params (grid.method_params changed since) is refused in one line, never reused or replaced."""
+    todo = []
+    for run in runs:
+        row = rows.get(run.run_id)
+        if row is None:
+            todo.append(run)
+            continue
+        wanted = _json(run.config.pruning.params)
+        if "pruning_params" in row and row["pruning_params"] != wanted:
+            raise ConfigError(f"results.json holds run {run.run_id} trained with pruning params {row['pruning_params']}, "
+                              f"not {wanted} (grid.method_params changed); choose another --output-dir")
+        if bench.linear_probe and row.get("linear_top1") is None:
+            final = RunLayout(run.config.output_dir).final
+            if not final.is_file():
+                raise ConfigError(f"linear_probe is on but run {run.run_id} has no linear result and no {final} to "
+                                  "probe; set linear_probe: false or choose another --output-dir")
+            todo.append(run)
+    return todo
 
 
 def run_benchmark(config: str | Path, output_dir: str | Path, overrides: list[str] | None = None,
                   dry_run: bool = False, merge_from: list[str | Path] | None = None) -> int:
     """Run (or continue) a benchmark sweep; returns the exit code (1 if a run diverged).
 
-    ``merge_from``: other folders of the same sweep whose finished rows join this one first.
+    ``merge_from``: other folders of the same sweep whose finished rows join this one first. Every
+    check (config, data, rows, merged folders) passes before anything is written.
     """
     bench = load_benchmark(config, overrides)
     out = Path(output_dir)
@@ -240,27 +309,28 @@ def run_benchmark(config: str | Path, output_dir: str | Path, overrides: list[st
     sources = [Path(s) for s in merge_from or []]
     if any(s.resolve() == out.resolve() for s in sources):
         raise ConfigError(f"--merge-from {out} is the output folder itself")
+    fingerprint = data_fingerprint(bench.base.data)  # the data, wherever it lies: what folders are compared by
     if dry_run:
-        print(format_plan(runs, {row["run_id"] for row in merged_rows(bench, runs, out, sources)}))
+        print(format_plan(runs, {row["run_id"] for row in merged_rows(bench, runs, out, sources, fingerprint)}))
         return 0
     with FolderLock(out):  # one writer per benchmark folder; each run also locks its own folder
-        check_output_dir(bench, runs, out)
-        return _run_grid(bench, runs, out, sources)
+        check_output_dir(bench, runs, out, fingerprint)
+        rows = {row["run_id"]: row for row in merged_rows(bench, runs, out, sources, fingerprint)}
+        todo = runs_to_do(bench, runs, rows)
+        _write_plan(bench, runs, out, fingerprint)
+        return _run_grid(bench, runs, out, rows, todo)
 
 
-def _run_grid(bench: Benchmark, runs: list[RunSpec], out: Path, sources: list[Path]) -> int:
-    _write_plan(bench, runs, out)
-
+def _run_grid(bench: Benchmark, runs: list[RunSpec], out: Path, rows: dict[str, dict[str, Any]],
+              todo: list[RunSpec]) -> int:
     # Rows of runs outside the current grid (e.g. a grid since narrowed) are kept, after the grid's.
-    rows = {row["run_id"]: row for row in merged_rows(bench, runs, out, sources)}
     order = {r.run_id: i for i, r in enumerate(runs)}
 
     def save() -> None:
         write_results(out, sorted(rows.values(), key=lambda r: (order.get(r["run_id"], len(order)), r["run_id"])))
 
-    if sources:
-        save()
-    todo = [r for r in runs if r.run_id not in rows]
+    if rows:
+        save()  # merged rows, and a results.csv that a kill left missing or stale
     _say(f"benchmark {bench.source} -> {out}: {len(runs)} runs, {len(runs) - len(todo)} done, {len(todo)} to run")
     durations: list[float] = []
     failed: list[str] = []

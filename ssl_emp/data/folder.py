@@ -210,6 +210,12 @@ def _fingerprint(root: Path, files: list[Path] | None) -> str:
     return digest.hexdigest()
 
 
+def folder_fingerprint(root: Path) -> str:
+    """The fingerprint the cache keys on of the folder or archive at ``root`` (what
+    ``ssl_emp.data.fingerprint`` compares across runs): it ignores where ``root`` lies."""
+    return _fingerprint(root, _list_files(root)[0] if root.is_dir() else None)
+
+
 def _cache_path(cfg: DataConfig, root: Path, split: str, fingerprint: str) -> Path:
     key = f"v{CACHE_VERSION}|{root.resolve()}|{fingerprint}|{split}|{cfg.image_size}"
     base = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else Path.home() / ".cache" / "ssl-emp" / "decoded"

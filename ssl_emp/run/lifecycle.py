@@ -5,6 +5,7 @@ the pruning table)."""
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,12 +19,29 @@ from ssl_emp.run.state import TrainState
 from ssl_emp.run.summary import accuracy_fields, run_diagnostics
 from ssl_emp.runtime import machine, versions
 
-# Where a run computes and where it writes may change on resume; nothing that changes what it computes.
-RESUME_MAY_CHANGE = ("device", "progress", "output_dir", "logging.tensorboard")
+# The one list of keys that may differ between invocations of a run (--resume) or a benchmark sweep
+# without changing what it computes: where it runs and writes, what it logs, how it reads the data.
+# data.num_workers: every loader has its own generator (ssl_emp.data.datasets.loader_generator), so 0
+# and 2 workers give the same weights (tests/test_workers_and_signals.py). data.data_dir: the data is
+# compared by its fingerprint instead (data_changes), so a moved folder is the same data.
+NEUTRAL_KEYS = ("output_dir", "progress", "device", "log_every", "logging.tensorboard", "data.data_dir",
+                "data.num_workers", "data.cache_dir")
+
+
+def data_changes(saved: dict[str, Any], saved_data: str | None, wanted: dict[str, Any], wanted_data: str) -> list[str]:
+    """How the data of a run or sweep recorded as (``saved`` config dict, data fingerprint) differs
+    from the one wanted; a record from before fingerprints were kept (None) has only the data
+    folder's path to compare."""
+    if saved_data is None:
+        return [d for d in config_diff(saved, wanted) if d.startswith("data.data_dir ")]
+    if saved_data != wanted_data:
+        return [f"the data (fingerprint {saved_data} -> {wanted_data}: other images, or the same files changed)"]
+    return []
 
 
 def open_run(cfg: Config, run: Run, resume: bool) -> dict[str, Any] | None:
-    """The last checkpoint when resuming (its config must match ``cfg``); None for a new run."""
+    """The last checkpoint when resuming (its config must match ``cfg`` outside ``NEUTRAL_KEYS``;
+    ``check_data`` compares the data once it is loaded); None for a new run."""
     if not resume:
         if run.has_checkpoint():
             raise ConfigError(f"{run.dir} already holds a run; pass --resume to continue it or choose another --output-dir")
@@ -35,11 +53,19 @@ def open_run(cfg: Config, run: Run, resume: bool) -> dict[str, Any] | None:
             " (the run stopped before its first epoch ended); rerun the same command without --resume "
             "to start it again" if started else f" (no {run.last})"))
     ckpt = load_checkpoint(run.last)
-    diff = config_diff(asdict(config_from_dict(ckpt["config"])), asdict(cfg), RESUME_MAY_CHANGE)
+    diff = config_diff(asdict(config_from_dict(ckpt["config"])), asdict(cfg), NEUTRAL_KEYS)
     if diff:
         raise ConfigError(f"--resume with a config that differs from the checkpoint's: {', '.join(diff)}")
     run.mark()  # a run begun before folders were marked: recognisable from now on
     return ckpt
+
+
+def check_data(ckpt: dict[str, Any], cfg: Config, fingerprint: str, source: Path) -> None:
+    """Refuse to resume the checkpoint ``ckpt`` (read from ``source``) on data other than it was
+    trained on, wherever the data folder now lies (``fingerprint``: ssl_emp.data.fingerprint)."""
+    diff = data_changes(asdict(config_from_dict(ckpt["config"])), ckpt.get("data_fingerprint"), asdict(cfg), fingerprint)
+    if diff:
+        raise ConfigError(f"--resume on other data than {source} was trained on: {', '.join(diff)}")
 
 
 def start_run(cfg: Config, run: Run) -> None:
@@ -51,9 +77,9 @@ def start_run(cfg: Config, run: Run) -> None:
 
 
 def finish_run(run: Run, cfg: Config, state: TrainState, data: DataSplits, world: int,
-               device: torch.device) -> dict[str, Any]:
-    """The run's summary (what it reached, cost and selected); rank 0 writes final.pt, the pruning
-    table and summary.json."""
+               device: torch.device, fingerprint: str) -> dict[str, Any]:
+    """The run's summary (what it reached, cost and selected, and the data ``fingerprint``); rank 0
+    writes final.pt, the pruning table and summary.json."""
     wall = state.wall_time
     stats = state.pruner.stats()
     summary = {
@@ -64,7 +90,7 @@ def finish_run(run: Run, cfg: Config, state: TrainState, data: DataSplits, world
         "target_rate": cfg.pruning.rate, "achieved_rate": stats["achieved_rate"], **run_diagnostics(state.diagnostics),
         "knn_split": "validation (held out of train)" if data.test_is_validation else "test",
         "num_samples": len(data.train), "epochs": cfg.epochs, "algorithm": cfg.algorithm, "world_size": world,
-        "device": str(device), "machine": machine(), "versions": versions(),
+        "device": str(device), "machine": machine(), "versions": versions(), "data_fingerprint": fingerprint,
     }
     labels = data.train.labels
     run.write_final(summary, state.pruner, labels.tolist() if labels is not None else None)

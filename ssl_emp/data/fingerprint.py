@@ -1,0 +1,34 @@
+"""What identifies a data set, wherever its files lie: compared instead of ``data.data_dir`` when a
+run is resumed or a benchmark folder is continued or merged.
+
+An image folder *is* its data set, so its fingerprint is the decoded-image cache's (every image's
+relative path, size and mtime; an archive's size and mtime): a folder moved elsewhere keeps it, a
+folder with other images does not. The other sets are fixed files (torchvision checks them) or
+embedded arrays: their name and the subset they are cut to identify them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from ssl_emp.data.folder import folder_fingerprint
+from ssl_emp.errors import ConfigError
+from ssl_emp.settings import DataConfig
+
+# The data set whose fingerprint depends on the files found at data.data_dir.
+FOLDER_DATASET = "imagefolder"
+
+
+def data_fingerprint(cfg: DataConfig) -> str:
+    """A short hex digest that changes whenever the images the config reads do."""
+    parts = [cfg.dataset, str(cfg.train_subset), str(cfg.test_subset)]
+    if cfg.dataset == FOLDER_DATASET and cfg.data_dir is not None:
+        root = Path(cfg.data_dir).expanduser()
+        if not root.exists():
+            raise ConfigError(f"data dir not found: {root}")
+        try:
+            parts.append(folder_fingerprint(root))
+        except OSError as exc:
+            raise ConfigError(f"cannot read data dir {root}: {exc.strerror or exc}") from exc
+    return hashlib.sha1("\0".join(parts).encode()).hexdigest()[:16]
