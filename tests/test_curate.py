@@ -20,7 +20,8 @@ from ssl_emp.curate.clusters import normalised, spherical_kmeans
 from ssl_emp.curate.prototypes import select_prototypes
 from ssl_emp.curate.semdedup import find_duplicates, semdedup_keep, sort_order
 from ssl_emp.data import load_data
-from ssl_emp.data.keep import data_fingerprint, write_keep_file
+from ssl_emp.data.fingerprint import split_fingerprint
+from ssl_emp.data.keep import write_keep_file
 from ssl_emp.errors import ConfigError
 
 DIGITS_TRAIN = 1437  # the digits training split
@@ -211,10 +212,10 @@ def test_a_kept_file_of_other_data_or_with_bad_indices_is_refused(tmp_path, caps
     from tests.conftest import TINY
 
     cfg = load_config(None, ["data.image_size=16"])
-    fingerprint = data_fingerprint(cfg.data, load_data(cfg.data).train)
+    fingerprint = split_fingerprint(cfg.data)
     pretrain = ["pretrain", *TINY, "--epochs", "1"]
     other = tmp_path / "other.txt"
-    write_keep_file(other, [0, 1, 2], 1000, data_fingerprint(cfg.data, load_data(cfg.data).train)[::-1])
+    write_keep_file(other, [0, 1, 2], 1000, split_fingerprint(cfg.data)[::-1])
     err = _refused(capsys, [*pretrain, "--output-dir", str(tmp_path / "a"), "--set", f"data.keep_file={other}"])
     assert "made from other data" in err
     for bad, words in (([0, DIGITS_TRAIN], f"is not a training index in [0, {DIGITS_TRAIN})"),

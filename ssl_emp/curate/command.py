@@ -26,7 +26,8 @@ from ssl_emp.curate.embed import cached_embeddings, embed, file_hash, user_embed
 from ssl_emp.curate.prototypes import select_prototypes
 from ssl_emp.curate.semdedup import find_duplicates, kept_root
 from ssl_emp.data import DataSplits, load_data, load_split
-from ssl_emp.data.keep import data_fingerprint, write_keep_file
+from ssl_emp.data.fingerprint import split_fingerprint
+from ssl_emp.data.keep import write_keep_file
 from ssl_emp.errors import ConfigError
 from ssl_emp.eval.from_checkpoint import backbone_from_checkpoint
 from ssl_emp.runtime import resolve_device, versions
@@ -154,7 +155,7 @@ def run_curate(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.output_dir)
     with _timed(times, "load_data"):
         data = load_data(cfg.data)
-        fingerprint = data_fingerprint(cfg.data, data.train)
+        fingerprint = split_fingerprint(cfg.data)
     _prepare_folder(out)
     key = {"data_fingerprint": fingerprint, "checkpoint_sha1": file_hash(args.checkpoint) if args.checkpoint else ""}
     emb, test_emb, reused = _embeddings(args, out, backbone, data, cfg, key, times)

@@ -9,7 +9,9 @@ embedded arrays: their name and the subset they are cut to identify them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 from pathlib import Path
 
 from ssl_emp.data.folder import folder_fingerprint
@@ -22,7 +24,7 @@ FOLDER_DATASET = "imagefolder"
 
 def data_fingerprint(cfg: DataConfig) -> str:
     """A short hex digest that changes whenever the images the config reads do."""
-    parts = [cfg.dataset, str(cfg.train_subset), str(cfg.test_subset)]
+    parts = [cfg.dataset, str(cfg.train_subset), str(cfg.test_subset), str(cfg.train_subset_offset)]
     if cfg.dataset == FOLDER_DATASET and cfg.data_dir is not None:
         root = Path(cfg.data_dir).expanduser()
         if not root.exists():
@@ -32,3 +34,16 @@ def data_fingerprint(cfg: DataConfig) -> str:
         except OSError as exc:
             raise ConfigError(f"cannot read data dir {root}: {exc.strerror or exc}") from exc
     return hashlib.sha1("\0".join(parts).encode()).hexdigest()[:16]
+
+
+# The data settings that decide which image sits at which training index, beyond the source.
+_INDEX_KEYS = ("train_split", "val_fraction", "inject_noise", "redundancy")
+
+
+def split_fingerprint(cfg: DataConfig) -> str:
+    """``data_fingerprint`` and the settings that place each image at its training index
+    (``val_fraction``, the junk and redundancy probes): what a kept file of indices is valid for."""
+    settings = {key: getattr(cfg, key) for key in _INDEX_KEYS}
+    settings["redundancy"] = dataclasses.asdict(cfg.redundancy)
+    settings["source"] = data_fingerprint(cfg)
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]

@@ -3,47 +3,26 @@ the data fingerprint that ties such a file to the data it was made from.
 
 The file's indices are positions in the training split as ``load_data`` builds it (after
 ``train_subset``, ``val_fraction``, the redundancy and junk probes), so the fingerprint covers the
-source (what the decoded-image cache of ``ssl_emp.data.folder`` keys on: every file's path, size
-and mtime; for a set embedded in a package, the training split's bytes) and the settings that
-decide which image sits at which index.
+source and the settings that decide which image sits at which index
+(``ssl_emp.data.fingerprint.split_fingerprint``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import re
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from ssl_emp.data.datasets import DataSplits, IndexedImageFiles, IndexedImages, take
-from ssl_emp.data.folder import _fingerprint
+from ssl_emp.data.datasets import DataSplits, take
+from ssl_emp.data.fingerprint import split_fingerprint
 from ssl_emp.errors import ConfigError
 from ssl_emp.run.files import atomic_write_text
 from ssl_emp.settings import DataConfig
 
-# The data settings that decide which image is at which training index.
-_INDEX_KEYS = ("dataset", "train_split", "train_subset", "val_fraction", "inject_noise", "redundancy")
 _HEADER = "# ssl-emp kept training indices ({kept} of {n}); data fingerprint {fingerprint}"
 _HEADER_RE = re.compile(r"^# ssl-emp kept training indices .*data fingerprint ([0-9a-f]+)\s*$")
-
-
-def data_fingerprint(cfg: DataConfig, train: IndexedImages | IndexedImageFiles) -> str:
-    """A short hash that changes whenever the training split ``train`` built from ``cfg`` may differ."""
-    settings = {key: getattr(cfg, key) for key in _INDEX_KEYS}
-    settings["redundancy"] = dataclasses.asdict(cfg.redundancy)
-    digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode())
-    if cfg.data_dir is not None:
-        root = Path(cfg.data_dir).expanduser()
-        files = None if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-        digest.update(_fingerprint(root, files).encode())
-    elif isinstance(train, IndexedImages):
-        # An embedded set (digits): its images as loaded, so at data.image_size.
-        digest.update(train.images.numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def write_keep_file(path: str | Path, kept: list[int], n: int, fingerprint: str) -> None:
@@ -88,7 +67,7 @@ def read_keep_file(path: str | Path, n: int, fingerprint: str) -> Tensor:
 def keep_subset(splits: DataSplits, cfg: DataConfig) -> DataSplits:
     """``splits`` with the training set cut to ``cfg.keep_file``'s images (and the probes' masks with
     it). The kNN bank stays the whole labelled split, so curated and uncurated runs score alike."""
-    keep = read_keep_file(cfg.keep_file, len(splits.train), data_fingerprint(cfg, splits.train))
+    keep = read_keep_file(cfg.keep_file, len(splits.train), split_fingerprint(cfg))
     splits.train = take(splits.train, keep)
     if splits.junk is not None:
         splits.junk = splits.junk[keep]
