@@ -139,7 +139,8 @@ _EMP_NEEDS = {"contrastive": "align", "supervised": "entropy"}
 
 FULL = MethodSpec("full", select_full, "all data every epoch: the full-data reference", full_data=True, static=True)
 RANDOM_STATIC = MethodSpec("random-static", select_random_static,
-                           "one uniform random subset of K for the whole run", static=True)
+                           "one uniform random subset of K for the whole run (Raju et al., arXiv 2111.12621)",
+                           static=True)
 RANDOM_DYNAMIC = MethodSpec("random-dynamic", select_random_dynamic,
                             "a fresh uniform random K each epoch (Raju et al., arXiv 2111.12621)")
 EPS_GREEDY = MethodSpec("eps-greedy", select_eps_greedy, "highest loss EMA plus ε uniform exploration "
@@ -154,5 +155,6 @@ INFOBATCH = MethodSpec(
     own_rate=True, latest_loss=True)
 EMP = MethodSpec("emp", select_emp, "highest loss + β·memory deficit with ε exploration "
                  "(Xiao et al., arXiv 2408.16031)", params={"beta": BETA, "epsilon": EPSILON}, needs=_EMP_NEEDS)
-EMP_EASY = MethodSpec("emp-easy", select_emp_easy, "EMP's score, lowest first: the reverse-ranking ablation",
+EMP_EASY = MethodSpec("emp-easy", select_emp_easy, "EMP's score, lowest first: keep the easy samples "
+                      "(Sorscher et al., arXiv 2206.14486)",
                       params={"beta": BETA, "epsilon": EPSILON}, needs=_EMP_NEEDS)

@@ -7,7 +7,7 @@ config validation, the pruner, the signal checks, the CLI help and the benchmark
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from ssl_emp.errors import ConfigError
@@ -30,7 +30,7 @@ BUILTIN: tuple[MethodSpec, ...] = (FULL, RANDOM_STATIC, RANDOM_DYNAMIC, EPS_GREE
 _REGISTRY: dict[str, MethodSpec] = {}
 
 
-def _param_table(specs: Iterator[MethodSpec] | tuple[MethodSpec, ...]) -> dict[str, Param]:
+def _param_table(specs: Iterable[MethodSpec]) -> dict[str, Param]:
     """Every parameter of ``specs`` by name, in first-use order; one name must mean one parameter."""
     table: dict[str, Param] = {}
     for spec in specs:
