@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 from ssl_emp.errors import ConfigError, RunFailed, TrainingDiverged
-from ssl_emp.pruning.methods import METHODS
+from ssl_emp.pruning.registry import METHODS
 from ssl_emp.run.files import atomic_write_text, os_error_message
 from ssl_emp.run.layout import RunLayout
 from ssl_emp.runtime import DEVICES

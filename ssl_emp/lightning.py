@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from ssl_emp.errors import ConfigError
 from ssl_emp.pruning import DynamicPruner, PrunedSampler
-from ssl_emp.pruning.methods import OWN_RATE
+from ssl_emp.pruning.registry import OWN_RATE
 from ssl_emp.pruning.sampler import FoldedBatchSampler
 
 __all__ = ["PruningCallback"]

@@ -46,7 +46,7 @@ def main(out_dir: Path) -> None:
             batches.append((idx, l12, l21))
         pruner.flush()
         served.append(batches)
-        candidates.append(pruner._scan.candidates.clone())
+        candidates.append(pruner.method_state.candidates.clone())
     record = {"state": pruner.state_dict(), "kept": kept, "served": served, "candidates": candidates,
               "stats": pruner.stats()}
     torch.save(record, out_dir / f"rank{rank}.pt")

@@ -8,7 +8,7 @@ import torch
 
 from ssl_emp.config import config_from_dict, finalize
 from ssl_emp.errors import ConfigError
-from ssl_emp.pruning import METHOD_PARAMS, METHODS, PARAMS, validate_params
+from ssl_emp.pruning import METHOD_PARAMS, METHODS, PARAM_METHODS, PARAMS, validate_params
 from tests.pruning_helpers import assert_one_line_config_error, make
 
 
@@ -16,7 +16,7 @@ from tests.pruning_helpers import assert_one_line_config_error, make
 def test_validate_params_is_the_pruner_validation() -> None:
     assert set(METHOD_PARAMS) == set(METHODS)
     assert METHOD_PARAMS["emp-easy"] == METHOD_PARAMS["emp"] and "alpha" not in METHOD_PARAMS["infobatch"]
-    assert all(set(p.methods) <= set(METHODS) for p in PARAMS.values())
+    assert set(PARAM_METHODS) == set(PARAMS) and all(set(m) <= set(METHODS) for m in PARAM_METHODS.values())
     resolved = validate_params("emp", 0.7, {"beta": 2})
     assert resolved == {**{n: PARAMS[n].default for n in METHOD_PARAMS["emp"]}, "beta": 2.0}
     assert make("emp", 0.7, beta=2).params == resolved

@@ -163,7 +163,7 @@ def test_warm_up_ends_when_the_epoch_loss_improves_by_less_than_tau():
     # The trigger compares with the previous epoch: against the first (64 % better) it would wait.
     sums = [float((0.5 * sum(direction_stats(torch.arange(N), e, SCALES[e]))).sum()) for e in range(3)]
     assert (sums[1] - sums[2]) / sums[1] < 0.3 < (sums[0] - sums[2]) / sums[0]
-    assert pruner._scan.prev_loss == pytest.approx(sums[1])
+    assert pruner.method_state.prev_loss == pytest.approx(sums[1])
 
 
 @pytest.mark.parametrize("tau", [0.0, 0.5])
@@ -173,7 +173,7 @@ def test_warm_up_trigger_follows_tau(tau: float):
         run_scan_epoch(pruner, epoch, SCALES[epoch])
     # τ = 0.5: epoch 1 improves by exactly 50 %, not < τ; epoch 2 by 28 %: w = 3. τ = 0: never
     # (the loss always falls).
-    assert pruner._scan.warmup_end == (3 if tau == 0.5 else -1)
+    assert pruner.method_state.warmup_end == (3 if tau == 0.5 else -1)
 
 
 @pytest.mark.parametrize("cycle", [1, 2, 3, 4])
@@ -193,7 +193,7 @@ def test_pruning_epochs_leave_out_a_random_rho_j_share_of_the_candidates():
     for epoch in range(11):
         run_scan_epoch(pruner, epoch, SCALES[epoch])
         if epoch == 3:  # the probe: its candidates serve epochs 4-6
-            candidates = pruner._scan.candidates.clone()
+            candidates = pruner.method_state.candidates.clone()
         if epoch in (4, 5, 6):
             kept = mask_of(pruner.kept_indices().tolist())
             assert bool((kept | candidates).all())  # only candidates are left out
@@ -223,7 +223,7 @@ def test_candidates_equal_a_direct_set_computation(rho_max: float, rho_min: floa
     batches = run_scan_epoch(pruner, 3, SCALES[3], batch=batch)  # the probe
     expected, top_ups = reference_candidates([[b] for b in batches], num_samples=N, rho_max=rho_max,
                                              rho_min=rho_min, seed=5, epoch=3)
-    assert torch.equal(pruner._scan.candidates, mask_of(expected))
+    assert torch.equal(pruner.method_state.candidates, mask_of(expected))
     assert 0 < top_ups < 2 * len(batches)  # some steps topped up, some not: both paths checked
     assert pruner.epoch_diagnostics()["scan_candidates"] == len(expected)
 
@@ -242,7 +242,7 @@ def test_top_up_fills_to_the_first_directions_count_from_the_union():
     l21[8:20] = l12[8:20].flip(0)
     pruner.update(torch.arange(20), loss=0.5 * (l12 + l21), loss_12=l12, loss_21=l21)
     pruner.flush()
-    chosen = set(pruner._scan.candidates.nonzero().flatten().tolist())
+    chosen = set(pruner.method_state.candidates.nonzero().flatten().tolist())
     assert len(chosen) == 7 and {13, 14} <= chosen and chosen <= set(range(8, 20))
     expected, top_ups = reference_candidates([[(list(range(20)), l12.tolist(), l21.tolist())]], num_samples=20,
                                              rho_max=0.35, rho_min=0.0, seed=5, epoch=3)
@@ -260,7 +260,7 @@ def test_one_direction_objective_marks_the_in_batch_extremes_of_its_loss():
         order = sorted(range(len(idx)), key=lambda i, loss=loss: -loss[i])
         k = math.floor(0.35 * len(idx))
         expected |= {idx[i] for i in order[:k] + order[len(idx) - k:]}
-    assert torch.equal(pruner._scan.candidates, mask_of(expected))
+    assert torch.equal(pruner.method_state.candidates, mask_of(expected))
     assert reference_candidates([[b] for b in batches], num_samples=N, rho_max=0.35, rho_min=0.35, seed=5,
                                 epoch=3)[1] == 0  # the directions agree: never topped up
 
@@ -275,7 +275,7 @@ def test_achieved_rate_follows_the_formula(rho: float, cycle: int):
         run_scan_epoch(pruner, epoch, SCALES[epoch])
         phase, j = scan_phase(epoch, 3, cycle)
         if phase == "probe":
-            count = int(pruner._scan.candidates.sum())
+            count = int(pruner.method_state.candidates.sum())
         elif phase == "prune":
             removed += math.floor(removal_fraction(j, cycle) * count + 1e-9)
     stats = pruner.stats()

@@ -35,7 +35,7 @@ def test_state_dict_round_trip_mid_cycle_resumes_exactly(stop: int, tmp_path):
         run_scan_epoch(resumed, epoch, SCALES[epoch])
         run_scan_epoch(reference, epoch, SCALES[epoch])
         assert torch.equal(resumed.kept_indices(), reference.kept_indices())
-        assert torch.equal(resumed._scan.candidates, reference._scan.candidates)
+        assert torch.equal(resumed.method_state.candidates, reference.method_state.candidates)
     assert resumed.stats() == reference.stats()
 
 
@@ -59,8 +59,8 @@ def test_resume_mid_probe_epoch_marks_the_same_candidates():
         split.update(chunk, loss=0.5 * (l12 + l21), loss_12=l12, loss_21=l21)
     straight.flush()
     split.flush()
-    assert int(straight._scan.candidates.sum()) > 0
-    assert torch.equal(split._scan.candidates, straight._scan.candidates)
+    assert int(straight.method_state.candidates.sum()) > 0
+    assert torch.equal(split.method_state.candidates, straight.method_state.candidates)
     for p in (straight, split):
         run_scan_epoch(p, 4)
     assert torch.equal(split.kept_indices(), straight.kept_indices())

@@ -29,12 +29,11 @@ from ssl_emp.config import (
     redundant_size,
 )
 from ssl_emp.errors import ConfigError
-from ssl_emp.pruning import METHODS
+from ssl_emp.pruning import FULL_DATA, METHODS, RATELESS
 from ssl_emp.run.layout import BenchmarkLayout
 
 TOP_KEYS = ("base", "pretrain", "overrides", "grid", "linear_probe")
 GRID_KEYS = ("methods", "rates", "seeds", "method_params", "method_rates")
-RATELESS = ("full", "infobatch", "scan")  # full trains at r = 0; InfoBatch's and SCAN's rates follow from their params
 # The equal-compute baseline (docs/method.md "The references every rule is compared with"): not a pruning rule but a grid method, full
 # data for round((1 − r)·E) epochs with the whole schedule compressed into them. Its rates may lie
 # outside grid.rates (grid.method_rates.shorter), e.g. the achieved rate of InfoBatch.
@@ -312,10 +311,10 @@ def expand_grid(bench: Benchmark, output_dir: str | Path) -> list[RunSpec]:
             cfg.seed = seed
             if method == SHORTER:
                 assert rate is not None  # _cells gives `shorter` a rate
-                cfg.pruning.method, cfg.pruning.rate = "full", 0.0
+                cfg.pruning.method, cfg.pruning.rate = FULL_DATA, 0.0
                 compress_schedule(cfg, shorter_epochs(rate, bench.base.epochs))
             elif method == DEDUP:  # the same E, the same clean bank: only the copies are gone
-                cfg.pruning.method, cfg.pruning.rate = "full", 0.0
+                cfg.pruning.method, cfg.pruning.rate = FULL_DATA, 0.0
                 cfg.data.redundancy.dedup = True
             else:
                 cfg.pruning.method = method
@@ -327,6 +326,6 @@ def expand_grid(bench: Benchmark, output_dir: str | Path) -> list[RunSpec]:
                 finalize(cfg)  # checks pruning.method/rate/params: ssl_emp.pruning.validate_params
             except ConfigError as exc:
                 raise ConfigError(f"run {rid}: {exc}") from exc
-            runs.append(RunSpec(rid, method, 0.0 if method == "full" else rate, seed, cfg, bench.base.epochs,
+            runs.append(RunSpec(rid, method, 0.0 if method == FULL_DATA else rate, seed, cfg, bench.base.epochs,
                                 budget_samples=redundant_n if method == DEDUP else None))
     return runs

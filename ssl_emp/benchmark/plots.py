@@ -18,6 +18,7 @@ from ssl_emp.benchmark.stats import (
     pooled_counts,
     primary_metric,
 )
+from ssl_emp.pruning import FULL_DATA
 from ssl_emp.run.files import atomic_write_bytes
 
 ACC_PLOT = "accuracy_vs_rate.png"
@@ -79,10 +80,10 @@ def plot_accuracy(cells: list[Cell], path: Path) -> bool:
             if not xs:
                 continue
             ys100, ye100 = [100 * y for y in ys], [100 * e for e in ye]
-            if method == "full":
-                ax.axhline(ys100[0], color=colors.get(method), ls="--", lw=1, label=f"full ({ys100[0]:.1f}%)")
+            if method == FULL_DATA:
+                ax.axhline(ys100[0], color=colors.get(method), ls="--", lw=1, label=f"{FULL_DATA} ({ys100[0]:.1f}%)")
                 ax.axhspan(ys100[0] - ye100[0], ys100[0] + ye100[0], color=colors.get(method), alpha=0.1, lw=0)
-            _rate_series(ax, xs, ys100, xe, ye100, colors.get(method), None if method == "full" else method)
+            _rate_series(ax, xs, ys100, xe, ye100, colors.get(method), None if method == FULL_DATA else method)
         ax.set_xlabel("achieved pruning rate")
         ax.set_ylabel(f"{METRIC_LABELS[key]} (%)")
         if key == primary and len(keys) > 1:
@@ -110,7 +111,7 @@ def plot_compute(cells: list[Cell], path: Path) -> bool:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), squeeze=False)
     for ax, (axis, label) in zip(axes[0], ((1, "sample-visits (achieved)"), (3, "pretraining wall time (s)")),
                                  strict=True):
-        frontier = sorted((p for p in points if p[0].method in ("full", EQUAL_COMPUTE)), key=lambda p: p[axis][0])
+        frontier = sorted((p for p in points if p[0].method in (FULL_DATA, EQUAL_COMPUTE)), key=lambda p: p[axis][0])
         if len(frontier) > 1:
             ax.plot([p[axis][0] for p in frontier], [100 * p[2][0] for p in frontier], color="black", lw=1,
                     label=f"frontier: full data, fewer epochs ({EQUAL_COMPUTE} + full)", zorder=1)
@@ -118,7 +119,7 @@ def plot_compute(cells: list[Cell], path: Path) -> bool:
         for c, *stats in points:
             xs, ys = stats[axis - 1], stats[1]
             ax.errorbar(xs[0], 100 * ys[0], xerr=xs[1], yerr=100 * ys[1], marker="s" if c.method in
-                        ("full", EQUAL_COMPUTE) else "o", ms=5, capsize=3, color=colors.get(c.method), ls="none",
+                        (FULL_DATA, EQUAL_COMPUTE) else "o", ms=5, capsize=3, color=colors.get(c.method), ls="none",
                         label=None if c.method in seen else c.method, zorder=2)
             seen.add(c.method)
         ax.set_xlabel(label)
@@ -175,7 +176,7 @@ def plot_wall_time(cells: list[Cell], path: Path) -> bool:
         return False
     colors = _colors(cells)
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    full = next((c.stat("wall_time_s") for c in cells if c.method == "full"), None)
+    full = next((c.stat("wall_time_s") for c in cells if c.method == FULL_DATA), None)
     if full:
         ax.plot([0, 1], [full[0], 0], color="gray", ls=":", lw=1, label="(1 − r) × full wall time")
     for method in dict.fromkeys(c.method for c in cells):

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ssl_emp.benchmark.grid import DEDUP, SHORTER
 from ssl_emp.benchmark.results import run_counts
 from ssl_emp.config import redundant_size
-from ssl_emp.pruning import METHODS
+from ssl_emp.pruning import FULL_DATA, METHODS
 
 HEADLINE_RATE = 0.7  # the rate the spec singles out (EMP's regime: r >= 0.7)
 REFERENCE = "random-dynamic"  # every selection rule is compared with it, seed by seed
-EQUAL_COMPUTE = "shorter"  # ... and with full data for (1 − r)·E epochs (ssl_emp.benchmark.grid.SHORTER)
+EQUAL_COMPUTE = SHORTER  # ... and with full data for (1 − r)·E epochs
 METRIC_LABELS = {"test_top1": "test top-1", "knn_top1": "kNN top-1", "linear_top1": "linear top-1"}
 TOL = 1e-9  # rates and means closer than this are equal (they come from float arithmetic)
 
@@ -81,7 +82,7 @@ def group_cells(rows: list[dict[str, Any]], plan: list[dict[str, Any]] | None = 
         cell_for(row["method"], row.get("target_rate")).rows.append(row)
 
     def key(c: Cell) -> tuple[int, float, tuple[int, str]]:
-        if c.method == "full":
+        if c.method == FULL_DATA:
             return (0, 0.0, (0, ""))
         if c.target_rate is None:
             return (2, 0.0, method_order(c.method))
@@ -153,7 +154,7 @@ def versus_reference(cells: list[Cell], key: str, ref: str = REFERENCE) -> list[
     """Every fixed-rate method other than ``ref`` paired with ``ref`` at its rate, in cell order."""
     out = []
     for c in cells:
-        if c.method in (ref, "full") or c.target_rate is None:
+        if c.method in (ref, FULL_DATA) or c.target_rate is None:
             continue
         b = find_cell(cells, ref, c.target_rate)
         p = paired(c, b, key) if b is not None else None
@@ -188,7 +189,7 @@ def versus(cells: list[Cell], key: str, ref: str) -> list[tuple[Cell, Cell, Pair
     (``matched``): (cell, the reference cell, cell − reference)."""
     out = []
     for c in cells:
-        if c.method in (ref, "full"):
+        if c.method in (ref, FULL_DATA):
             continue
         b = matched(cells, ref, c)
         p = paired(c, b, key) if b is not None else None
@@ -200,7 +201,7 @@ def versus(cells: list[Cell], key: str, ref: str) -> list[tuple[Cell, Cell, Pair
 def dynamic_range(cells: list[Cell], key: str, ref: str = REFERENCE) -> tuple[float, float] | None:
     """(mean key of full − mean key of ``ref`` at the highest rate that has it, in points; that rate),
     or None until both exist: how far apart a protocol can put data-rich and data-poor training."""
-    full = next((s for c in cells if c.method == "full" and (s := c.stat(key))), None)
+    full = next((s for c in cells if c.method == FULL_DATA and (s := c.stat(key))), None)
     refs = [(c.target_rate, s) for c in cells if c.method == ref and c.target_rate is not None and (s := c.stat(key))]
     if full is None or not refs:
         return None
@@ -208,7 +209,7 @@ def dynamic_range(cells: list[Cell], key: str, ref: str = REFERENCE) -> tuple[fl
     return 100 * (full[0] - stat[0]), rate
 
 
-ORACLE = "dedup"  # the redundancy probe's oracle: full data on the unique images, at r* = 1 − U/N
+ORACLE = DEDUP  # the redundancy probe's oracle: full data on the unique images, at r* = 1 − U/N
 
 
 def ratio_interval(a: Sequence[float], b: Sequence[float], q: float = 0.975) -> tuple[float, float] | None:
@@ -251,7 +252,7 @@ def oracle_shares(cells: list[Cell], key: str, ref: str = REFERENCE,
         return []
     out = []
     for c in cells:
-        if c.method in (ref, oracle, "full") or not same_rate(c.target_rate, top.target_rate):
+        if c.method in (ref, oracle, FULL_DATA) or not same_rate(c.target_rate, top.target_rate):
             continue
         sc, sr, so = c.by_seed(key), base.by_seed(key), top.by_seed(key)
         seeds = sorted(set(sc) & set(sr) & set(so))

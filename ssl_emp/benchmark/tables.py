@@ -23,6 +23,7 @@ from ssl_emp.benchmark.stats import (
     same_rate,
     versus,
 )
+from ssl_emp.pruning import FULL_DATA
 from ssl_emp.run.summary import REPEATABILITY_KEYS
 
 __all__ = [
@@ -78,7 +79,7 @@ def results_table(cells: list[Cell], key: str = "knn_top1") -> str:
     """The main table: mean ± std over seeds per (method, rate), the best primary metric ``key`` per
     rate in bold; kNN top-1 beside a test-accuracy primary (it is then the monitor)."""
     metrics = [key, *(["knn_top1"] if key != "knn_top1" and any(c.stat("knn_top1") for c in cells) else [])]
-    full = next((c.stat(key) for c in cells if c.method == "full"), None)
+    full = next((c.stat(key) for c in cells if c.method == FULL_DATA), None)
     best = _best(cells, key)
     lines = [
         "| method | target r | achieved r | " + "".join(f"{METRIC_LABELS[k]} (%) | " for k in metrics)
@@ -179,7 +180,7 @@ def emp_vs_baselines(cells: list[Cell], ours: str = "emp", key: str = "knn_top1"
     report answers "does EMP beat X at rate r" for each X, not only for random-dynamic."""
     rates = sorted({c.target_rate for c in cells if c.method == ours and c.target_rate is not None and c.rows})
     refs = [m for m in dict.fromkeys(c.method for c in cells)
-            if m not in (ours, "full") and any(c.method == m and c.target_rate is not None for c in cells)]
+            if m not in (ours, FULL_DATA) and any(c.method == m and c.target_rate is not None for c in cells)]
     if not rates or not refs:
         return f"No rate has both {ours} and a baseline yet."
     out = ["| target r | " + " | ".join(f"{ours} − {m}" for m in refs) + " |",

@@ -1,4 +1,4 @@
-"""Selection rules: method name -> function choosing an epoch's kept set.
+"""The selection rules and records of the built-in methods (SCAN's: ``ssl_emp.pruning.scan``).
 
 Baselines and EMP as defined in docs/method.md:
 - uniform random dynamic pruning, ε-greedy and UCB from Raju et al., "Accelerating Deep Learning
@@ -11,8 +11,10 @@ Baselines and EMP as defined in docs/method.md:
   the (1 − ε)·K LOWEST scores plus ε·K uniform from the rest: the most typical images first, the
   rule the "keep easy examples at high pruning rates" line argues for (Sorscher et al., NeurIPS
   2022; SAS, Joshi & Mirzasoleiman, ICML 2023; CCS, Zheng et al., ICLR 2023);
-- ``scan``: SCAN from Guo & Kankanhalli (arXiv 2411.09126), ``ssl_emp.pruning.scan``: its marks
-  are state the pruner keeps, the rule only leaves out a random share of the candidates.
+- ``scan`` (SCAN, Guo & Kankanhalli, arXiv 2411.09126) is its own module, ``ssl_emp.pruning.scan``,
+  with the state it keeps between epochs.
+
+Each method's record (``MethodSpec``) follows its rule; ``ssl_emp.pruning.registry`` lists them.
 
 Every rule is a pure function of (table, epoch, seed, params): all randomness comes from the
 generator in the context, seeded from (seed, epoch), so every rank and every resumed run picks
@@ -22,48 +24,13 @@ the same set.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from ssl_emp.pruning.scan import ScanState, removal_count
 from ssl_emp.pruning.score import emp_score, memory_strength, supervised_score
 from ssl_emp.pruning.seeding import exact_fraction, make_generator
-from ssl_emp.pruning.state import SampleTable
-
-#: What the per-sample signals come from: SSL (loss, align) or classification (loss, entropy).
-OBJECTIVES: tuple[str, ...] = ("contrastive", "supervised")
-#: Methods whose achieved rate follows from their own parameters: ``pruning_rate`` is ignored
-#: (no budget K), and the table's loss is the latest observation (they read no EMA).
-OWN_RATE: tuple[str, ...] = ("infobatch", "scan")
-
-
-@dataclass(frozen=True)
-class SelectionContext:
-    """Everything a rule may look at."""
-
-    table: SampleTable
-    epoch: int
-    epochs: int
-    budget: int  # K = ceil((1 - r) N); ignored by full and infobatch
-    params: dict[str, float]
-    seed: int
-    generator: torch.Generator  # seeded from (seed, epoch)
-    objective: str = "contrastive"
-    scan: ScanState | None = None  # SCAN's warm-up, cycle and candidates (the pruner's, read-only here)
-
-
-@dataclass(frozen=True)
-class Selection:
-    """An epoch's kept set (sorted int64) and the samples whose loss is up-weighted."""
-
-    kept: Tensor
-    upweight: Tensor | None = None  # bool mask over all samples (InfoBatch only)
-
-
-Rule = Callable[[SelectionContext], Selection]
+from ssl_emp.pruning.spec import NONNEG, MethodSpec, Param, Selection, SelectionContext
 
 
 def _sorted(idx: Tensor) -> Tensor:
@@ -165,38 +132,29 @@ def select_infobatch(ctx: SelectionContext) -> Selection:
     return Selection((~pruned).nonzero().flatten(), upweight=low & ~pruned)
 
 
-def select_scan(ctx: SelectionContext) -> Selection:
-    """SCAN (Guo & Kankanhalli, arXiv 2411.09126): all data in warm-up and probe epochs; cycle epoch
-    j leaves out a uniformly random ⌊ρ_j·|C|⌋ of the probe's candidates C (``ssl_emp.pruning.scan``).
+BETA = Param(1.0, *NONNEG, "weight of the memory / entropy term")
+EPSILON = Param(0.2, lambda x: 0 <= x <= 1, "in [0, 1]", "exploration share of K")
+# EMP's memory signal: the view alignment (contrastive), the prediction entropy (supervised).
+_EMP_NEEDS = {"contrastive": "align", "supervised": "entropy"}
 
-    The official code draws the left-out set with Python's global ``random.sample`` per epoch; here
-    it comes from the context's generator, seeded by (seed, epoch), the same on every rank.
-    """
-    n = ctx.table.num_samples
-    state = ctx.scan
-    if state is None:
-        raise ValueError("select_scan needs the pruner's SCAN state in the context")
-    phase, j = state.phase(ctx.epoch, int(ctx.params["scan_cycle"]))
-    if phase != "prune" or state.candidates_epoch != ctx.epoch - j:  # no probe of this cycle: keep all
-        return Selection(torch.arange(n))
-    candidates = state.candidates.nonzero().flatten()
-    drop = removal_count(j, int(ctx.params["scan_cycle"]), candidates.numel())
-    left_out = candidates[torch.randperm(candidates.numel(), generator=ctx.generator)[:drop]]
-    keep = torch.ones(n, dtype=torch.bool)
-    keep[left_out] = False
-    return Selection(keep.nonzero().flatten())
-
-
-RULES: dict[str, Rule] = {
-    "full": select_full,
-    "random-static": select_random_static,
-    "random-dynamic": select_random_dynamic,
-    "eps-greedy": select_eps_greedy,
-    "ucb": select_ucb,
-    "infobatch": select_infobatch,
-    "emp": select_emp,
-    "emp-easy": select_emp_easy,
-    "scan": select_scan,
-}
-
-METHODS: tuple[str, ...] = tuple(RULES)
+FULL = MethodSpec("full", select_full, "all data every epoch: the full-data reference", full_data=True, static=True)
+RANDOM_STATIC = MethodSpec("random-static", select_random_static,
+                           "one uniform random subset of K for the whole run (Raju et al., arXiv 2111.12621)",
+                           static=True)
+RANDOM_DYNAMIC = MethodSpec("random-dynamic", select_random_dynamic,
+                            "a fresh uniform random K each epoch (Raju et al., arXiv 2111.12621)")
+EPS_GREEDY = MethodSpec("eps-greedy", select_eps_greedy, "highest loss EMA plus ε uniform exploration "
+                        "(Raju et al., arXiv 2111.12621)", params={"epsilon": EPSILON})
+UCB = MethodSpec("ucb", select_ucb, "highest loss mean + c·std (Raju et al., arXiv 2111.12621)",
+                 params={"ucb_c": Param(1.0, *NONNEG, "UCB: mean + c * std")})
+INFOBATCH = MethodSpec(
+    "infobatch", select_infobatch, "drop below-mean-loss samples with probability p, rescale the rest, "
+    "full data from δ·E (Qin et al., arXiv 2303.04947)",
+    params={"infobatch_prune_prob": Param(0.5, lambda x: 0 <= x < 1, "in [0, 1)", "InfoBatch p"),
+            "infobatch_delta": Param(0.875, lambda x: 0 <= x <= 1, "in [0, 1]", "InfoBatch δ")},
+    own_rate=True, latest_loss=True)
+EMP = MethodSpec("emp", select_emp, "highest loss + β·memory deficit with ε exploration "
+                 "(Xiao et al., arXiv 2408.16031)", params={"beta": BETA, "epsilon": EPSILON}, needs=_EMP_NEEDS)
+EMP_EASY = MethodSpec("emp-easy", select_emp_easy, "EMP's score, lowest first: keep the easy samples "
+                      "(Sorscher et al., arXiv 2206.14486)",
+                      params={"beta": BETA, "epsilon": EPSILON}, needs=_EMP_NEEDS)

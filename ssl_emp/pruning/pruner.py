@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,19 +35,20 @@ from ssl_emp.pruning.buffer import (
     validate_buffer,
 )
 from ssl_emp.pruning.diagnostics import table_diagnostics, write_table_csv
-from ssl_emp.pruning.methods import OBJECTIVES, OWN_RATE, RULES, SelectionContext, exact_fraction, make_generator
 from ssl_emp.pruning.params import validate_params
+from ssl_emp.pruning.registry import method_spec
 from ssl_emp.pruning.sampler import PrunedSampler
-from ssl_emp.pruning.scan import PROBE, ScanState, mark_candidates
 from ssl_emp.pruning.score import memory_strength
-from ssl_emp.pruning.signals import check_given, declared_signals, required_signal
-from ssl_emp.pruning.state import DIRECTIONS, SampleTable
+from ssl_emp.pruning.seeding import exact_fraction, make_generator
+from ssl_emp.pruning.signals import check_given, checked_inputs, declared_signals, required_signal
+from ssl_emp.pruning.spec import OBJECTIVES, EpochRows, MethodState, Selection, SelectionContext
+from ssl_emp.pruning.state import SampleTable
 
-# 2: entropy and raw-observation columns, objective in the config. 3: a "scan" entry (SCAN's
-# warm-up, cycle and candidates). Only a scan pruner writes 3: every other method's state is
-# unchanged, so it stays 2 and older code still reads it.
+# 2: entropy and raw-observation columns, objective in the config. 3: an entry named after a stateful
+# method with its state (SCAN's warm-up, cycle and candidates under "scan"). Only a stateful method
+# writes 3: every other method's state is unchanged, so it stays 2 and older code still reads it.
 _STATE_VERSION = 2
-_SCAN_STATE_VERSION = 3
+_METHOD_STATE_VERSION = 3
 
 
 def _integer(name: str, value: object, low: int | None = None, high: int | None = None) -> int:
@@ -74,6 +75,9 @@ class DynamicPruner:
     (``ssl_emp.pruning.state.SIGNAL_SPECS``), and the method's own (``required_signal``) among
     them. ``update`` then takes exactly these. Without it (None) ``update`` takes any known signal,
     each optional, and checks the method's own on every call.
+
+    ``inputs``: the per-sample arrays the method reads (``MethodSpec.inputs``, e.g. embeddings), one
+    row per sample. What the method is and needs comes from its record (``ssl_emp.pruning.registry``).
     """
 
     def __init__(
@@ -86,11 +90,13 @@ class DynamicPruner:
         seed: int = 0,
         objective: str = "contrastive",
         signals: Iterable[str] | None = None,
+        inputs: Mapping[str, object] | None = None,
         **params: float,
     ) -> None:
         self.num_samples = _integer("num_samples", num_samples, low=1)
         self.params = validate_params(method, pruning_rate, params)
         self.method = method
+        self.spec = method_spec(method)
         self.pruning_rate = float(pruning_rate)
         if objective not in OBJECTIVES:
             raise ConfigError(f"unknown objective {objective!r} (choose from {', '.join(OBJECTIVES)})")
@@ -98,12 +104,13 @@ class DynamicPruner:
         self.epochs = _integer("epochs", epochs, low=1)
         self.seed = _integer("seed", seed)
         self.signals = declared_signals(signals, method, objective)
+        self._inputs = checked_inputs(method, inputs, self.num_samples)
         # InfoBatch scores by the most recent loss, SCAN's warm-up sums it: an EMA with rate 1.
-        self._alpha = 1.0 if method in OWN_RATE else self.params["alpha"]
+        self._alpha = 1.0 if self.spec.latest_loss else self.params["alpha"]
         k = math.ceil((1 - exact_fraction(self.pruning_rate)) * self.num_samples)
-        self.budget: int | None = None if method in OWN_RATE else k  # their rate follows from their params
+        self.budget: int | None = None if self.spec.own_rate else k  # their rate follows from their params
         self._table = SampleTable.empty(self.num_samples)
-        self._scan = ScanState.empty(self.num_samples) if method == "scan" else None
+        self._state = self._fresh_state()
         self._epoch = -1
         self._kept: Tensor | None = None
         self._upweight: Tensor | None = None
@@ -114,6 +121,17 @@ class DynamicPruner:
         self._steps = 0
         self._visits_per_epoch: list[int] = []
         self._history: dict[int, np.ndarray] = {}  # epoch -> packed kept mask (N/8 bytes)
+        # A static method selects once, before training, from the empty table and its inputs.
+        self._static = self._select(0) if self.spec.static else None
+
+    def _fresh_state(self) -> MethodState | None:
+        factory = self.spec.state
+        return None if factory is None else factory(self.num_samples, self.params, self.seed)
+
+    @property
+    def method_state(self) -> MethodState | None:
+        """The method's state between epochs (``MethodSpec.state``; None for a stateless method)."""
+        return self._state
 
     @property
     def table(self) -> SampleTable:
@@ -144,8 +162,14 @@ class DynamicPruner:
         if epoch < self._epoch:
             raise ConfigError(f"epochs must not go backwards: got epoch {epoch} after {self._epoch}")
         self._settle("set_epoch")
-        if self._scan is not None:  # warm-up test on the epoch just finished, a new cycle's reset
-            self._scan.advance(self._table, self._epoch, epoch, self.params["scan_tau"], self._scan_cycle)
+        if self._state is not None:  # e.g. SCAN: the warm-up test on the epoch just finished, a cycle's reset
+            self._state.begin_epoch(self._table, self._epoch, epoch)
+        selection = self._static if self._static is not None else self._select(epoch)
+        self._install(epoch, selection.kept, selection.upweight)
+        self._epoch_seen.zero_()
+        self._visits_per_epoch.extend([0] * (epoch + 1 - len(self._visits_per_epoch)))
+
+    def _select(self, epoch: int) -> Selection:
         ctx = SelectionContext(
             table=self._table,
             epoch=epoch,
@@ -155,12 +179,10 @@ class DynamicPruner:
             seed=self.seed,
             generator=make_generator(self.seed, epoch, "select"),
             objective=self.objective,
-            scan=self._scan,
+            state=self._state,
+            inputs=self._inputs,
         )
-        selection = RULES[self.method](ctx)
-        self._install(epoch, selection.kept, selection.upweight)
-        self._epoch_seen.zero_()
-        self._visits_per_epoch.extend([0] * (epoch + 1 - len(self._visits_per_epoch)))
+        return self.spec.rule(ctx)
 
     def _install(self, epoch: int, kept: Tensor, upweight: Tensor | None) -> None:
         self._epoch = epoch
@@ -191,9 +213,11 @@ class DynamicPruner:
         return self._kept[torch.randperm(self._kept.numel(), generator=gen)]
 
     def epoch_size(self) -> int:
-        """Size of the current kept set (before any epoch: epoch 0's size, N for infobatch and scan)."""
+        """Size of the current kept set (before any epoch: epoch 0's size; N for a dynamic method that sets its own rate)."""
         if self._kept is not None:
             return self._kept.numel()
+        if self._static is not None:
+            return self._static.kept.numel()
         return self.budget if self.budget is not None else self.num_samples
 
     def sampler(self, rank: int | None = None, world_size: int | None = None) -> PrunedSampler:
@@ -201,13 +225,9 @@ class DynamicPruner:
         return PrunedSampler(self, rank=rank, world_size=world_size)
 
     # ------------------------------------------------------------------ per-step update
-    @property
-    def _scan_cycle(self) -> int:
-        return int(self.params["scan_cycle"])
-
-    def _scan_marks(self) -> bool:
-        """Whether this epoch is a SCAN probe epoch: its batches' per-direction losses are marked."""
-        return self._scan is not None and self._epoch >= 0 and self._scan.phase(self._epoch, self._scan_cycle)[0] == PROBE
+    def _observing(self) -> bool:
+        """Whether the method's state takes this epoch's rows (SCAN: a probe epoch, which marks)."""
+        return self._state is not None and self._epoch >= 0 and self._state.observes(self._epoch)
 
     def update(
         self, idx: Tensor, loss: Tensor, align: Tensor | None = None, entropy: Tensor | None = None,
@@ -231,22 +251,18 @@ class DynamicPruner:
             raise ConfigError("no epoch selected yet: call set_epoch(epoch) before update()")
         given = {name: t for name, t in {"align": align, "entropy": entropy, **signals}.items() if t is not None}
         check_given(given, self.signals, self.method, self.objective)
-        reads = set(self._table.signals) | set(self._untracked_reads)
+        reads = set(self._table.signals) | set(self.spec.reads)
         check_batch_metadata(idx, loss, {name: t for name, t in given.items() if name in reads})
         buffered = {"loss": detach_for_buffer(loss)}
         buffered |= {name: detach_for_buffer(t) for name, t in given.items() if name in self._table.signals}
-        # SCAN's directions are buffered only in probe epochs, the only ones that mark: no memory
-        # for them otherwise.
-        if self._scan_marks():
-            buffered |= {name: detach_for_buffer(given.get(name, loss)) for name in DIRECTIONS}
+        # The untracked signals the method reads are buffered only in the epochs its state observes
+        # (SCAN: the probes, the only ones that mark): no memory for them otherwise. Not given, the
+        # loss stands in for them (a one-direction objective: SCAN's two directions coincide).
+        if self._observing():
+            buffered |= {name: detach_for_buffer(given.get(name, loss)) for name in self.spec.reads}
         self._pending.append(BufferedStep(detach_for_buffer(idx), buffered))
         self._steps += 1
         return self._weights(idx, loss)
-
-    @property
-    def _untracked_reads(self) -> tuple[str, ...]:
-        """The untracked signals this method reads (in the epochs it buffers them)."""
-        return DIRECTIONS if self._scan is not None else ()
 
     def _weights(self, idx: Tensor, loss: Tensor) -> Tensor:
         if self._upweight is None:
@@ -276,10 +292,11 @@ class DynamicPruner:
         names = self._table.signals
         idx, signals, given, sizes = collect_on_host(self._pending, names)
         validate_buffer(idx, signals, given, self.num_samples)
-        marks = self._scan_marks()  # the same on every rank (same state): the same columns gathered
+        observing = self._observing()  # the same on every rank (same state): the same columns gathered
+        reads = self.spec.reads if observing else ()
         extra: list[Tensor] = []
-        if marks:  # SCAN's probe: the directions, and each row's step and rank (its batch)
-            extra = [*collect_untracked(self._pending, DIRECTIONS, idx),
+        if observing:  # the untracked signals the method reads, and each row's step and rank (its batch)
+            extra = [*collect_untracked(self._pending, reads, idx),
                      torch.repeat_interleave(torch.arange(sizes.numel()), sizes).to(torch.float64),
                      torch.full((idx.numel(),), float(rank), dtype=torch.float64)]
         if world > 1:
@@ -288,16 +305,13 @@ class DynamicPruner:
             signals = {name: rows[:, i + 1].contiguous() for i, name in enumerate(names)}
             extra = [rows[:, 1 + len(names) + i].contiguous() for i in range(len(extra))]
         self._pending = []
-        if marks:
-            loss_12, loss_21, step, row_rank = extra
+        if observing:
+            assert self._state is not None
+            *untracked, step, row_rank = extra
             step = step.to(torch.int64)
             # Rows come step-major then rank (the all-gather's order): one batch per (step, rank).
-            candidates = mark_candidates(
-                idx, loss_12, loss_21, step, step * world + row_rank.to(torch.int64), num_samples=self.num_samples,
-                rho_max=self.params["scan_rho_max"], rho_min=self.params["scan_rho_min"], seed=self.seed,
-                epoch=self._epoch)
-            assert self._scan is not None
-            self._scan.candidates[candidates] = True
+            self._state.observe(EpochRows(idx, {**signals, **dict(zip(reads, untracked, strict=True))}, step,
+                                          step * world + row_rank.to(torch.int64), self._epoch))
         self._observe(idx, signals)
 
     def _settle(self, what: str, strict: bool = True) -> None:
@@ -368,9 +382,8 @@ class DynamicPruner:
             "cumulative_visits": self._visits,
             **table_diagnostics(self._table, self._kept, memory),
         }
-        if self._scan is not None:  # where SCAN is in its schedule, and how many candidates it holds
-            out["scan_warmup_end"] = self._scan.warmup_end
-            out["scan_candidates"] = int(self._scan.candidates.sum())
+        if self._state is not None:  # e.g. where SCAN is in its schedule, how many candidates it holds
+            out |= self._state.diagnostics()
         return out
 
     def export_table(self, path: str | os.PathLike[str], labels: Sequence[Any] | None = None) -> None:
@@ -394,9 +407,9 @@ class DynamicPruner:
         """Plain tensors/ints/floats/strs (loads with ``torch.load(weights_only=True)``)."""
         self._settle("state_dict")
         empty_long = torch.zeros(0, dtype=torch.int64)
-        scan = {} if self._scan is None else {"scan": self._scan.state_dict()}
+        method_state = {} if self._state is None else {self.method: self._state.state_dict()}
         return {
-            "version": _STATE_VERSION if self._scan is None else _SCAN_STATE_VERSION,
+            "version": _STATE_VERSION if self._state is None else _METHOD_STATE_VERSION,
             "config": self._config(),
             "table": self._table.state_dict(),
             "epoch": self._epoch,
@@ -407,7 +420,7 @@ class DynamicPruner:
             "sample_visits": self._visits,
             "optimizer_steps": self._steps,
             "visits_per_epoch": list(self._visits_per_epoch),
-            **scan,
+            **method_state,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -416,21 +429,20 @@ class DynamicPruner:
         Anything buffered by ``update()`` and not yet flushed is discarded.
         """
         version = state.get("version") if isinstance(state, dict) else None
-        if version not in (1, _STATE_VERSION, _SCAN_STATE_VERSION):
+        if version not in (1, _STATE_VERSION, _METHOD_STATE_VERSION):
             got = version if isinstance(state, dict) else type(state).__name__
             raise ConfigError(f"not a DynamicPruner state_dict of version 1, {_STATE_VERSION} or "
-                              f"{_SCAN_STATE_VERSION}: got {got!r}")
+                              f"{_METHOD_STATE_VERSION}: got {got!r}")
         # Version 1 predates the supervised objective: its runs were contrastive.
         saved = {"objective": "contrastive", **state["config"]}
         for key, value in self._config().items():
             if saved.get(key) != value:
                 raise ConfigError(f"state_dict was saved with {key}={saved.get(key)!r}, this pruner has {value!r}")
-        if self._scan is not None:  # before anything changes: a state without it leaves the pruner as it was
-            scan = ScanState.empty(self.num_samples)
-            scan.load_state_dict(state.get("scan"))
+        method_state = self._fresh_state()
+        if method_state is not None:  # before anything changes: a state without it leaves the pruner as it was
+            method_state.load_state_dict(state.get(self.method))
         self._table.load_state_dict(state["table"], version)
-        if self._scan is not None:
-            self._scan = scan
+        self._state = method_state
         self._pending = []
         self._epoch_seen = state["epoch_seen"].to(torch.bool).clone()
         self._visits = int(state["sample_visits"])

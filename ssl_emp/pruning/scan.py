@@ -17,8 +17,8 @@ Definition in docs/method.md ("The rules", SCAN), read from the official code (g
 
 Where the engine differs from the official code, and why:
 
-- Marks are made in ``DynamicPruner.flush()`` (once per epoch, after the all-gather) from the
-  buffered per-step batches, not inside each training step: the official code reads the marks back
+- Marks are made when ``DynamicPruner.flush()`` hands the probe's rows to ``ScanState.observe``
+  (once per epoch, after the all-gather) from the buffered per-step batches, not inside each training step: the official code reads the marks back
   to the host every step (``.cpu().numpy()``), which the engine never does in a step. The grouping
   is the official one: in-batch fractions over each rank's local batch, then intersection and
   top-up per step over the marks of all ranks (the official code all-gathers the marked indices
@@ -50,7 +50,7 @@ epoch), so per-epoch selection is not a difference.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
 from fractions import Fraction
 from typing import Any
 
@@ -59,7 +59,8 @@ from torch import Tensor
 
 from ssl_emp.errors import ConfigError
 from ssl_emp.pruning.seeding import exact_fraction, make_generator
-from ssl_emp.pruning.state import SampleTable
+from ssl_emp.pruning.spec import EpochRows, MethodSpec, Param, Selection, SelectionContext
+from ssl_emp.pruning.state import DIRECTIONS, SampleTable
 
 WARMUP, PROBE, PRUNE = "warmup", "probe", "prune"
 # The official code's guard against a zero previous loss: (L_prev − L_cur) / (L_prev + 1e-8).
@@ -96,62 +97,6 @@ def warmup_over(previous: float, current: float, tau: float) -> bool:
     if math.isnan(previous):
         return False
     return (previous - current) / (previous + _LOSS_EPS) < tau
-
-
-@dataclass
-class ScanState:
-    """What SCAN carries between epochs; every field is in the pruner's ``state_dict``.
-
-    ``prev_loss``: the last warm-up epoch's summed loss (NaN before the first); ``warmup_end``: the
-    first epoch after the warm-up (-1 while it lasts); ``candidates``: bool mask over the samples,
-    marked in the probe epoch ``candidates_epoch`` (-1: none yet).
-    """
-
-    prev_loss: float
-    warmup_end: int
-    candidates: Tensor
-    candidates_epoch: int
-
-    @classmethod
-    def empty(cls, num_samples: int) -> ScanState:
-        return cls(float("nan"), -1, torch.zeros(num_samples, dtype=torch.bool), -1)
-
-    def phase(self, epoch: int, cycle: int) -> tuple[str, int]:
-        return scan_phase(epoch, self.warmup_end, cycle)
-
-    def advance(self, table: SampleTable, finished: int, upcoming: int, tau: float, cycle: int) -> None:
-        """Between epochs: test the warm-up criterion on the epoch just finished, clear the
-        candidates when ``upcoming`` is a probe epoch.
-
-        The finished epoch's loss is read from the table (for SCAN its ``loss`` column is the latest
-        observation, and ``last_epoch`` says who was trained), so it is the same however often the
-        epoch was flushed, and on every rank.
-        """
-        if self.warmup_end < 0 and finished >= 0:
-            current = float(table.loss[table.last_epoch == finished].sum())
-            if warmup_over(self.prev_loss, current, tau):
-                self.warmup_end = finished + 1
-            else:
-                self.prev_loss = current
-        if self.phase(upcoming, cycle)[0] == PROBE:
-            self.candidates.zero_()
-            self.candidates_epoch = upcoming
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"prev_loss": self.prev_loss, "warmup_end": self.warmup_end,
-                "candidates": self.candidates.clone(), "candidates_epoch": self.candidates_epoch}
-
-    def load_state_dict(self, state: object) -> None:
-        if not isinstance(state, dict) or not isinstance(state.get("candidates"), Tensor):
-            raise ConfigError("state_dict has no SCAN state (a 'scan' entry with a candidates mask)")
-        mask = state["candidates"]
-        if mask.shape != self.candidates.shape:
-            raise ConfigError(f"state_dict SCAN candidates must have shape {tuple(self.candidates.shape)}, "
-                              f"got {tuple(mask.shape)}")
-        self.prev_loss = float(state["prev_loss"])
-        self.warmup_end = int(state["warmup_end"])
-        self.candidates = mask.to("cpu", torch.bool).clone()
-        self.candidates_epoch = int(state["candidates_epoch"])
 
 
 def _floor_share(share: Fraction, counts: Tensor) -> Tensor:
@@ -218,3 +163,107 @@ def mark_candidates(
         priority = torch.randperm(num_samples, generator=make_generator(seed, epoch, "scan", kind))
         chosen.append(_agreed(step, idx, first, second, num_samples, priority))
     return torch.unique(torch.cat(chosen))
+
+
+class ScanState:
+    """What SCAN carries between epochs (a ``MethodState``); every field is in the pruner's ``state_dict``.
+
+    ``prev_loss``: the last warm-up epoch's summed loss (NaN before the first); ``warmup_end``: the
+    first epoch after the warm-up (-1 while it lasts); ``candidates``: bool mask over the samples,
+    marked in the probe epoch ``candidates_epoch`` (-1: none yet).
+    """
+
+    def __init__(self, num_samples: int, params: Mapping[str, float], seed: int) -> None:
+        self.num_samples, self.params, self.seed = num_samples, params, seed
+        self.cycle = int(params["scan_cycle"])
+        self.prev_loss = float("nan")
+        self.warmup_end = -1
+        self.candidates = torch.zeros(num_samples, dtype=torch.bool)
+        self.candidates_epoch = -1
+
+    def phase(self, epoch: int) -> tuple[str, int]:
+        return scan_phase(epoch, self.warmup_end, self.cycle)
+
+    def begin_epoch(self, table: SampleTable, finished: int, upcoming: int) -> None:
+        """Test the warm-up criterion on the epoch just finished; clear the candidates when
+        ``upcoming`` is a probe epoch.
+
+        The finished epoch's loss is read from the table (for SCAN its ``loss`` column is the latest
+        observation, and ``last_epoch`` says who was trained), so it is the same however often the
+        epoch was flushed, and on every rank.
+        """
+        if self.warmup_end < 0 and finished >= 0:
+            current = float(table.loss[table.last_epoch == finished].sum())
+            if warmup_over(self.prev_loss, current, self.params["scan_tau"]):
+                self.warmup_end = finished + 1
+            else:
+                self.prev_loss = current
+        if self.phase(upcoming)[0] == PROBE:
+            self.candidates.zero_()
+            self.candidates_epoch = upcoming
+
+    def observes(self, epoch: int) -> bool:
+        """Only the probe epochs mark: their batches' per-direction losses are buffered."""
+        return self.phase(epoch)[0] == PROBE
+
+    def observe(self, rows: EpochRows) -> None:
+        marked = mark_candidates(
+            rows.idx, rows.signals[DIRECTIONS[0]], rows.signals[DIRECTIONS[1]], rows.step, rows.batch,
+            num_samples=self.num_samples, rho_max=self.params["scan_rho_max"], rho_min=self.params["scan_rho_min"],
+            seed=self.seed, epoch=rows.epoch)
+        self.candidates[marked] = True
+
+    def diagnostics(self) -> dict[str, float | int]:
+        """Where SCAN is in its schedule, and how many candidates it holds."""
+        return {"scan_warmup_end": self.warmup_end, "scan_candidates": int(self.candidates.sum())}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"prev_loss": self.prev_loss, "warmup_end": self.warmup_end,
+                "candidates": self.candidates.clone(), "candidates_epoch": self.candidates_epoch}
+
+    def load_state_dict(self, state: object) -> None:
+        if not isinstance(state, dict) or not isinstance(state.get("candidates"), Tensor):
+            raise ConfigError("state_dict has no SCAN state (a 'scan' entry with a candidates mask)")
+        mask = state["candidates"]
+        if mask.shape != self.candidates.shape:
+            raise ConfigError(f"state_dict SCAN candidates must have shape {tuple(self.candidates.shape)}, "
+                              f"got {tuple(mask.shape)}")
+        self.prev_loss = float(state["prev_loss"])
+        self.warmup_end = int(state["warmup_end"])
+        self.candidates = mask.to("cpu", torch.bool).clone()
+        self.candidates_epoch = int(state["candidates_epoch"])
+
+
+def select_scan(ctx: SelectionContext) -> Selection:
+    """All data in warm-up and probe epochs; cycle epoch j leaves out a uniformly random ⌊ρ_j·|C|⌋ of
+    the probe's candidates C.
+
+    The official code draws the left-out set with Python's global ``random.sample`` per epoch; here
+    it comes from the context's generator, seeded by (seed, epoch), the same on every rank.
+    """
+    n = ctx.table.num_samples
+    state: ScanState = ctx.state
+    phase, j = state.phase(ctx.epoch)
+    if phase != PRUNE or state.candidates_epoch != ctx.epoch - j:  # no probe of this cycle: keep all
+        return Selection(torch.arange(n))
+    candidates = state.candidates.nonzero().flatten()
+    drop = removal_count(j, state.cycle, candidates.numel())
+    left_out = candidates[torch.randperm(candidates.numel(), generator=ctx.generator)[:drop]]
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[left_out] = False
+    return Selection(keep.nonzero().flatten())
+
+
+_SHARE = (lambda x: 0 <= x <= 0.5, "in [0, 0.5]")
+SCAN = MethodSpec(
+    "scan", select_scan, "leave out in-batch redundant and ill-matched samples in cosine-annealed "
+    "cycles after a warm-up (Guo & Kankanhalli, arXiv 2411.09126)",
+    params={
+        "scan_rho_max": Param(0.35, *_SHARE, "SCAN: in-batch share marked ill-matched (highest loss)"),
+        "scan_rho_min": Param(0.35, *_SHARE, "SCAN: in-batch share marked redundant (lowest loss)"),
+        "scan_cycle": Param(3, lambda x: x >= 1 and x == int(x), "an integer >= 1",
+                            "SCAN: T, pruning epochs per cycle (after one probe epoch)"),
+        "scan_tau": Param(0.3, lambda x: 0 <= x < 1, "in [0, 1)",
+                          "SCAN: warm-up ends when the epoch loss improves by less than this fraction"),
+    },
+    reads=DIRECTIONS, own_rate=True, latest_loss=True, state=ScanState)

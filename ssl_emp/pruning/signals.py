@@ -1,4 +1,5 @@
-"""Which signals a pruner takes: a method's own signal, the declared set, and each ``update``'s.
+"""Which signals a pruner takes: a method's own signal, the declared set, and each ``update``'s;
+and the per-sample inputs a method reads (``checked_inputs``).
 
 A model declares the per-sample signals it returns (``PretrainModel.signals``); ``DynamicPruner``
 checks the declaration once (``declared_signals``) and every ``update`` against it
@@ -9,17 +10,27 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+import torch
 from torch import Tensor
 
 from ssl_emp.errors import ConfigError
-from ssl_emp.pruning.state import DIRECTIONS, signal_spec
+from ssl_emp.pruning.registry import method_spec
+from ssl_emp.pruning.state import signal_spec
 
 
 def required_signal(method: str, objective: str) -> str | None:
     """The signal besides the loss that ``method``'s score needs (None: the loss alone)."""
-    if method not in ("emp", "emp-easy"):
-        return None
-    return "entropy" if objective == "supervised" else "align"
+    return method_spec(method).needs.get(objective)
+
+
+def _together(method: str) -> str:
+    return " and ".join(method_spec(method).reads)
+
+
+def _partly(method: str, names: Iterable[str]) -> bool:
+    """Whether ``names`` hold some but not all of the untracked signals ``method`` reads."""
+    reads = method_spec(method).reads
+    return 0 < sum(name in names for name in reads) < len(reads)
 
 
 def declared_signals(signals: Iterable[str] | None, method: str, objective: str) -> tuple[str, ...] | None:
@@ -43,14 +54,14 @@ def declared_signals(signals: Iterable[str] | None, method: str, objective: str)
     if need is not None and need not in names:
         raise ConfigError(f"method {method!r} with objective {objective!r} needs the per-sample {need} "
                           f"signal; the declared signals are: {', '.join(names) or 'none'}")
-    if method == "scan" and sum(d in names for d in DIRECTIONS) == 1:
-        raise ConfigError(f"{' and '.join(DIRECTIONS)} go together: declare both directions' losses or neither")
+    if _partly(method, names):
+        raise ConfigError(f"{_together(method)} go together: declare all of them or none")
     return names
 
 
 def check_given(given: Mapping[str, Tensor], declared: tuple[str, ...] | None, method: str, objective: str) -> None:
     """One ``update``'s signals: exactly the declared ones; without a declaration, known ones with
-    the method's own among them and SCAN's two directions together."""
+    the method's own among them and the untracked ones it reads (SCAN's two directions) together."""
     if declared is not None:
         for name in given:
             if name not in declared:
@@ -66,7 +77,26 @@ def check_given(given: Mapping[str, Tensor], declared: tuple[str, ...] | None, m
     if need is not None and need not in given:
         raise ConfigError(f"method {method!r} with objective {objective!r} needs the per-sample {need} tensor, "
                           f"got {need}=None")
-    if method == "scan" and (DIRECTIONS[0] in given) != (DIRECTIONS[1] in given):
-        alone = DIRECTIONS[0] if DIRECTIONS[0] in given else DIRECTIONS[1]
-        raise ConfigError(f"{' and '.join(DIRECTIONS)} go together: pass both directions' losses or neither, "
-                          f"got {alone} alone")
+    if _partly(method, given):
+        alone = ", ".join(name for name in method_spec(method).reads if name in given)
+        raise ConfigError(f"{_together(method)} go together: pass all of them or none, got {alone} alone")
+
+
+def checked_inputs(method: str, inputs: Mapping[str, object] | None, num_samples: int) -> dict[str, Tensor]:
+    """The per-sample arrays ``method`` reads (``MethodSpec.inputs``) as CPU tensors of N rows, or a
+    ConfigError naming the first missing, unexpected or mis-sized one."""
+    wanted = method_spec(method).inputs
+    given = dict(inputs or {})
+    for name in given:
+        if name not in wanted:
+            raise ConfigError(f"method {method!r} reads no input {name!r} (it reads: {', '.join(wanted) or 'none'})")
+    out = {}
+    for name in wanted:
+        if name not in given:
+            raise ConfigError(f"method {method!r} needs the per-sample input {name!r}: pass inputs={{{name!r}: ...}}")
+        value = torch.as_tensor(given[name]).cpu()
+        if value.dim() == 0 or value.shape[0] != num_samples:
+            raise ConfigError(f"input {name!r} must have one row per sample ({num_samples}), "
+                              f"got shape {tuple(value.shape)}")
+        out[name] = value
+    return out
