@@ -15,11 +15,12 @@ import pytest
 import torch
 from PIL import Image
 
+import ssl_emp.data.decode
 import ssl_emp.data.folder
 from ssl_emp.cli import main
 from ssl_emp.config import DataConfig
 from ssl_emp.data import load_data
-from ssl_emp.data.folder import decode_image, resize_square
+from ssl_emp.data.decode import decode_image, resize_square
 from tests.reliability_helpers import one_line, pretrain
 from tests.test_data import _write_tree
 
@@ -212,7 +213,7 @@ def test_high_bit_depth_gray_spans_0_to_255_monotonically(mode, fmt):
 def test_resizing_in_chunks_changes_no_pixel(monkeypatch):
     images = torch.randint(0, 256, (7, 3, 12, 10), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     whole = resize_square(images, 16)
-    monkeypatch.setattr(ssl_emp.data.folder, "_RESIZE_CHUNK_BYTES", 1)  # one image per chunk
+    monkeypatch.setattr(ssl_emp.data.decode, "_RESIZE_CHUNK_BYTES", 1)  # one image per chunk
     assert torch.equal(resize_square(images, 16), whole)
 
 

@@ -4,13 +4,13 @@ being what the pruner keys its per-sample table on."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ssl_emp.data.folder import decode_image, fits_in_memory, resize_square
+from ssl_emp.data.decode import read_image, resize_square
+from ssl_emp.data.folder import fits_in_memory
 from ssl_emp.errors import ConfigError
 
 
@@ -48,8 +48,7 @@ class IndexedImageFiles(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[int, Tensor]:
-        path = self.files[index]
-        return index, resize_square(decode_image(Path(path).read_bytes(), path)[None], self.image_size)[0]
+        return index, resize_square(read_image(self.files[index])[None], self.image_size)[0]
 
 
 class Labelled(Dataset):

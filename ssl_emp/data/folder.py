@@ -1,39 +1,32 @@
-"""Image folders and archives of them: listing, decoding, the decoded-image cache.
+"""Image folders and archives of them: listing, the train/test layout, the decoded-image cache.
 
 Kept apart from ``ssl_emp.data.load`` because this is the one data source with machinery of its own (a
 .tar/.tar.gz reader, a guess of the train/test layout, a memory check that chooses between decoding
 into RAM and decoding on access, an on-disk cache of decoded splits) that the named sets never use.
 It returns plain tensors and file lists, which ``ssl_emp.data.datasets`` and ``ssl_emp.data.load``
-wrap as indexed data sets, so the imports run one way (load, datasets -> folder); the decoder and
-the square resize live here for the same reason.
+wrap as indexed data sets, so the imports run one way (load, datasets -> folder -> decode).
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import lzma
 import os
-import re
 import sys
 import tarfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from ssl_emp.data.decode import decode_image, read_image, resize_square
 from ssl_emp.errors import ConfigError, RunFailed
 from ssl_emp.run.checkpoint import safe_torch_load
 from ssl_emp.run.files import atomic_torch_save, sweep_temp_files
 from ssl_emp.settings import DataConfig
-
-if TYPE_CHECKING:
-    from PIL.Image import Image as PILImage
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")  # .gif: its first frame
 # Part of the cache key: bump when the decoded format changes. 3: a test split's labels index the
@@ -84,14 +77,53 @@ def _is_hidden(name: str) -> bool:
 def _list_files(root: Path) -> tuple[list[Path], list[str]]:
     """The image files under ``root`` (sorted) and the names of the other, non-hidden files."""
     images, others = [], []
-    for path in root.rglob("*"):
-        if path.is_file():
-            name = path.relative_to(root).as_posix()
-            if _is_image(name):
-                images.append(path)
-            elif not _is_hidden(name):
-                others.append(name)
+    for path in _walk(root, root, (os.path.realpath(root),), hidden=False):
+        name = path.relative_to(root).as_posix()
+        if _is_image(name):
+            if not os.access(path, os.R_OK):  # said now, not by a DataLoader worker hours into the run
+                raise ConfigError(f"cannot read image {path}: Permission denied")
+            images.append(path)
+        elif not _is_hidden(name):
+            others.append(name)
     return sorted(images), sorted(others)
+
+
+def _walk(folder: Path, root: Path, above: tuple[str, ...], hidden: bool) -> Iterator[Path]:
+    """The files under ``folder``, following links to folders (a linked train/ or class folder is
+    read as if it were there); ``above``: the real paths of ``folder`` and the folders above it,
+    a link back to which is a loop. A folder that cannot be listed, a loop and a broken link are
+    refused in one line: a silently dropped folder would change the classes or the layout.
+    Hidden entries (an editor's dangling ``.#lock`` link; all in a hidden ``folder``) are nobody's
+    data: skipped silently.
+    """
+    try:
+        with os.scandir(folder) as scan:
+            entries = sorted(scan, key=lambda e: e.name)
+    except OSError as exc:
+        raise ConfigError(f"cannot read folder {folder}: {exc.strerror or type(exc).__name__}") from exc
+    for entry in entries:
+        path = Path(entry.path)
+        skip = hidden or _is_hidden(entry.name)
+        try:  # both follow links
+            is_dir = entry.is_dir()
+            is_file = not is_dir and entry.is_file()
+        except OSError:  # a loop of links: said below, as a broken link
+            is_dir = is_file = False
+        if is_dir:
+            real = os.path.realpath(path)
+            if skip and (real in above or not os.access(path, os.R_OK | os.X_OK)):
+                continue
+            if real in above:
+                raise ConfigError(f"link loop in {root}: {path} leads back to {real}, which holds it")
+            yield from _walk(path, root, (*above, real), skip)
+        elif is_file:
+            yield path
+        elif not skip:
+            try:  # a link to nothing: its error ("No such file or directory", a loop of links) says why
+                path.stat()
+            except OSError as exc:
+                link = f" (a link to {os.readlink(path)})" if entry.is_symlink() else ""
+                raise ConfigError(f"cannot read {path}{link}: {exc.strerror or type(exc).__name__}") from exc
 
 
 def _read_archive(root: Path) -> tuple[list[tuple[str, bytes]], list[str]]:
@@ -206,7 +238,8 @@ def _fingerprint(root: Path, files: list[Path] | None) -> str:
     digest = hashlib.sha1()
     for path in files:
         stat = path.stat()
-        digest.update(f"{path.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        # os.fsencode: a name that is not UTF-8 (decoded with surrogate escapes) has its bytes back
+        digest.update(os.fsencode(f"{path.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n"))
     return digest.hexdigest()
 
 
@@ -219,7 +252,7 @@ def folder_fingerprint(root: Path) -> str:
 def _cache_path(cfg: DataConfig, root: Path, split: str, fingerprint: str) -> Path:
     key = f"v{CACHE_VERSION}|{root.resolve()}|{fingerprint}|{split}|{cfg.image_size}"
     base = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else Path.home() / ".cache" / "ssl-emp" / "decoded"
-    return base / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
+    return base / f"{hashlib.sha1(os.fsencode(key)).hexdigest()[:16]}.pt"
 
 
 def _cache_problem(blob: object, size: int, n: int | None, expected: list[str] | None) -> str | None:
@@ -272,73 +305,11 @@ def _write_cache(path: Path, images: Tensor, labels: Tensor | None, classes: lis
         print(f"ssl-emp: not caching the decoded images: {exc}", file=sys.stderr)
 
 
-def decode_image(data: bytes, name: str) -> Tensor:
-    """An encoded image's bytes as uint8 RGB [3, H, W]; ConfigError naming ``name`` if unreadable."""
-    # Pillow, not torchvision.io: torchvision 0.29 deprecates its decoders.
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            array = _rgb_array(img)
-    except Image.UnidentifiedImageError as exc:
-        raise ConfigError(f"cannot decode image {name}: not an image in a known format") from exc
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        # Pillow names its in-memory buffer ("<_io.BytesIO object at 0x...>"): say nothing of it.
-        reason = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(exc)).strip() or type(exc).__name__
-        raise ConfigError(f"cannot decode image {name}: {reason}") from exc
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
-
-
-def _rgb_array(img: PILImage) -> np.ndarray:
-    """uint8 [H, W, 3] of an open Pillow image (a multi-frame one: its first frame).
-
-    ``convert("RGB")`` clips high-bit-depth gray (16-bit "I;16*", 32-bit "I", float "F") to 0..255,
-    so a 16-bit gradient would come out as 0 and 255 only: those are scaled to 0..255 instead.
-    Integer values within 0..65535 are 16-bit samples; a float image within 0..1 or 0..255 is taken
-    at that scale; anything else is stretched from its own minimum to its maximum.
-    """
-    mode = img.mode
-    if mode not in ("I", "F") and not mode.startswith("I;16"):
-        return np.asarray(img.convert("RGB"))
-    values = np.asarray(img, dtype=np.float64)
-    finite = values[np.isfinite(values)]
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-    values = np.nan_to_num(values, nan=lo, posinf=hi, neginf=lo)
-    if mode == "F" and lo >= 0 and hi <= 1:
-        values = values * 255.0
-    elif mode != "F" and lo >= 0 and hi <= 65535:
-        values = values / 257.0  # 65535 -> 255
-    elif not (mode == "F" and lo >= 0 and hi <= 255):
-        values = (values - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(values)
-    gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)
-    return np.repeat(gray[..., None], 3, axis=2)
-
-
-# Images resized per chunk of about this many bytes of float32, so that resizing a whole data set
-# (cifar10 to 224 px: 30 GB of floats at once) needs little more than the uint8 result.
-_RESIZE_CHUNK_BYTES = 64 * 2**20
-
-
-def resize_square(images: Tensor, size: int) -> Tensor:
-    """uint8 images [N, 3, H, W] resized (bilinear, antialiased) to [N, 3, size, size]; as is if already."""
-    if images.shape[-2:] == (size, size):
-        return images
-    n, c, h, w = images.shape
-    out = torch.empty((n, c, size, size), dtype=torch.uint8)
-    step = max(1, _RESIZE_CHUNK_BYTES // (4 * c * max(h * w, size * size)))
-    for start in range(0, n, step):
-        part = F.interpolate(images[start:start + step].float(), size=(size, size), mode="bilinear",
-                             antialias=True, align_corners=False)
-        out[start:start + step] = part.round_().clamp_(0, 255)
-    return out
-
-
-def _decode_all(entries: list[Entry], source: Path, archive: bool, size: int) -> Tensor:
+def _decode_all(entries: list[Entry], source: Path, size: int) -> Tensor:
     images = torch.empty((len(entries), 3, size, size), dtype=torch.uint8)
     for i, (_, full, payload) in enumerate(entries):
-        data = Path(payload).read_bytes() if isinstance(payload, str) else payload
-        name = f"{source}:{full}" if archive else str(source / full)
-        images[i] = resize_square(decode_image(data, name)[None], size)[0]
+        image = read_image(payload) if isinstance(payload, str) else decode_image(payload, f"{source}:{full}")
+        images[i] = resize_square(image[None], size)[0]
     return images
 
 
@@ -399,6 +370,6 @@ def load_imagefolder_split(cfg: DataConfig, split: str, classes: list[str] | Non
                   + ("; set data.num_workers to decode in parallel)" if cfg.num_workers == 0 else ")"), file=sys.stderr)
     if not in_memory:
         return [payload for _, _, payload in entries], labels, classes
-    images = _decode_all(entries, root, archive, cfg.image_size)
+    images = _decode_all(entries, root, cfg.image_size)
     _write_cache(cache, images, labels, classes, notes)
     return images, labels, classes

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ssl_emp.data.datasets import DataSplits, IndexedImageFiles, IndexedImages, check_fits, take
-from ssl_emp.data.folder import load_imagefolder_split, resize_square
+from ssl_emp.data.decode import resize_square
+from ssl_emp.data.folder import load_imagefolder_split
 from ssl_emp.data.junk import inject_junk
 from ssl_emp.data.keep import keep_subset
 from ssl_emp.data.redundancy import make_redundant
