@@ -223,7 +223,7 @@ def pretrain(cfg: Config, resume: bool = False, sinks: Sequence[MetricsSink] = (
         t = build(cfg, run)
         if ckpt is not None:
             check_classes(ckpt, t.data, run.last)  # before the state: a classifier of another size fails there
-            t.state.load_state_dict(ckpt)
+            t.state.load_state_dict(ckpt, source=run.last)
             run.truncate_logs(ckpt["epoch"])
         else:
             start_run(cfg, run)
