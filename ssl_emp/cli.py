@@ -12,14 +12,19 @@ import argparse
 import json
 import signal
 import sys
+import tempfile
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ssl_emp.errors import ConfigError, RunFailed, TrainingDiverged
 from ssl_emp.pruning.registry import METHODS
 from ssl_emp.run.files import atomic_write_text, os_error_message
 from ssl_emp.run.layout import RunLayout
 from ssl_emp.runtime import DEVICES
+
+if TYPE_CHECKING:
+    from ssl_emp.config import Config
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
 EXIT_TERMINATED = 143  # 128 + SIGTERM
@@ -112,8 +117,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     if args.no_progress:
         overrides.append("progress=false")
     if args.resume and not args.config and args.output_dir:
-        saved = RunLayout(args.output_dir).config
-        cfg = load_config(saved if saved.is_file() else None, overrides)
+        cfg = _resume_config(RunLayout(args.output_dir), overrides)
     else:
         cfg = load_config(args.config, overrides)
     args.run_dir = cfg.output_dir  # for the Ctrl-C message
@@ -132,9 +136,25 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval(args: argparse.Namespace) -> int:
-    from ssl_emp.eval.from_checkpoint import evaluate_checkpoint
+def _resume_config(layout: RunLayout, overrides: list[str]) -> Config:
+    """The config ``--resume`` without ``--config`` continues: the run's config.yaml, or, if that was
+    deleted, the copy every checkpoint holds (not the defaults, which would differ from it)."""
+    from ssl_emp.config import load_config, save_config
+    from ssl_emp.run.checkpoint import checkpoint_config, load_checkpoint
 
+    if layout.config.is_file() or not layout.last.is_file():
+        return load_config(layout.config if layout.config.is_file() else None, overrides)
+    with tempfile.TemporaryDirectory() as tmp:  # load_config reads a file: --set applies on top of it alike
+        saved = Path(tmp) / layout.config.name
+        save_config(checkpoint_config(load_checkpoint(layout.last), layout.last), saved)
+        return load_config(saved, overrides)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from ssl_emp.eval.from_checkpoint import check_output, evaluate_checkpoint
+
+    if args.output:  # before the evaluation: a refused --output is found in a second, not after minutes
+        check_output(args.output)
     result = evaluate_checkpoint(args.checkpoint, args.protocol, dataset=args.dataset, data_dir=args.data_dir,
                                  k=args.k, temperature=args.temperature, device=args.device)
     if args.output:

@@ -27,7 +27,6 @@ from ssl_emp.errors import ConfigError, RunFailed
 from ssl_emp.eval.from_checkpoint import backbone_from_checkpoint
 from ssl_emp.run.files import os_error_message
 
-FILES = ("config.json", "model.safetensors")
 # Failures of the machine, not of the --output given: exit 1 (RunFailed), not 2.
 _RUNTIME_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO)
 
@@ -40,11 +39,15 @@ def _is_export(folder: Path) -> bool:
 
 
 def _check_output(out: Path, force: bool) -> None:
-    """An absent or empty folder is written; an earlier export only with ``force``; anything else never."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"export output {out} exists and is not a folder")
-    if not out.is_dir() or not any(out.iterdir()):
-        return
+    """An absent or empty folder is written; an earlier export only with ``force`` (the user's files beside
+    it stay); a folder without an earlier export never."""
+    try:
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"export output {out} exists and is not a folder")
+        if not out.is_dir() or not any(out.iterdir()):
+            return
+    except OSError as exc:  # a name too long, a folder that cannot be read: the --output's fault
+        raise ConfigError(os_error_message(exc, out, "use")) from exc
     if not _is_export(out):
         raise ConfigError(f"export output {out} is not empty and holds no earlier export; choose another --output")
     if not force:
@@ -52,18 +55,45 @@ def _check_output(out: Path, force: bool) -> None:
 
 
 def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` folder to ``out``; an earlier export there survives a failed move."""
+    """Move the finished ``tmp`` folder's files into ``out``: an absent or empty ``out`` becomes ``tmp``;
+    in an earlier export only the files an export writes are replaced, the user's other files stay.
+    A failed move puts the earlier export's files back."""
     if not out.is_dir() or not any(out.iterdir()):
         os.replace(tmp, out)  # rename(2) replaces an empty folder in one step
         return
     old = out.with_name(f".{out.name}.old{os.getpid()}")
-    os.rename(out, old)
+    old.mkdir()
+    names = sorted(p.name for p in tmp.iterdir())
+    moved: list[str] = []
     try:
-        os.rename(tmp, out)
+        for name in names:
+            if (out / name).exists():
+                os.replace(out / name, old / name)
+                moved.append(name)
+        for name in names:
+            os.replace(tmp / name, out / name)
     except OSError:
-        os.rename(old, out)
+        for name in moved:  # should this fail too, the earlier files stay in ``old``, not deleted
+            os.replace(old / name, out / name)
+        old.rmdir()
         raise
     shutil.rmtree(old)
+
+
+def _make_tmp(out: Path) -> Path:
+    """The empty temporary sibling of ``out`` the export is written to, created before the checkpoint
+    is read: an ``--output`` that cannot be written is refused at once."""
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    except OSError as exc:
+        if exc.errno in _RUNTIME_ERRNOS:
+            raise RunFailed(os_error_message(exc, out, "create")) from exc
+        # A parent that is a file, a name too long, no permission: the --output's fault.
+        raise ConfigError(os_error_message(exc, out, "create")) from exc
+    return tmp
 
 
 def _configs(cfg: Config, checkpoint: Path) -> tuple[dict, dict, dict]:
@@ -85,26 +115,19 @@ def _configs(cfg: Config, checkpoint: Path) -> tuple[dict, dict, dict]:
 def export_backbone(checkpoint: str | Path, output: str | Path, force: bool = False) -> tuple[nn.Module, Config]:
     """Write the backbone of an ``ssl-emp pretrain`` checkpoint to ``output`` (see the module doc).
 
-    The files are written to a temporary sibling folder that is renamed to ``output`` once
-    complete, so a failed export leaves neither half a folder nor a damaged earlier export.
-    ``output`` may be absent or empty; an earlier export there is replaced only with ``force``.
+    The files are written to a temporary sibling folder (created before the checkpoint is read, so an
+    ``output`` that cannot be written is refused at once) and moved to ``output`` once complete: a
+    failed export leaves neither half a folder nor a damaged earlier export. ``output`` may be absent
+    or empty; an earlier export's files there are replaced only with ``force``, nothing else in it.
     Returns the exported backbone (eval mode) and the run's config.
     """
     checkpoint, out = Path(checkpoint), Path(output).resolve()  # resolved: "." or "dir/" have a name
     _check_output(out, force)
-    backbone, cfg = backbone_from_checkpoint(str(checkpoint))
-    backbone.eval()
-    model_config, model_args, data_config = _configs(cfg, checkpoint)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    tmp = _make_tmp(out)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        if exc.errno in _RUNTIME_ERRNOS:
-            raise RunFailed(os_error_message(exc, out.parent, "create")) from exc
-        # A parent that is a file, or one the user may not create: the --output's fault.
-        raise ConfigError(os_error_message(exc, out.parent, "create")) from exc
-    try:
-        shutil.rmtree(tmp, ignore_errors=True)
+        backbone, cfg = backbone_from_checkpoint(str(checkpoint))
+        backbone.eval()
+        model_config, model_args, data_config = _configs(cfg, checkpoint)
         timm.models.save_for_hf(backbone, str(tmp), model_config=model_config, model_args=model_args,
                                 safe_serialization=True, data_config=data_config)
         _replace_dir(tmp, out)

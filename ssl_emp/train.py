@@ -226,7 +226,7 @@ def pretrain(cfg: Config, resume: bool = False, sinks: Sequence[MetricsSink] = (
         if ckpt is not None:
             check_classes(ckpt, t.data, run.last)  # before the state: a classifier of another size fails there
             check_data(ckpt, cfg, fingerprint, run.last)
-            t.state.load_state_dict(ckpt)
+            t.state.load_state_dict(ckpt, source=run.last)
             run.truncate_logs(ckpt["epoch"])
         else:
             start_run(cfg, run)

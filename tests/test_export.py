@@ -154,7 +154,7 @@ def test_failed_export_leaves_earlier_export_intact(tmp_path, monkeypatch, capsy
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
     def disk_full(model, save_directory, **kwargs):
-        Path(save_directory).mkdir()
+        Path(save_directory).mkdir(exist_ok=True)  # as timm does: the folder may exist
         (Path(save_directory) / "model.safetensors").write_bytes(b"half")
         raise OSError(28, "No space left on device")
 

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from ssl_emp.errors import ConfigError
 from ssl_emp.run.layout import RunLayout
+from ssl_emp.settings import Config, config_from_dict
 
 
 def _reason(exc: Exception) -> str:
@@ -50,3 +52,22 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise ConfigError(f"checkpoint {path} is not an ssl-emp checkpoint (no model/config entries)")
     return ckpt
+
+
+def checkpoint_config(ckpt: dict[str, Any], path: str | Path) -> Config:
+    """The run's config saved in ``ckpt``; one this version cannot read is a ``ConfigError`` naming ``path``."""
+    try:
+        return config_from_dict(ckpt["config"])
+    except ConfigError as exc:  # e.g. a key of another ssl-emp version: the message alone would not say where
+        raise ConfigError(f"checkpoint {path} holds a config this version of ssl-emp cannot read: {exc}") from exc
+
+
+def dtype_mismatch(model: nn.Module, state: dict[str, Any]) -> str | None:
+    """A tensor of ``state`` whose values are not of the kind of ``model``'s (floating or not), which
+    ``load_state_dict`` would cast without a word (int64 weights to float); None if there is none."""
+    for key, expected in model.state_dict().items():
+        value = state.get(key)
+        if isinstance(expected, torch.Tensor) and isinstance(value, torch.Tensor) \
+                and value.is_floating_point() != expected.is_floating_point():
+            return f"'{key}' holds {value.dtype} values but the model's are {expected.dtype}"
+    return None

@@ -115,16 +115,23 @@ class Run:
         if not self.layout.marker.is_file():
             raise ConfigError(f"{self.dir} is not empty and is not an ssl-emp run folder (no {MARKER_NAME}); "
                               "choose another --output-dir")
-        finished = [path.name for path in self._files(_FINISHED) if path.exists()]
-        if finished or self._logged_past_first_checkpoint():
-            what = finished[0] if finished else "metrics.jsonl has epochs after the first checkpoint"
-            raise ConfigError(f"{self.dir} holds a run that got past its first checkpoint ({what}) but has no "
+        past = self.past_first_checkpoint()
+        if past:
+            raise ConfigError(f"{self.dir} holds a run that got past its first checkpoint ({past}) but has no "
                               f"checkpoint left in {self.ckpt_dir}; choose another --output-dir")
         ours = {MARKER_NAME, *(path.name for path in self._files(_UNSTARTED))}
         foreign = sorted(p.name for p in entries if not (p.name in ours and p.is_file() or self._empty_ckpt_dir(p)))
         if foreign:
             raise ConfigError(f"{self.dir} holds files no ssl-emp run wrote ({', '.join(foreign[:3])}"
                               f"{', ...' if len(foreign) > 3 else ''}); choose another --output-dir")
+
+    def past_first_checkpoint(self) -> str | None:
+        """What shows that the run in this folder got past its first checkpoint (final.pt, a file
+        written only at the end, or logged epochs after the first); None if nothing does."""
+        finished = [path.name for path in [self.final, *self._files(_FINISHED)] if path.exists()]
+        if finished:
+            return finished[0]
+        return "metrics.jsonl has epochs after the first checkpoint" if self._logged_past_first_checkpoint() else None
 
     def _empty_ckpt_dir(self, path: Path) -> bool:
         # What a run killed while writing its first checkpoint leaves once its temp file is swept.

@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 
-from ssl_emp.config import Config, config_diff, config_from_dict, save_config
+from ssl_emp.config import Config, config_diff, save_config
 from ssl_emp.data import DataSplits
 from ssl_emp.errors import ConfigError
-from ssl_emp.run.checkpoint import load_checkpoint
+from ssl_emp.run.checkpoint import checkpoint_config, load_checkpoint
 from ssl_emp.run.folder import Run
 from ssl_emp.run.state import TrainState
 from ssl_emp.run.summary import accuracy_fields, run_diagnostics
@@ -48,12 +48,9 @@ def open_run(cfg: Config, run: Run, resume: bool) -> dict[str, Any] | None:
         run.check_new()  # before the data is loaded: a folder that is not ours is refused at once
         return None
     if not run.last.is_file():
-        started = run.layout.marker.is_file()
-        raise ConfigError(f"no checkpoint to resume in {run.dir}" + (
-            " (the run stopped before its first epoch ended); rerun the same command without --resume "
-            "to start it again" if started else f" (no {run.last})"))
+        raise ConfigError(_nothing_to_resume(run))
     ckpt = load_checkpoint(run.last)
-    diff = config_diff(asdict(config_from_dict(ckpt["config"])), asdict(cfg), NEUTRAL_KEYS)
+    diff = config_diff(asdict(checkpoint_config(ckpt, run.last)), asdict(cfg), NEUTRAL_KEYS)
     if diff:
         raise ConfigError(f"--resume with a config that differs from the checkpoint's: {', '.join(diff)}")
     run.mark()  # a run begun before folders were marked: recognisable from now on
@@ -63,9 +60,22 @@ def open_run(cfg: Config, run: Run, resume: bool) -> dict[str, Any] | None:
 def check_data(ckpt: dict[str, Any], cfg: Config, fingerprint: str, source: Path) -> None:
     """Refuse to resume the checkpoint ``ckpt`` (read from ``source``) on data other than it was
     trained on, wherever the data folder now lies (``fingerprint``: ssl_emp.data.fingerprint)."""
-    diff = data_changes(asdict(config_from_dict(ckpt["config"])), ckpt.get("data_fingerprint"), asdict(cfg), fingerprint)
+    diff = data_changes(asdict(checkpoint_config(ckpt, source)), ckpt.get("data_fingerprint"), asdict(cfg), fingerprint)
     if diff:
         raise ConfigError(f"--resume on other data than {source} was trained on: {', '.join(diff)}")
+
+
+def _nothing_to_resume(run: Run) -> str:
+    """Why ``--resume`` finds no last.pt in ``run``, and what will work instead (never advice that
+    the next command refuses in turn)."""
+    past = run.past_first_checkpoint()
+    if past:
+        return (f"no {run.last} to resume from, and {run.dir} holds a run that got past its first checkpoint "
+                f"({past}), so it cannot be started again there either; choose another --output-dir for a new run")
+    if run.layout.marker.is_file():
+        return (f"no checkpoint to resume in {run.dir} (the run stopped before its first epoch ended); "
+                "rerun the same command without --resume to start it again")
+    return f"no checkpoint to resume in {run.dir} (no {run.last})"
 
 
 def start_run(cfg: Config, run: Run) -> None:

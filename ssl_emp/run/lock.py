@@ -47,8 +47,8 @@ class FolderLock:
         self._created = False
 
     def acquire(self) -> None:
-        self._created = not self.folder.exists()
-        try:
+        try:  # exists() too: a name too long fails there, and is the --output-dir's fault as well
+            self._created = not self.folder.exists()
             self.folder.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
