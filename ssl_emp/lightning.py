@@ -42,7 +42,8 @@ class PruningCallback(pl.Callback):
 
     Pass either a ready ``pruner`` or the ``DynamicPruner`` arguments (``num_samples``, ``method``,
     ``pruning_rate``, ``epochs``, ``seed``, ``objective``, method parameters). ``epochs`` must be at
-    least the Trainer's ``max_epochs``.
+    least the Trainer's ``max_epochs`` (which must be set) and the train DataLoader's data set must
+    be ``num_samples`` long: both are checked before the first batch.
 
     Hooks, and why:
 
