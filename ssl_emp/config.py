@@ -46,10 +46,10 @@ from ssl_emp.settings import (
 )
 
 __all__ = [
-    "MAX_LR", "MAX_YAML_BYTES", "AugmentConfig", "Config", "DataConfig", "EvalConfig", "LoggingConfig", "ModelConfig", "OptimConfig",
-    "PruningConfig", "RedundancyConfig", "check_redundancy", "check_types", "config_diff", "config_from_dict", "duplicated_count",
-    "finalize", "load_config", "merge_values", "parse_override", "parse_yaml", "read_yaml", "redundant_size",
-    "save_config", "validate",
+    "MAX_LR", "MAX_YAML_BYTES", "AugmentConfig", "Config", "DataConfig", "EvalConfig", "LoggingConfig",
+    "ModelConfig", "OptimConfig", "PruningConfig", "RedundancyConfig", "check_redundancy", "check_types",
+    "config_diff", "config_from_dict", "duplicated_count", "finalize", "load_config", "merge_values",
+    "parse_override", "parse_yaml", "read_yaml", "redundant_size", "save_config", "validate",
 ]
 
 

@@ -229,11 +229,11 @@ def _coerce(value: Any, annotation: str) -> Any:
 
 def _plain(value: Any) -> Any:
     """What a Python caller obviously means, in the types YAML saves: a path as its string, a numpy
-    scalar as the Python number, a tuple as a list (recursively inside lists and mappings)."""
+    scalar as the Python number, a tuple or array as a list (recursively inside lists and mappings)."""
     if isinstance(value, os.PathLike):
         return os.fspath(value)
-    if isinstance(value, np.generic):
-        return value.item()
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     if isinstance(value, dict):

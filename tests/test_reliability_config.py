@@ -143,7 +143,7 @@ def test_paths_and_numpy_numbers_mean_what_they_say(tmp_path):
     cfg = _api_config(out)
     cfg.output_dir = out  # a pathlib.Path
     cfg.epochs, cfg.optim.batch_size, cfg.optim.lr = np.int64(1), np.int32(64), np.float32(0.25)
-    cfg.augment.mean = (0.5, 0.5, 0.5)
+    cfg.augment.mean = np.full(3, 0.5)
     pretrain_api(cfg)
     saved = yaml.safe_load(RunLayout(out).config.read_text())
     assert saved["output_dir"] == str(out) and saved["epochs"] == 1 and saved["optim"]["batch_size"] == 64
