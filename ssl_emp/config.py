@@ -14,8 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ssl_emp.augment import PRESET_NAMES, SUPERVISED_KNOBS, VIEW_KNOBS
 from ssl_emp.curate.params import check_curate
 from ssl_emp.data.load import DATASETS, dataset_spec
@@ -24,6 +22,7 @@ from ssl_emp.models import MODELS, model_keys, validate_model_config
 from ssl_emp.pruning.params import validate_params
 from ssl_emp.runtime import DEVICES, OPTIMIZERS
 from ssl_emp.settings import (
+    MAX_YAML_BYTES,
     AugmentConfig,
     Config,
     DataConfig,
@@ -33,6 +32,7 @@ from ssl_emp.settings import (
     OptimConfig,
     PruningConfig,
     RedundancyConfig,
+    check_types,
     config_diff,
     config_from_dict,
     duplicated_count,
@@ -40,30 +40,23 @@ from ssl_emp.settings import (
     is_number,
     merge_values,
     parse_override,
+    parse_yaml,
+    read_yaml,
     redundant_size,
     save_config,
 )
 
 __all__ = [
-    "MAX_LR", "AugmentConfig", "Config", "DataConfig", "EvalConfig", "LoggingConfig", "ModelConfig", "OptimConfig",
-    "PruningConfig", "RedundancyConfig", "check_redundancy", "config_diff", "config_from_dict", "duplicated_count",
-    "finalize", "load_config", "merge_values", "parse_override", "redundant_size", "save_config", "validate",
+    "MAX_LR", "MAX_YAML_BYTES", "AugmentConfig", "Config", "DataConfig", "EvalConfig", "LoggingConfig",
+    "ModelConfig", "OptimConfig", "PruningConfig", "RedundancyConfig", "check_redundancy", "check_types",
+    "config_diff", "config_from_dict", "duplicated_count", "finalize", "load_config", "merge_values",
+    "parse_override", "parse_yaml", "read_yaml", "redundant_size", "save_config", "validate",
 ]
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Defaults, then the YAML file, then ``key=value`` overrides (values parsed as YAML)."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if path.is_dir():
-            raise ConfigError(f"config file {path} is a folder, not a file (pass a .yaml file)")
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    values = read_yaml(path) if path is not None else None
     cfg = config_from_dict(values)
     for item in overrides or []:
         parts, nested = parse_override(item)
@@ -74,7 +67,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def finalize(cfg: Config) -> Config:
-    """Resolve ``auto`` values from the rest of the config, then validate."""
+    """Check the types (a config built in Python, too), resolve ``auto`` values from the rest of the
+    config, then validate."""
+    check_types(cfg)
     if cfg.augment.preset == "auto":
         auto = "digits" if cfg.data.dataset == "digits" else MODELS[cfg.algorithm].augment_preset if cfg.algorithm in MODELS else "simclr"
         cfg.augment.preset = auto

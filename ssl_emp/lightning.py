@@ -42,7 +42,8 @@ class PruningCallback(pl.Callback):
 
     Pass either a ready ``pruner`` or the ``DynamicPruner`` arguments (``num_samples``, ``method``,
     ``pruning_rate``, ``epochs``, ``seed``, ``objective``, method parameters). ``epochs`` must be at
-    least the Trainer's ``max_epochs``.
+    least the Trainer's ``max_epochs`` (which must be set) and the train DataLoader's data set must
+    be ``num_samples`` long: both are checked before the first batch.
 
     Hooks, and why:
 
@@ -116,9 +117,14 @@ class PruningCallback(pl.Callback):
 
     # ------------------------------------------------------------------ Lightning hooks
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        max_epochs = trainer.max_epochs
-        if max_epochs is not None and max_epochs > self.pruner.epochs:
-            raise ConfigError(f"Trainer(max_epochs={max_epochs}) exceeds the pruner's epochs={self.pruner.epochs}")
+        max_epochs, epochs = trainer.max_epochs, self.pruner.epochs
+        # Lightning reads max_epochs=-1 (and None with max_steps) as "no limit": it would run past the
+        # pruner's last planned epoch.
+        if max_epochs is None or max_epochs < 0:
+            raise ConfigError(f"Trainer(max_epochs={max_epochs}) trains without an epoch limit but the pruner plans "
+                              f"epochs={epochs}: pass Trainer(max_epochs={epochs}) (or fewer)")
+        if max_epochs > epochs:
+            raise ConfigError(f"Trainer(max_epochs={max_epochs}) exceeds the pruner's epochs={epochs}")
         if self.pruner.method in OWN_RATE and trainer.reload_dataloaders_every_n_epochs != 1:
             raise ConfigError(
                 f"method {self.pruner.method!r} keeps a different number of samples each epoch: use "
@@ -174,7 +180,8 @@ class PruningCallback(pl.Callback):
 
     def _check_loader(self, trainer: pl.Trainer) -> None:
         """Refuse a train DataLoader that does not draw from this pruner (e.g. Lightning's
-        DistributedSampler replacing it): it would train on data the pruner does not account for."""
+        DistributedSampler replacing it) or whose data set is not ``num_samples`` long: it would train
+        on data the pruner does not account for. Runs before the epoch's first batch is fetched."""
         loaders = trainer.train_dataloader
         if not isinstance(loaders, DataLoader):
             return  # a collection of loaders or a custom iterable: the user's responsibility
@@ -185,3 +192,12 @@ class PruningCallback(pl.Callback):
             raise ConfigError(
                 "the train DataLoader must draw from PruningCallback.sampler() or .batch_sampler(); "
                 f"it uses {type(sampler).__name__} (under DDP pass Trainer(use_distributed_sampler=False))")
+        # The pruner's indices address the data set: a longer one would leave indices >= num_samples
+        # untrained without a word, a shorter one fail inside the DataLoader with an IndexError.
+        try:
+            size = len(loaders.dataset)
+        except TypeError:  # a data set without __len__: nothing to compare
+            return
+        if size != self.pruner.num_samples:
+            raise ConfigError(f"the train DataLoader's data set has {size} samples but the pruner was built for "
+                              f"num_samples={self.pruner.num_samples}: pass num_samples=len(data set)")

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from ssl_emp.errors import ConfigError
@@ -249,11 +251,115 @@ def _coerce(value: Any, annotation: str) -> Any:
     return value
 
 
+def _plain(value: Any) -> Any:
+    """What a Python caller obviously means, in the types YAML saves: a path as its string, a numpy
+    scalar as the Python number, a tuple or array as a list (recursively inside lists and mappings)."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def check_types(cfg: Config) -> None:
+    """Check, in place, a ``Config`` built or edited in Python (``pretrain(cfg)``), before anything is
+    written: every section is its dataclass, every value of its declared type after ``_plain``
+    (``pathlib.Path``, numpy scalars); one-line ConfigErrors naming the key. Files and ``--set`` get
+    the same checks from ``merge_values``."""
+    if not isinstance(cfg, Config):
+        raise ConfigError(f"expected an ssl_emp.config.Config, got {type(cfg).__name__}")
+    _check_section(cfg, "")
+
+
+def _check_section(obj: Any, prefix: str) -> None:
+    for f in dataclasses.fields(obj):
+        key, value = f"{prefix}{f.name}", getattr(obj, f.name)
+        section = f.default_factory
+        if isinstance(section, type) and dataclasses.is_dataclass(section):
+            if not isinstance(value, section):
+                raise ConfigError(f"cfg.{key} must be an ssl_emp.config.{section.__name__}, got {type(value).__name__}: "
+                                  f"set its fields (cfg.{key}.<name> = ...) or build the config with config_from_dict")
+            _check_section(value, f"{key}.")
+            continue
+        value = _plain(value)
+        _check_type(value, str(f.type), key)
+        setattr(obj, f.name, value)
+
+
 def config_from_dict(values: dict[str, Any] | None) -> Config:
     """A ``Config`` from a nested mapping (defaults for what it lacks), keys and types checked, not validated."""
     cfg = Config()
     merge_values(cfg, values or {})
     return cfg
+
+
+#: A config file is a few kB; anything far larger is not one, and is refused before it is parsed.
+MAX_YAML_BYTES = 1 << 20
+#: Nested mappings and lists, at most: PyYAML composes recursively, so deeper is a RecursionError.
+MAX_YAML_DEPTH = 64
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` without aliases and with a nesting limit. A few hundred bytes of nested
+    aliases (``b: [*a, *a, ...]``) stand for gigabytes once a value is copied, saved or printed in an
+    error message; no config needs them."""
+
+    depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None, None, f"aliases (*{event.anchor}) are not allowed in ssl-emp YAML: write the value out",
+                event.start_mark)
+        if self.depth >= MAX_YAML_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nests more than {MAX_YAML_DEPTH} levels deep",
+                                              event.start_mark)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """``text`` as YAML (safe types only, no aliases); a one-line ConfigError naming ``source`` otherwise.
+    The one YAML parser of user input: config files, benchmark files, run folders' config.yaml, ``--set``."""
+    try:
+        return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        where = f" (line {exc.problem_mark.line + 1}, column {exc.problem_mark.column + 1})" if exc.problem_mark else ""
+        problem = exc.problem or str(exc).splitlines()[0]
+        raise ConfigError(f"{source} is not valid YAML: {problem}{where}") from exc
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: an integer of over 4300 digits
+        raise ConfigError(f"{source} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+
+
+def read_yaml(path: str | Path, what: str = "config file") -> Any:
+    """The YAML document in file ``path`` (``parse_yaml``), at most ``MAX_YAML_BYTES`` of UTF-8 text;
+    one-line ConfigErrors naming ``what`` and the path for a missing, unreadable or oversized file."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a folder, not a file (pass a .yaml file)")
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_YAML_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{what} {path} cannot be read: {exc.strerror or exc}") from exc
+    if len(data) > MAX_YAML_BYTES:
+        raise ConfigError(f"{what} {path} is larger than {MAX_YAML_BYTES >> 10} KiB: not a config file")
+    try:
+        text = data.decode("utf-8")  # (PyYAML skips a byte-order mark, as some Windows editors write)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                          "save it as UTF-8") from exc
+    return parse_yaml(text, f"{what} {path}")
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -262,11 +368,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     key, sep, raw = item.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set expects key=value, got '{item}'")
-    try:
-        value = yaml.safe_load(raw) if raw else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {key}: the value is not valid YAML: {str(exc).splitlines()[0]}") from exc
-    return key.split("."), value
+    return key.split("."), parse_yaml(raw, f"--set {key}: the value") if raw else None
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

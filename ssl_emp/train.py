@@ -28,7 +28,7 @@ from ssl_emp.data.fingerprint import data_fingerprint
 from ssl_emp.data.redundancy import redundancy_diagnostics
 from ssl_emp.errors import ConfigError, TrainingDiverged
 from ssl_emp.eval.monitor import monitors
-from ssl_emp.logger import MetricsSink, Sinks, build_sinks
+from ssl_emp.logger import MetricsSink, Sinks, build_sinks, check_sinks
 from ssl_emp.models import build_model
 from ssl_emp.pruning import DynamicPruner
 from ssl_emp.pruning.sampler import FoldedBatchSampler
@@ -219,6 +219,7 @@ def pretrain(cfg: Config, resume: bool = False, sinks: Sequence[MetricsSink] = (
     """Pretrain an encoder as configured; returns the summary (also written to summary.json).
     ``sinks``: metrics sinks of the caller's (``ssl_emp.logger.MetricsSink``), beside the run's own."""
     finalize(cfg)
+    sinks = check_sinks(sinks)  # before the run folder: a bad sink would fail at its first step
     with Run(cfg.output_dir, distributed.is_main()) as run:  # rank 0 holds the folder's lock throughout
         ckpt = open_run(cfg, run, resume)
         t = build(cfg, run)

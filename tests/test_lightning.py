@@ -116,3 +116,26 @@ def test_the_example_runs(tmp_path: Path) -> None:
     proc = subprocess.run(cmd, env=child_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert "sample_visits" in proc.stdout
+
+
+@pytest.mark.parametrize("size", [H.NUM_IMAGES + 32, H.NUM_IMAGES - 32], ids=["longer", "shorter"])
+def test_a_data_set_of_another_length_than_num_samples_is_refused_before_the_first_batch(size: int) -> None:
+    # Longer: indices >= num_samples would never be trained; shorter: an IndexError inside the DataLoader.
+    callback = PruningCallback(num_samples=H.NUM_IMAGES, method="emp", pruning_rate=0.5, epochs=1)
+
+    class OtherSize(H.TinySimCLR):
+        def train_dataloader(self) -> DataLoader:
+            return DataLoader(H.TwoViewDigits(size), batch_sampler=self.callback.batch_sampler(self.batch_size))
+
+    module = OtherSize(callback)
+    with pytest.raises(ConfigError, match=f"data set has {size} samples but the pruner was built for num_samples=256"):
+        H.trainer([callback], 1).fit(module)
+    assert module.seen == {}
+
+
+def test_a_trainer_without_an_epoch_limit_is_refused_at_the_start() -> None:
+    callback = PruningCallback(num_samples=H.NUM_IMAGES, method="emp", pruning_rate=0.5, epochs=2)
+    module = H.TinySimCLR(callback)
+    with pytest.raises(ConfigError, match=r"Trainer\(max_epochs=-1\) trains without an epoch limit"):
+        H.trainer([callback], -1).fit(module)
+    assert module.seen == {}

@@ -50,9 +50,9 @@ def test_registry_names_the_models_and_their_keys():
 @pytest.mark.parametrize("algorithm, key, value, message", [
     ("simclr", "temperature", 0, "model.temperature must be > 0, got 0"),
     ("moco", "temperature", float("nan"), "model.temperature must be > 0, got nan"),
-    ("simclr", "proj_out_dim", 0, "model.proj_out_dim must be a positive integer, got 0"),
-    ("moco", "proj_hidden_dim", 2.5, "model.proj_hidden_dim must be a positive integer, got 2.5"),
-    ("moco", "queue_size", True, "model.queue_size must be a positive integer, got True"),
+    ("simclr", "proj_out_dim", 0, "model.proj_out_dim must be an integer in [1, 16384], got 0"),
+    ("moco", "proj_hidden_dim", 2.5, "model.proj_hidden_dim must be an integer in [1, 16384], got 2.5"),
+    ("moco", "queue_size", True, "model.queue_size must be an integer in [1, 1048576], got True"),
     ("moco", "momentum_start", 1.5, "model.momentum_start must be in [0, 1], got 1.5"),
     ("moco", "momentum_end", -0.1, "model.momentum_end must be in [0, 1], got -0.1"),
     ("supervised", "backbone", "", "model.backbone must be a timm model name, got ''"),

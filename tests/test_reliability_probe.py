@@ -213,7 +213,7 @@ def test_pretrain_config_that_is_a_folder(tmp_path, tiny_args, capsys):
 
 def test_benchmark_config_that_is_a_folder(tmp_path, capsys):
     assert benchmark(tmp_path, tmp_path / "out") == 2
-    assert one_line(capsys) == f"ssl-emp: error: benchmark config {tmp_path} is a folder, not a file"
+    assert one_line(capsys) == f"ssl-emp: error: benchmark config {tmp_path} is a folder, not a file (pass a .yaml file)"
     assert not (tmp_path / "out").exists()
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -83,6 +86,26 @@ def test_resumed_run_continues_the_same_tensorboard_run_without_duplicates(tmp_p
         assert [s for s, _ in resumed[tag]] == [s for s, _ in expected[tag]], tag
         assert [v for _, v in resumed[tag]] == pytest.approx([v for _, v in expected[tag]], rel=1e-5), tag
     assert len(list(Path(split.tensorboard).glob("events.out.tfevents.*"))) == 2  # one file per session
+
+
+@pytest.mark.parametrize("seconds_back", [0, 3600], ids=["same-second", "clock-set-back"])
+def test_a_resumed_session_is_read_after_the_interrupted_one_whatever_the_clock(tmp_path, tiny_args, monkeypatch,
+                                                                                 seconds_back):
+    """TensorBoard reads a run's event files in name order and applies a session's purge only to the
+    files read before it; the names begin with the wall-clock second. A clock set back (or a resume
+    within the same second from a process whose id sorts lower) would put the resumed session first,
+    and every purged step would show twice."""
+    split = RunLayout(tmp_path / "split")
+    with interrupt_after(5), pytest.raises(Interrupt):
+        main(["pretrain", *_common(tiny_args), "--output-dir", str(split.dir)])
+    (first,) = Path(split.tensorboard).glob("events.out.tfevents.*")
+    then = int(first.name.split(".")[3])
+    monkeypatch.setattr(time, "time", lambda: then - seconds_back + 0.5)  # the system clock, for everyone
+    # The writer's process id, as its file name spells it: "1" sorts before any other of the same second.
+    monkeypatch.setattr("tensorboard.summary.writer.event_file_writer.os", SimpleNamespace(path=os.path, getpid=lambda: 1))
+    assert resume(split.dir) == 0
+    monkeypatch.undo()
+    _check_against_files(split)  # each step once, in order
 
 
 def test_tensorboard_is_off_by_default(tmp_path, tiny_args):

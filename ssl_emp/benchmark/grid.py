@@ -15,8 +15,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 # merge_values with update_dicts=True is exactly what `ssl-emp pretrain --set` applies: nested sections
 # and dict-valued keys (backbone_kwargs, pruning.params) are updated entry by entry, not replaced.
 from ssl_emp.config import (
@@ -26,6 +24,7 @@ from ssl_emp.config import (
     finalize,
     merge_values,
     parse_override,
+    read_yaml,
     redundant_size,
 )
 from ssl_emp.errors import ConfigError
@@ -73,17 +72,6 @@ class RunSpec:
     config: Config
     budget_epochs: int  # the grid's E: achieved rates are 1 − visits / (N · E), also for `shorter`
     budget_samples: int | None = None  # that N when the run trains on fewer (dedup: the redundant set's)
-
-
-def _read_yaml(path: Path, what: str) -> Any:
-    if path.is_dir():
-        raise ConfigError(f"{what} {path} is a folder, not a file")
-    if not path.is_file():
-        raise ConfigError(f"{what} not found: {path}")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{what} {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
 
 
 def _mapping(value: Any, name: str) -> dict[str, Any]:
@@ -143,7 +131,7 @@ def _split_overrides(items: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
 def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> Benchmark:
     """Read and validate a benchmark file; ``overrides`` are ``--set key=value`` items."""
     path = Path(path)
-    doc = _read_yaml(path, "benchmark config")
+    doc = read_yaml(path, "benchmark config")
     if not isinstance(doc, dict):
         raise ConfigError(f"benchmark config {path} must be a mapping of {', '.join(TOP_KEYS)}")
     for key in doc:
@@ -160,7 +148,7 @@ def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> Benc
     if "base" in doc:
         if not isinstance(doc["base"], str):
             raise ConfigError(f"benchmark key 'base' must be a file name, got {doc['base']!r}")
-        values = _read_yaml(path.parent / doc["base"], "base config") or {}
+        values = read_yaml(path.parent / doc["base"], "base config") or {}
     else:
         values = _mapping(doc.get("pretrain"), "pretrain")
     base = config_from_dict(values)

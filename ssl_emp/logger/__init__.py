@@ -6,10 +6,10 @@ from collections.abc import Sequence
 
 from ssl_emp.config import Config
 from ssl_emp.logger.files import FileSink
-from ssl_emp.logger.sink import MetricsSink, Sinks, scalars_of
+from ssl_emp.logger.sink import MetricsSink, Sinks, check_sinks, scalars_of
 from ssl_emp.run.folder import Run
 
-__all__ = ["FileSink", "MetricsSink", "Sinks", "build_sinks", "scalars_of"]
+__all__ = ["FileSink", "MetricsSink", "Sinks", "build_sinks", "check_sinks", "scalars_of"]
 
 
 def build_sinks(cfg: Config, run: Run, resumed_step: int | None, extra: Sequence[MetricsSink] = ()) -> Sinks:

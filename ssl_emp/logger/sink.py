@@ -14,10 +14,12 @@ writes TensorBoard event files.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from torch import Tensor
+
+from ssl_emp.errors import ConfigError
 
 
 class MetricsSink(Protocol):
@@ -28,6 +30,26 @@ class MetricsSink(Protocol):
     def histogram(self, step: int, name: str, values: Tensor) -> None: ...
 
     def close(self) -> None: ...
+
+
+#: The methods a sink must have: the protocol's own.
+SINK_METHODS: tuple[str, ...] = tuple(name for name in vars(MetricsSink) if not name.startswith("_"))
+
+
+def check_sinks(sinks: Any) -> list[MetricsSink]:
+    """A caller's sinks as a list, each checked to have the ``MetricsSink`` methods; a one-line
+    ConfigError otherwise, raised before the run writes anything (not at its first logging step)."""
+    if all(callable(getattr(sinks, name, None)) for name in SINK_METHODS):
+        raise ConfigError(f"sinks must be a list of metrics sinks, got one {type(sinks).__name__}: pass sinks=[it]")
+    if isinstance(sinks, str | bytes | Mapping) or not isinstance(sinks, Iterable):
+        raise ConfigError(f"sinks must be a list of metrics sinks, got {type(sinks).__name__}")
+    sinks = list(sinks)
+    for i, sink in enumerate(sinks):
+        missing = [name for name in SINK_METHODS if not callable(getattr(sink, name, None))]
+        if missing:
+            raise ConfigError(f"sinks[{i}] ({type(sink).__name__}) is not a metrics sink: it lacks "
+                              f"{', '.join(missing)} (see ssl_emp.logger.MetricsSink)")
+    return sinks
 
 
 def scalars_of(record: Mapping[str, Any]) -> dict[str, float]:

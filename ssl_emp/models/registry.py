@@ -9,6 +9,7 @@ validation, like ``ssl_emp.pruning.params`` for the pruning methods.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,8 +37,19 @@ class ModelParam:
     help: str
 
 
-def _positive_int(x: Any) -> bool:
-    return is_int(x) and x > 0
+# Upper bounds, so that a typo (1e11 for 1e3) is a message, not a failed allocation of terabytes.
+#: Widest projection head: SimCLR and MoCo use 2048 to 8192; a 2^14 x 2^14 layer is 1 GiB of float32.
+MAX_WIDTH = 1 << 14
+#: Longest MoCo queue: MoCo v2 uses 65536.
+MAX_QUEUE = 1 << 20
+#: (keys, limit, what): a model that reads all the keys needs their product <= limit.
+PRODUCT_LIMITS: tuple[tuple[tuple[str, ...], int, str], ...] = (
+    (("queue_size", "proj_out_dim"), 1 << 28, "the MoCo queue's floats, 1 GiB"),
+)
+
+
+def _int_in(low: int, high: int) -> Callable[[Any], bool]:
+    return lambda x: is_int(x) and low <= x <= high
 
 
 def _unit(x: Any) -> bool:
@@ -49,10 +61,13 @@ BACKBONE_KEYS: tuple[str, ...] = ("backbone", "backbone_kwargs")
 MODEL_PARAMS: dict[str, ModelParam] = {
     "backbone": ModelParam(lambda x: isinstance(x, str) and x != "", "a timm model name", "the encoder"),
     "backbone_kwargs": ModelParam(lambda x: isinstance(x, dict), "a mapping", "timm.create_model's arguments"),
-    "proj_hidden_dim": ModelParam(_positive_int, "a positive integer", "hidden width of the projection head"),
-    "proj_out_dim": ModelParam(_positive_int, "a positive integer", "output width of the projection head"),
+    "proj_hidden_dim": ModelParam(_int_in(1, MAX_WIDTH), f"an integer in [1, {MAX_WIDTH}]",
+                                  "hidden width of the projection head"),
+    "proj_out_dim": ModelParam(_int_in(1, MAX_WIDTH), f"an integer in [1, {MAX_WIDTH}]",
+                               "output width of the projection head"),
     "temperature": ModelParam(lambda x: is_number(x) and x > 0, "> 0", "InfoNCE temperature"),
-    "queue_size": ModelParam(_positive_int, "a positive integer", "MoCo: negatives in the key queue"),
+    "queue_size": ModelParam(_int_in(1, MAX_QUEUE), f"an integer in [1, {MAX_QUEUE}]",
+                             "MoCo: negatives in the key queue"),
     "momentum_start": ModelParam(_unit, "in [0, 1]", "MoCo: key-encoder momentum at the start of the run"),
     "momentum_end": ModelParam(_unit, "in [0, 1]", "MoCo: key-encoder momentum at the end (cosine schedule)"),
 }
@@ -80,6 +95,10 @@ def validate_model_config(algorithm: str, cfg: ModelConfig, *, section: str = "m
         if low in keys and high in keys and getattr(cfg, low) > getattr(cfg, high):
             raise ConfigError(f"{section}.{low} must be <= {section}.{high}, got {getattr(cfg, low)!r} > "
                               f"{getattr(cfg, high)!r}")
+    for names, limit, what in PRODUCT_LIMITS:
+        if set(names) <= set(keys) and math.prod(getattr(cfg, n) for n in names) > limit:
+            raise ConfigError(f"{' x '.join(f'{section}.{n}' for n in names)} must be <= {limit} ({what}), got "
+                              f"{' x '.join(str(getattr(cfg, n)) for n in names)}")
 
 
 def build_model(algorithm: str, cfg: ModelConfig, gather_distributed: bool = False,
