@@ -44,6 +44,9 @@ class DataConfig:
     data_dir: str | None = None  # folder (or .tar/.tar.gz of an image-folder tree)
     download: bool = False  # torchvision sets only, and only when asked
     image_size: int = 16
+    # Images larger than image_size keep their aspect ratio, their shorter side cut to this many
+    # pixels (FFCV's max_resolution; null: full size); views are cropped from them (ssl_emp.data.views).
+    store_size: int | None = None
     train_split: str = "train"  # stl10: "train+unlabeled" trains on the unlabelled images too
     train_subset: int | None = None  # keep a fixed random subset of N training images
     # Skip this many images of that fixed order first: offset 10000 with train_subset 10000 gives a
