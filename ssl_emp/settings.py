@@ -65,6 +65,11 @@ class DataConfig:
     num_workers: int = 0
     # Train on these training images only: a kept.txt of `ssl-emp curate` (its indices, the data's fingerprint).
     keep_file: str | None = None
+    # data.dataset: hf (Hugging Face datasets; data_dir: a save_to_disk folder or a hub name):
+    hf_image_column: str = "image"  # the column of images
+    hf_label_column: str | None = "label"  # the column of class labels (ClassLabel or values); null: none
+    hf_train_split: str = "train"  # the split names pretraining and the kNN bank / the test set read
+    hf_test_split: str = "test"
 
 
 @dataclass

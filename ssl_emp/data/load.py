@@ -23,6 +23,7 @@ from torch import Tensor
 from ssl_emp.data.datasets import DataSplits, IndexedImageFiles, IndexedImages, PackedImages, check_fits
 from ssl_emp.data.decode import resize_square
 from ssl_emp.data.folder import load_imagefolder_split
+from ssl_emp.data.hf import load_hf_split
 from ssl_emp.data.junk import inject_junk
 from ssl_emp.data.keep import keep_subset
 from ssl_emp.data.redundancy import make_redundant
@@ -134,6 +135,7 @@ DATASETS: dict[str, DatasetSpec] = {
     # "train+unlabeled" trains on the 100,000 unlabelled images too (the kNN bank stays "train").
     "stl10": DatasetSpec(_torchvision("stl10"), train_splits=("train", "train+unlabeled")),
     "imagefolder": DatasetSpec(lambda cfg, split, classes: _imagefolder_set(cfg, split, classes)),
+    "hf": DatasetSpec(load_hf_split),  # Hugging Face datasets (ssl_emp.data.hf)
 }
 
 
