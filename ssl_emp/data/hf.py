@@ -46,12 +46,18 @@ class HFImages(ImageSource):
         return self.table._fingerprint  # datasets' own: changes with every transform of the table
 
 
-def _open(cfg: DataConfig) -> Any:
-    """The ``Dataset`` or ``DatasetDict`` at ``data.data_dir`` (a ``save_to_disk`` folder or a hub name)."""
+def _datasets() -> Any:
+    """The ``datasets`` package, or a one-line ConfigError saying how to install it."""
     try:
         import datasets
     except ImportError:
         raise ConfigError("data.dataset=hf needs the Hugging Face datasets package: pip install 'ssl-emp[hf]'") from None
+    return datasets
+
+
+def _open(cfg: DataConfig) -> Any:
+    """The ``Dataset`` or ``DatasetDict`` at ``data.data_dir`` (a ``save_to_disk`` folder or a hub name)."""
+    datasets = _datasets()
     if cfg.data_dir is None:
         raise ConfigError("dataset 'hf' needs --data-dir (a folder written by save_to_disk, or a hub name)")
     root = Path(cfg.data_dir).expanduser()
@@ -98,7 +104,7 @@ def _labels(table: Any, column: str | None, classes: list[str] | None, cfg: Data
 
 def load_hf_split(cfg: DataConfig, split: str, classes: list[str] | None = None) -> HFImages | None:
     """The ``train`` (``data.hf_train_split``) or ``test`` (``data.hf_test_split``) split; None if absent."""
-    import datasets
+    datasets = _datasets()
 
     train = split.startswith("train")
     table = _split(_open(cfg), cfg.hf_train_split if train else cfg.hf_test_split, train, cfg)
