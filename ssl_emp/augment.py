@@ -123,13 +123,15 @@ def _fallback_size(height: int, width: int, ratio: tuple[float, float]) -> tuple
 
 
 def resized_crop_boxes(n: int, height: int, width: int, scale: tuple[float, float],
-                       ratio: tuple[float, float] = CROP_RATIO, device: torch.device | None = None) -> Tensor:
+                       ratio: tuple[float, float] = CROP_RATIO, device: torch.device | None = None,
+                       generator: torch.Generator | None = None) -> Tensor:
     """``(n, 4)`` crop boxes ``(x0, y0, w, h)`` in whole pixels, drawn as kornia's ResizedCropGenerator
     and torchvision's ``RandomResizedCrop.get_params``: area fraction uniform in ``scale``, log aspect
     ratio uniform in ``log(ratio)``, the first of ``CROP_TRIES`` candidates that fits, the fallback when
     none does, and a uniform whole-pixel position. torchvision tries the candidates one after another;
-    here all are drawn at once and the first that fits is picked on the device."""
-    u = torch.rand(n, 2 * CROP_TRIES + 2, device=device)  # one launch for the whole draw
+    here all are drawn at once and the first that fits is picked on the device. ``generator``: the
+    views cut in DataLoader workers (``ssl_emp.data.views``) draw from their own, seeded per image."""
+    u = torch.rand(n, 2 * CROP_TRIES + 2, device=device, generator=generator)  # one launch for the whole draw
     area = (scale[0] + (scale[1] - scale[0]) * u[:, :CROP_TRIES]) * (height * width)
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
     aspect = torch.exp(log_lo + (log_hi - log_lo) * u[:, CROP_TRIES:2 * CROP_TRIES])
@@ -360,22 +362,31 @@ class Normalize(nn.Module):
 
 
 # --------------------------------------------------------------------------- pipelines
-def view_augmentation(cfg: AugmentConfig, image_size: int) -> nn.Sequential:
+def crop_scale(cfg: AugmentConfig, image_size: int) -> tuple[float, float]:
+    """The area fraction range of the random resized crop: the preset's ``min_scale`` to 1; the
+    ``supervised`` preset on photographs crops as torchvision's ImageNet recipe (0.08 to 1)."""
+    if cfg.preset == "supervised":
+        return (0.08, 1.0)
+    return (float(resolve(cfg, image_size)["min_scale"]), 1.0)
+
+
+def view_augmentation(cfg: AugmentConfig, image_size: int, crop: bool = True) -> nn.Sequential:
     """One random view per call: crop, flip, rotation, colour jitter, grayscale, blur, normalise.
 
     uint8 or float ``(B, C, H, W)`` in, normalised float ``(B, C, image_size, image_size)`` out. An op
-    that can never change an image (probability or strength 0) is left out.
+    that can never change an image (probability or strength 0) is left out. ``crop=False``: the
+    input is a batch of views already cut (``ssl_emp.data.views``), so the crop is left out.
     """
     v = resolve(cfg, image_size)
     size = (image_size, image_size)
     if cfg.preset == "supervised":
-        ops: list[nn.Module] = [ToFloat(), RandomCrop(size, SUPERVISED_PADDING)]
+        ops: list[nn.Module] = [ToFloat(), *([RandomCrop(size, SUPERVISED_PADDING)] if crop else [])]
         if float(v["hflip_prob"]) > 0:
             ops.append(RandomHorizontalFlip(float(v["hflip_prob"])))
         return nn.Sequential(*ops, Normalize(cfg.mean, cfg.std))
     s = float(v["cj_strength"])
     b, c, sat, h = (s * j for j in v["jitter"])
-    ops = [ToFloat(), RandomResizedCrop(size, scale=(float(v["min_scale"]), 1.0))]
+    ops = [ToFloat(), *([RandomResizedCrop(size, scale=crop_scale(cfg, image_size))] if crop else [])]
     if float(v["hflip_prob"]) > 0:
         ops.append(RandomHorizontalFlip(float(v["hflip_prob"])))
     if float(v["rotate_prob"]) > 0 and float(v["rotate_degrees"]) > 0:

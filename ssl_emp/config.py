@@ -126,6 +126,8 @@ def _check_data(d: DataConfig) -> None:
                   if split != "train"]
         raise ConfigError(f"data.train_split must be 'train' (or {', '.join(others)}), got {d.train_split!r}")
     _require(is_int(d.image_size) and d.image_size >= 8, f"data.image_size must be an integer >= 8, got {d.image_size!r}")
+    _require(d.store_size is None or (is_int(d.store_size) and is_int(d.image_size) and d.store_size >= d.image_size),
+             f"data.store_size must be null or an integer >= data.image_size ({d.image_size}), got {d.store_size!r}")
     for name in ("train_subset", "test_subset"):
         value = getattr(d, name)
         _require(value is None or (is_int(value) and value > 0), f"data.{name} must be a positive integer, got {value!r}")

@@ -46,6 +46,9 @@ class DataConfig:
     data_dir: str | None = None  # folder (or .tar/.tar.gz of an image-folder tree)
     download: bool = False  # torchvision sets only, and only when asked
     image_size: int = 16
+    # Images larger than image_size keep their aspect ratio, their shorter side cut to this many
+    # pixels (FFCV's max_resolution; null: full size); views are cropped from them (ssl_emp.data.views).
+    store_size: int | None = None
     train_split: str = "train"  # stl10: "train+unlabeled" trains on the unlabelled images too
     train_subset: int | None = None  # keep a fixed random subset of N training images
     # Skip this many images of that fixed order first: offset 10000 with train_subset 10000 gives a
@@ -64,6 +67,11 @@ class DataConfig:
     num_workers: int = 0
     # Train on these training images only: a kept.txt of `ssl-emp curate` (its indices, the data's fingerprint).
     keep_file: str | None = None
+    # data.dataset: hf (Hugging Face datasets; data_dir: a save_to_disk folder or a hub name):
+    hf_image_column: str = "image"  # the column of images
+    hf_label_column: str | None = "label"  # the column of class labels (ClassLabel or values); null: none
+    hf_train_split: str = "train"  # the split names pretraining and the kNN bank / the test set read
+    hf_test_split: str = "test"
 
 
 @dataclass

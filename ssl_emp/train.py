@@ -20,12 +20,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ssl_emp import distributed
-from ssl_emp.augment import view_augmentation
+from ssl_emp.augment import crop_scale, view_augmentation
 from ssl_emp.config import Config, finalize
 from ssl_emp.data import DataSplits, check_classes, load_data
 from ssl_emp.data.datasets import loader_generator
 from ssl_emp.data.fingerprint import data_fingerprint
 from ssl_emp.data.redundancy import redundancy_diagnostics
+from ssl_emp.data.views import CroppedViews, EpochTagged, cuts_views
 from ssl_emp.errors import ConfigError, TrainingDiverged
 from ssl_emp.eval.monitor import monitors
 from ssl_emp.logger import MetricsSink, Sinks, build_sinks, check_sinks
@@ -104,13 +105,19 @@ def build(cfg: Config, run: Run) -> Trainer:
                            **cfg.pruning.params)
     if pruner.budget is not None and -(-pruner.budget // world) < 2:
         raise ConfigError(f"pruning.rate {cfg.pruning.rate} keeps {pruner.budget} images: fewer than 2 per rank")
-    loader = DataLoader(data.train, batch_sampler=FoldedBatchSampler(pruner.sampler(), cfg.optim.batch_size),
+    size = cfg.data.image_size
+    dataset, batches = data.train, FoldedBatchSampler(pruner.sampler(), cfg.optim.batch_size)
+    cut = cuts_views(data.train, size)
+    if cut:  # photographs: each view cut from the image's own pixels in the workers (ssl_emp.data.views)
+        dataset = CroppedViews(data.train, model.num_views, size, crop_scale(cfg.augment, size), cfg.seed)
+        batches = EpochTagged(batches, lambda: pruner.epoch)
+    loader = DataLoader(dataset, batch_sampler=batches,
                         num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
                         persistent_workers=cfg.data.num_workers > 0, generator=loader_generator(cfg.seed))
     return Trainer(
         cfg=cfg, run=run, data=data, device=device, world=world,
         state=TrainState(model, optimizer, pruner, device), net=net, loader=loader,
-        augment=view_augmentation(cfg.augment, cfg.data.image_size).to(device),
+        augment=view_augmentation(cfg.augment, size, crop=not cut).to(device),
         base_lrs=[g["lr"] for g in optimizer.param_groups], labels=labels,
         autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"),
         memory_format=layout,
@@ -127,8 +134,10 @@ def train_step(t: Trainer, idx: Tensor, images: Tensor, progress: float, diverge
     model.on_train_step(progress)
     images = images.to(t.device, non_blocking=True)
     labels = t.labels[idx.to(t.device, non_blocking=True)] if model.needs_labels else None
+    # [B, V, 3, S, S]: views already cut from photographs in the workers; [B, 3, H, W]: cut here.
+    batches = images.unbind(1) if images.dim() == 5 else [images] * model.num_views
     with torch.no_grad():
-        views = [t.augment(images).contiguous(memory_format=t.memory_format) for _ in range(model.num_views)]
+        views = [t.augment(batch).contiguous(memory_format=t.memory_format) for batch in batches]
     with t.autocast:
         out = t.net(*views, labels=labels)
     loss_i = out["loss"].float()

@@ -48,7 +48,7 @@ def test_imagefolder_tree_and_archive(tmp_path, archive):
         source = tmp_path / "mini.tar.gz"
         with tarfile.open(source, "w:gz") as tar:
             tar.add(tmp_path / "tree" / "mini", arcname="mini")
-    cfg = DataConfig(dataset="imagefolder", data_dir=str(source), image_size=16, cache_dir=str(tmp_path / "cache"))
+    cfg = DataConfig(dataset="imagefolder", data_dir=str(source), image_size=16, store_size=16, cache_dir=str(tmp_path / "cache"))
     data = load_data(cfg)
     assert len(data.train) == 6 and len(data.test) == 6
     assert data.train.classes == ["a", "b"] and data.train.labels.tolist() == [0, 0, 0, 1, 1, 1]

@@ -53,7 +53,7 @@ def test_cache_follows_files_changed_inside_class_folders(tmp_path, tiny_args):
 
 def test_cache_follows_a_file_rewritten_in_place(tmp_path):
     _write_tree(tmp_path / "tree", per_class=2)
-    cfg = DataConfig(dataset="imagefolder", data_dir=str(tmp_path / "tree"), image_size=8, cache_dir=str(tmp_path / "c"))
+    cfg = DataConfig(dataset="imagefolder", data_dir=str(tmp_path / "tree"), image_size=8, store_size=8, cache_dir=str(tmp_path / "c"))
     before = load_data(cfg).train.images.clone()
     target = tmp_path / "tree" / "train" / "b" / "1.png"
     Image.new("RGB", (20, 20), (255, 0, 0)).save(target)  # same name, new content
@@ -66,7 +66,7 @@ def test_cache_follows_a_file_rewritten_in_place(tmp_path):
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "wrong_shape", "wrong_labels"])
 def test_corrupt_cache_is_rebuilt_with_one_line(tmp_path, capsys, damage):
     _write_tree(tmp_path / "tree", per_class=2)
-    cfg = DataConfig(dataset="imagefolder", data_dir=str(tmp_path / "tree"), image_size=8, cache_dir=str(tmp_path / "c"))
+    cfg = DataConfig(dataset="imagefolder", data_dir=str(tmp_path / "tree"), image_size=8, store_size=8, cache_dir=str(tmp_path / "c"))
     good = load_data(cfg)
     caches = sorted((tmp_path / "c").glob("*.pt"))
     assert len(caches) == 2  # train and test
@@ -94,7 +94,7 @@ def test_corrupt_cache_is_rebuilt_with_one_line(tmp_path, capsys, damage):
 
 def test_a_folder_too_large_for_memory_is_streamed_from_disk(tmp_path, capsys, monkeypatch):
     _write_tree(tmp_path / "tree", per_class=3)
-    cfg = DataConfig(dataset="imagefolder", data_dir=str(tmp_path / "tree"), image_size=8,
+    cfg = DataConfig(dataset="imagefolder", data_dir=str(tmp_path / "tree"), image_size=8, store_size=8,
                      cache_dir=str(tmp_path / "c"), train_subset=4)
     in_ram = load_data(cfg)
     monkeypatch.setattr(ssl_emp.data.folder, "available_memory", lambda: 1000)  # 6 x 3 x 8 x 8 = 1152 bytes: no

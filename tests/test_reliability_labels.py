@@ -56,7 +56,7 @@ def _tree_test_lacks_a_class(root: Path) -> Path:
 
 def test_a_test_split_lacking_a_class_is_numbered_by_the_training_classes(tmp_path):
     tree = _tree_test_lacks_a_class(tmp_path / "tree")
-    data = load_data(DataConfig(dataset="imagefolder", data_dir=str(tree), image_size=8, cache_dir=str(tmp_path / "c")))
+    data = load_data(DataConfig(dataset="imagefolder", data_dir=str(tree), image_size=8, store_size=8, cache_dir=str(tmp_path / "c")))
     assert data.train.classes == data.test.classes == ["cat", "dog", "ship"]
     assert data.test.labels.tolist() == [1, 1, 1, 2, 2, 2]  # dog and ship, not 0 and 1
     assert torch.equal(data.test.images, data.train.images[3:])
@@ -179,7 +179,7 @@ def test_gif_is_read_as_its_first_frame_and_other_files_are_counted(tmp_path, ca
     frames[0].save(tmp_path / "tree" / "train" / "a" / "anim.gif", save_all=True, append_images=frames[1:])
     (tmp_path / "tree" / "train" / "b" / "notes.txt").write_text("not an image")
     (tmp_path / "tree" / "train" / ".DS_Store").write_bytes(b"\0")  # hidden: not worth a word
-    data = load_data(DataConfig(dataset="imagefolder", data_dir=str(tmp_path / "tree"), image_size=8,
+    data = load_data(DataConfig(dataset="imagefolder", data_dir=str(tmp_path / "tree"), image_size=8, store_size=8,
                                 cache_dir=str(tmp_path / "c")))
     line = one_line(capsys)
     assert line.startswith("ssl-emp: skipping 1 file without an image suffix (") and line.endswith(": train/b/notes.txt")

@@ -19,30 +19,31 @@ from tqdm import tqdm
 from ssl_emp.augment import eval_transform
 from ssl_emp.config import Config
 from ssl_emp.curate.clusters import normalised
-from ssl_emp.data import IndexedImageFiles, IndexedImages
 from ssl_emp.data.datasets import loader_generator
+from ssl_emp.data.decode import eval_view
+from ssl_emp.data.source import ImageSource
 from ssl_emp.errors import ConfigError
 from ssl_emp.eval.features import extract_features
 from ssl_emp.run.files import atomic_write_bytes, atomic_write_text
 
 
 class _Images(Dataset):
-    """The images of an indexed data set without their indices: what ``extract_features`` embeds."""
+    """A source's images through the evaluation view, without their indices: what ``extract_features`` embeds."""
 
-    def __init__(self, dataset: IndexedImages | IndexedImageFiles):
-        self.dataset = dataset
+    def __init__(self, dataset: ImageSource, image_size: int):
+        self.dataset, self.image_size = dataset, image_size
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> Tensor:
-        return self.dataset[index][1]
+        return eval_view(self.dataset.read(index), self.image_size)
 
 
-def embed(backbone: nn.Module, split: IndexedImages | IndexedImageFiles, cfg: Config, device: torch.device,
+def embed(backbone: nn.Module, split: ImageSource, cfg: Config, device: torch.device,
           what: str) -> np.ndarray:
     """L2-normalised backbone features [N, D] of ``split`` through the run's eval transform, with a progress bar."""
-    loader = DataLoader(_Images(split), batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers,
+    loader = DataLoader(_Images(split, cfg.data.image_size), batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers,
                         generator=loader_generator())
     bar = tqdm(loader, desc=f"embedding {what}", unit="batch", disable=not cfg.progress, file=sys.stderr)
     transform = eval_transform(cfg.augment, cfg.data.image_size).to(device)

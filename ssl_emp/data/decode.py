@@ -1,4 +1,4 @@
-"""One image file to a uint8 RGB tensor: reading, decoding (Pillow), the square resize.
+"""One image file to a uint8 RGB tensor: reading, decoding (Pillow), the size it is stored at.
 
 Its errors are ``ImageError``: one line naming the image, also when a DataLoader worker raised it.
 Kept apart from ``ssl_emp.data.folder`` (listing, layout, cache) because the data sets that decode
@@ -8,6 +8,7 @@ on access use it too; the imports run one way (datasets, folder -> decode).
 from __future__ import annotations
 
 import io
+import math
 import re
 import warnings
 from typing import TYPE_CHECKING
@@ -38,18 +39,22 @@ class ImageError(ConfigError):
         super().__init__(message)
 
 
-def read_image(path: str) -> Tensor:
-    """The image file at ``path`` as uint8 RGB [3, H, W]; ImageError naming it if unreadable."""
+def read_image(path: str, shorter: int | None = None) -> Tensor:
+    """The image file at ``path`` as uint8 RGB [3, H, W]; ImageError naming it if unreadable.
+    ``shorter``: as ``decode_image``."""
     try:
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as exc:
         raise ImageError(f"cannot read image {path}: {exc.strerror or type(exc).__name__}") from exc
-    return decode_image(data, path)
+    return decode_image(data, path, shorter)
 
 
-def decode_image(data: bytes, name: str) -> Tensor:
+def decode_image(data: bytes, name: str, shorter: int | None = None) -> Tensor:
     """An encoded image's bytes as uint8 RGB [3, H, W]; ImageError naming ``name`` if undecodable.
+
+    ``shorter``: the shorter side the caller will resize the image to; a JPEG is then decoded at a
+    reduced DCT scale that keeps at least that (Pillow's ``draft``: 2-8x less work on large photos).
 
     Images over Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``, 89,478,485
     pixels) are refused: Pillow would only warn up to twice that and decode them in full.
@@ -63,6 +68,10 @@ def decode_image(data: bytes, name: str) -> Tensor:
             # convert("RGB") drops a palette's transparency, as meant; Pillow's advice to use RGBA is noise here.
             warnings.filterwarnings("ignore", "Palette images with Transparency", UserWarning)
             with Image.open(io.BytesIO(data)) as img:
+                if shorter is not None and img.format == "JPEG":
+                    w, h = img.size
+                    factor = max(1.0, min(w, h) / shorter)
+                    img.draft("RGB", (math.ceil(w / factor), math.ceil(h / factor)))
                 array = _rgb_array(img)
     except Image.UnidentifiedImageError as exc:
         raise ImageError(f"cannot decode image {name}: not an image in a known format") from exc
@@ -120,3 +129,41 @@ def resize_square(images: Tensor, size: int) -> Tensor:
                              antialias=True, align_corners=False)
         out[start:start + step] = part.round_().clamp_(0, 255)
     return out
+
+
+def stored_size(height: int, width: int, image_size: int, store_size: int | None) -> tuple[int, int]:
+    """(H, W) at which an image of ``height`` x ``width`` is stored: an image no larger than
+    ``image_size`` either way becomes an ``image_size`` square (as the CIFAR-sized sets always were);
+    a larger one keeps its aspect ratio, its shorter side cut to ``store_size`` when that is set
+    (FFCV's ``max_resolution``), so that views are cropped from its own pixels."""
+    if height <= image_size and width <= image_size:
+        return image_size, image_size
+    short = min(height, width)
+    if store_size is None or short <= store_size:
+        return height, width
+    # torchvision's Resize(int): the longer side truncated, so a 4:3 image stays as close to 4:3.
+    return (store_size, int(store_size * width / height)) if height == short else (int(store_size * height / width), store_size)
+
+
+def store_image(image: Tensor, image_size: int, store_size: int | None) -> Tensor:
+    """uint8 [3, H, W] resized (bilinear, antialiased) to its ``stored_size``; as is if already."""
+    size = stored_size(image.shape[-2], image.shape[-1], image_size, store_size)
+    if tuple(image.shape[-2:]) == size:
+        return image
+    out = F.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False)
+    return out.round_().clamp_(0, 255).to(torch.uint8)[0]
+
+
+def eval_view(image: Tensor, size: int) -> Tensor:
+    """torchvision's evaluation transform of uint8 [3, H, W]: ``Resize(size)`` (the shorter side to
+    ``size``, the longer truncated, bilinear, antialiased) then ``CenterCrop(size)``; as is if it is
+    already a ``size`` square. Keeps the aspect ratio, where resizing to a square would squash it."""
+    h, w = image.shape[-2:]
+    if (h, w) == (size, size):
+        return image
+    new = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
+    if new != (h, w):
+        image = F.interpolate(image[None].float(), size=new, mode="bilinear", antialias=True,
+                              align_corners=False).round_().clamp_(0, 255).to(torch.uint8)[0]
+    top, left = int(round((new[0] - size) / 2.0)), int(round((new[1] - size) / 2.0))
+    return image[:, top:top + size, left:left + size].contiguous()

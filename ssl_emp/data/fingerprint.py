@@ -12,14 +12,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from ssl_emp.data.folder import folder_fingerprint
+from ssl_emp.data.hf import hf_fingerprint
 from ssl_emp.errors import ConfigError
 from ssl_emp.settings import DataConfig
 
 # The data set whose fingerprint depends on the files found at data.data_dir.
 FOLDER_DATASET = "imagefolder"
+# The other sources whose images are what lies at data.data_dir: their own fingerprint of it.
+SOURCE_FINGERPRINTS: dict[str, Callable[[DataConfig], str]] = {"hf": hf_fingerprint}
 
 
 def data_fingerprint(cfg: DataConfig) -> str:
@@ -33,6 +37,8 @@ def data_fingerprint(cfg: DataConfig) -> str:
             parts.append(folder_fingerprint(root))
         except OSError as exc:
             raise ConfigError(f"cannot read data dir {root}: {exc.strerror or exc}") from exc
+    elif cfg.dataset in SOURCE_FINGERPRINTS:
+        parts += [SOURCE_FINGERPRINTS[cfg.dataset](cfg), cfg.hf_train_split, cfg.hf_test_split, cfg.hf_image_column]
     return hashlib.sha1("\0".join(parts).encode()).hexdigest()[:16]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import lzma
 import os
 import sys
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ssl_emp.data.decode import decode_image, read_image, resize_square
+from ssl_emp.data.decode import decode_image, read_image, store_image, stored_size
 from ssl_emp.errors import ConfigError, RunFailed
 from ssl_emp.run.checkpoint import safe_torch_load
 from ssl_emp.run.files import atomic_torch_save, sweep_temp_files
@@ -31,16 +32,17 @@ from ssl_emp.settings import DataConfig
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")  # .gif: its first frame
 # Part of the cache key: bump when the decoded format changes. 3: a test split's labels index the
 # training split's classes (2 numbered each split's own folders, so a cache of 2 has wrong labels).
-CACHE_VERSION = 3
+# 4: images larger than image_size keep their aspect ratio (packed, with their sizes).
+CACHE_VERSION = 4
 # Decode into RAM only while the decoded split takes at most this share of the available memory;
 # the rest is for the model, the other split and the data loader.
 MEMORY_SHARE = 0.5
 
 # (name inside the split, name for messages, file path or the image's bytes)
 Entry = tuple[str, str, "bytes | str"]
-# One split as read: decoded uint8 images [N, 3, S, S] (held in RAM) or the image files (decoded
-# on access), then labels and class names (None for images at the top level).
-FolderSplit = tuple["Tensor | list[str]", "Tensor | None", "list[str] | None"]
+# One split as read: decoded uint8 images held in RAM, either [N, 3, H, W] (sizes None: all of one size) or packed in one flat buffer with their sizes [N, 2]; or the image files
+# (decoded on access, sizes None); then labels and class names (None for images at the top level).
+FolderSplit = tuple["Tensor | list[str]", "Tensor | None", "Tensor | None", "list[str] | None"]
 
 
 def available_memory() -> int | None:
@@ -250,27 +252,36 @@ def folder_fingerprint(root: Path) -> str:
 
 
 def _cache_path(cfg: DataConfig, root: Path, split: str, fingerprint: str) -> Path:
-    key = f"v{CACHE_VERSION}|{root.resolve()}|{fingerprint}|{split}|{cfg.image_size}"
+    key = f"v{CACHE_VERSION}|{root.resolve()}|{fingerprint}|{split}|{cfg.image_size}|{cfg.store_size}"
     base = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else Path.home() / ".cache" / "ssl-emp" / "decoded"
     return base / f"{hashlib.sha1(os.fsencode(key)).hexdigest()[:16]}.pt"
 
 
-def _cache_problem(blob: object, size: int, n: int | None, expected: list[str] | None) -> str | None:
+def _cache_problem(blob: object, size: int, store_size: int | None, n: int | None, expected: list[str] | None) -> str | None:
     """Why a loaded cache file cannot be what was written for this split (None: it can);
     ``expected``: the training split's classes, which another split's labels must index."""
     if not isinstance(blob, dict) or not isinstance(blob.get("images"), Tensor):
         return "no image tensor"
-    images, labels, classes = blob["images"], blob.get("labels"), blob.get("classes")
-    if images.dtype != torch.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != (3, size, size):
-        return f"images are {images.dtype} {tuple(images.shape)}, expected uint8 [N, 3, {size}, {size}]"
-    if n is not None and images.shape[0] != n:
-        return f"{images.shape[0]} images where the folder has {n}"
+    images, labels, classes, sizes = blob["images"], blob.get("labels"), blob.get("classes"), blob.get("sizes")
+    if sizes is not None:
+        if not isinstance(sizes, Tensor) or sizes.dtype != torch.long or sizes.ndim != 2 or sizes.shape[1] != 2:
+            return "its image sizes are not [N, 2] integers"
+        if images.dtype != torch.uint8 or images.ndim != 1 or images.numel() != int(3 * sizes.prod(1).sum()):
+            return f"{images.numel()} packed bytes do not match the image sizes"
+    elif images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        return f"images are {images.dtype} {tuple(images.shape)}, expected uint8 [N, 3, H, W]"
+    shapes = sizes.tolist() if sizes is not None else [tuple(images.shape[2:])] if len(images) else []
+    if any(stored_size(h, w, size, store_size) != (h, w) for h, w in {tuple(hw) for hw in shapes}):
+        return f"images of sizes other than data.image_size={size} and data.store_size={store_size} store"
+    count = len(images) if sizes is None else len(sizes)
+    if n is not None and count != n:
+        return f"{count} images where the folder has {n}"
     notes = blob.get("notes", [])
     if not isinstance(notes, list) or not all(isinstance(note, str) for note in notes):
         return "its notes are not lines of text"
     if labels is None:
         return None if classes is None else "classes without labels"
-    if not isinstance(labels, Tensor) or labels.dtype != torch.long or tuple(labels.shape) != (images.shape[0],):
+    if not isinstance(labels, Tensor) or labels.dtype != torch.long or tuple(labels.shape) != (count,):
         return "labels do not match the images"
     if not isinstance(classes, list) or (len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < len(classes)):
         return "labels do not match the classes"
@@ -279,14 +290,14 @@ def _cache_problem(blob: object, size: int, n: int | None, expected: list[str] |
     return None
 
 
-def _read_cache(path: Path, size: int, n: int | None, expected: list[str] | None) -> dict | None:
+def _read_cache(path: Path, size: int, store_size: int | None, n: int | None, expected: list[str] | None) -> dict | None:
     """The cached decoded split (images, labels, classes, notes), or None (absent; corrupt or
     invalid: said in one line, rebuilt)."""
     if not path.is_file():
         return None
     try:
-        blob = safe_torch_load(path, "decoded-image cache")
-        problem = _cache_problem(blob, size, n, expected)
+        blob = safe_torch_load(path, "decoded-image cache", mmap=True)  # photographs: paged in as read
+        problem = _cache_problem(blob, size, store_size, n, expected)
     except ConfigError as exc:
         problem = str(exc)
     if problem is None:
@@ -295,22 +306,44 @@ def _read_cache(path: Path, size: int, n: int | None, expected: list[str] | None
     return None
 
 
-def _write_cache(path: Path, images: Tensor, labels: Tensor | None, classes: list[str] | None, notes: list[str]) -> None:
+def _write_cache(path: Path, images: Tensor, sizes: Tensor | None, labels: Tensor | None, classes: list[str] | None,
+                 notes: list[str]) -> None:
     """Best effort: a cache that cannot be written (full disk, read-only) costs time, not the run.
     The notes go with it: a cached archive is not read again, yet its strays are still said."""
     sweep_temp_files(path.parent, only_dead=True)  # other runs may be writing here: only dead writers' files
     try:
-        atomic_torch_save({"images": images, "labels": labels, "classes": classes, "notes": notes}, path)
+        atomic_torch_save({"images": images, "sizes": sizes, "labels": labels, "classes": classes, "notes": notes}, path)
     except RunFailed as exc:
         print(f"ssl-emp: not caching the decoded images: {exc}", file=sys.stderr)
 
 
-def _decode_all(entries: list[Entry], source: Path, size: int) -> Tensor:
-    images = torch.empty((len(entries), 3, size, size), dtype=torch.uint8)
-    for i, (_, full, payload) in enumerate(entries):
-        image = read_image(payload) if isinstance(payload, str) else decode_image(payload, f"{source}:{full}")
-        images[i] = resize_square(image[None], size)[0]
-    return images
+def _decode_all(entries: list[Entry], source: Path, size: int, store_size: int | None) -> tuple[Tensor, Tensor | None]:
+    """The split's images at their ``stored_size``: [N, 3, H, W] when all share one size, else
+    packed into one flat buffer, with their sizes [N, 2]."""
+    images = []
+    for _, full, payload in entries:
+        shorter = store_size or size
+        image = read_image(payload, shorter) if isinstance(payload, str) else decode_image(payload, f"{source}:{full}", shorter)
+        images.append(store_image(image, size, store_size))
+    if len({tuple(image.shape[-2:]) for image in images}) <= 1:  # one size: an array, as the named sets
+        return torch.stack(images) if images else torch.empty((0, 3, size, size), dtype=torch.uint8), None
+    return torch.cat([image.reshape(-1) for image in images]), torch.tensor([image.shape[-2:] for image in images])
+
+
+def _stored_bytes(entries: list[Entry], size: int, store_size: int | None) -> int:
+    """Bytes of the split's images at their ``stored_size``, from the image headers (no decoding)."""
+    from PIL import Image
+
+    total = 0
+    for _, _, payload in entries:
+        try:
+            with Image.open(payload if isinstance(payload, str) else io.BytesIO(payload)) as img:
+                width, height = img.size
+        except (OSError, ValueError):  # undecodable: said, naming it, when it is decoded
+            width = height = size
+        h, w = stored_size(height, width, size, store_size)
+        total += 3 * h * w
+    return total
 
 
 def load_imagefolder_split(cfg: DataConfig, split: str, classes: list[str] | None = None) -> FolderSplit | None:
@@ -338,10 +371,10 @@ def load_imagefolder_split(cfg: DataConfig, split: str, classes: list[str] | Non
         notes = []  # said once, with the training split
     cache = _cache_path(cfg, root, split, _fingerprint(root, files))
     if cfg.in_memory:
-        cached = _read_cache(cache, cfg.image_size, None if entries is None else len(entries), classes)
+        cached = _read_cache(cache, cfg.image_size, cfg.store_size, None if entries is None else len(entries), classes)
         if cached is not None:
             _say(notes if not archive else cached.get("notes", []))
-            return cached["images"], cached.get("labels"), cached.get("classes")
+            return cached["images"], cached.get("sizes"), cached.get("labels"), cached.get("classes")
     if archive:
         fits, text = fits_in_memory(root.stat().st_size)
         if not fits:
@@ -360,7 +393,7 @@ def load_imagefolder_split(cfg: DataConfig, split: str, classes: list[str] | Non
     in_memory = cfg.in_memory
     if in_memory:
         raw = sum(len(p) for _, _, p in entries) if archive else 0  # archive bytes stay in RAM while decoding
-        in_memory, text = fits_in_memory(len(entries) * 3 * cfg.image_size**2 + raw)
+        in_memory, text = fits_in_memory(_stored_bytes(entries, cfg.image_size, cfg.store_size) + raw)
         if not in_memory and archive:
             raise ConfigError(f"the {split} split of {root} ({len(entries)} images decoded: {text}) does not fit in "
                               "memory: unpack it and pass the folder with --set data.in_memory=false")
@@ -369,7 +402,7 @@ def load_imagefolder_split(cfg: DataConfig, split: str, classes: list[str] | Non
                   "memory; reading it from disk instead (data.in_memory=false"
                   + ("; set data.num_workers to decode in parallel)" if cfg.num_workers == 0 else ")"), file=sys.stderr)
     if not in_memory:
-        return [payload for _, _, payload in entries], labels, classes
-    images = _decode_all(entries, root, cfg.image_size)
-    _write_cache(cache, images, labels, classes, notes)
-    return images, labels, classes
+        return [payload for _, _, payload in entries], None, labels, classes
+    images, sizes = _decode_all(entries, root, cfg.image_size, cfg.store_size)
+    _write_cache(cache, images, sizes, labels, classes, notes)
+    return images, sizes, labels, classes

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ssl_emp.data.datasets import DataSplits, take
+from ssl_emp.data.datasets import DataSplits
 from ssl_emp.data.fingerprint import split_fingerprint
 from ssl_emp.errors import ConfigError
 from ssl_emp.run.files import atomic_write_text
@@ -68,7 +68,7 @@ def keep_subset(splits: DataSplits, cfg: DataConfig) -> DataSplits:
     """``splits`` with the training set cut to ``cfg.keep_file``'s images (and the probes' masks with
     it). The kNN bank stays the whole labelled split, so curated and uncurated runs score alike."""
     keep = read_keep_file(cfg.keep_file, len(splits.train), split_fingerprint(cfg))
-    splits.train = take(splits.train, keep)
+    splits.train = splits.train.take(keep)
     if splits.junk is not None:
         splits.junk = splits.junk[keep]
     if splits.unique_of is not None:

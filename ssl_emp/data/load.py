@@ -20,17 +20,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ssl_emp.data.datasets import DataSplits, IndexedImageFiles, IndexedImages, check_fits, take
+from ssl_emp.data.datasets import DataSplits, IndexedImageFiles, IndexedImages, PackedImages, check_fits
 from ssl_emp.data.decode import resize_square
 from ssl_emp.data.folder import load_imagefolder_split
+from ssl_emp.data.hf import load_hf_split
 from ssl_emp.data.junk import inject_junk
 from ssl_emp.data.keep import keep_subset
 from ssl_emp.data.redundancy import make_redundant
+from ssl_emp.data.source import ImageSource
 from ssl_emp.errors import ConfigError
 from ssl_emp.settings import DataConfig
 
 
-def _subset(ds: IndexedImages | IndexedImageFiles, n: int | None, offset: int = 0) -> IndexedImages | IndexedImageFiles:
+def _subset(ds: ImageSource, n: int | None, offset: int = 0) -> ImageSource:
     """A fixed (seed 0) random subset, the same for every run so results are comparable: images
     ``offset`` to ``offset + n`` of one fixed permutation, so two offsets give disjoint subsets."""
     if n is None or (offset == 0 and n >= len(ds)):
@@ -39,7 +41,7 @@ def _subset(ds: IndexedImages | IndexedImageFiles, n: int | None, offset: int = 
         raise ConfigError(f"data.train_subset_offset + data.train_subset = {offset + n} is more than the "
                           f"{len(ds)} images of the training split")
     keep = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[offset:offset + n].sort().values
-    return take(ds, keep)
+    return ds.take(keep)
 
 
 def _nhwc_to_tensor(array: np.ndarray) -> Tensor:
@@ -97,18 +99,18 @@ def _torchvision_set(name: str, cfg: DataConfig, split: str) -> IndexedImages:
     return IndexedImages(resize_square(images, cfg.image_size), labels, classes)
 
 
-def _imagefolder_set(cfg: DataConfig, split: str, classes: list[str] | None) -> IndexedImages | IndexedImageFiles | None:
+def _imagefolder_set(cfg: DataConfig, split: str, classes: list[str] | None) -> ImageSource | None:
     """An image folder's split as an indexed data set; ssl_emp.data.folder does the reading."""
     found = load_imagefolder_split(cfg, split, classes)
     if found is None:
         return None
-    images, labels, classes = found
-    if isinstance(images, Tensor):
-        return IndexedImages(images, labels, classes)
-    return IndexedImageFiles(images, labels, classes, cfg.image_size)
+    images, sizes, labels, classes = found
+    if isinstance(images, list):
+        return IndexedImageFiles(images, labels, classes, cfg.image_size, cfg.store_size)
+    return IndexedImages(images, labels, classes) if sizes is None else PackedImages(images, sizes, labels, classes)
 
 
-SplitLoader = Callable[[DataConfig, str, list[str] | None], IndexedImages | IndexedImageFiles | None]
+SplitLoader = Callable[[DataConfig, str, list[str] | None], ImageSource | None]
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ DATASETS: dict[str, DatasetSpec] = {
     # "train+unlabeled" trains on the 100,000 unlabelled images too (the kNN bank stays "train").
     "stl10": DatasetSpec(_torchvision("stl10"), train_splits=("train", "train+unlabeled")),
     "imagefolder": DatasetSpec(lambda cfg, split, classes: _imagefolder_set(cfg, split, classes)),
+    "hf": DatasetSpec(load_hf_split),  # Hugging Face datasets (ssl_emp.data.hf)
 }
 
 
@@ -144,7 +147,7 @@ def dataset_spec(name: str) -> DatasetSpec:
     return spec
 
 
-def load_split(cfg: DataConfig, split: str, classes: list[str] | None = None) -> IndexedImages | IndexedImageFiles | None:
+def load_split(cfg: DataConfig, split: str, classes: list[str] | None = None) -> ImageSource | None:
     """One split (``train``, ``test`` or stl10's ``train+unlabeled``) of the configured data set.
 
     ``classes``: the training split's, which an image folder's other split is numbered by (the
@@ -157,7 +160,7 @@ def load_split(cfg: DataConfig, split: str, classes: list[str] | None = None) ->
     return ds
 
 
-def _hold_out(ds: IndexedImages | IndexedImageFiles, fraction: float) -> tuple[IndexedImages | IndexedImageFiles, ...]:
+def _hold_out(ds: ImageSource, fraction: float) -> tuple[ImageSource, ...]:
     """A fixed (seed 0) stratified split of a labelled set: (rest, held out)."""
     from sklearn.model_selection import train_test_split
 
@@ -169,10 +172,10 @@ def _hold_out(ds: IndexedImages | IndexedImageFiles, fraction: float) -> tuple[I
     except ValueError as exc:  # a case the checks above do not foresee: still one line
         raise ConfigError(f"data.val_fraction={fraction} cannot hold out a stratified split of {len(ds)} images: "
                           f"{str(exc).splitlines()[0]}") from exc
-    return take(ds, torch.from_numpy(np.sort(rest))), take(ds, torch.from_numpy(np.sort(held)))
+    return ds.take(torch.from_numpy(np.sort(rest))), ds.take(torch.from_numpy(np.sort(held)))
 
 
-def _check_stratifiable(ds: IndexedImages | IndexedImageFiles, fraction: float) -> None:
+def _check_stratifiable(ds: ImageSource, fraction: float) -> None:
     """Refuse in words a split that sklearn's ``train_test_split`` would refuse with a ValueError:
     each part needs an image of every class, and so every class needs two images."""
     counts = torch.bincount(ds.labels)

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ssl_emp.data.datasets import IndexedImageFiles, IndexedImages, check_fits, take
+from ssl_emp.data.datasets import IndexedImages, check_fits
+from ssl_emp.data.source import ImageSource
 from ssl_emp.errors import ConfigError
 from ssl_emp.settings import RedundancyConfig, duplicated_count
 
@@ -72,19 +73,20 @@ def near_copy(image: Tensor, gen: torch.Generator) -> Tensor:
     return x.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def make_redundant(ds: IndexedImages | IndexedImageFiles, cfg: RedundancyConfig) -> tuple[IndexedImages, IndexedImages, Tensor]:
+def make_redundant(ds: ImageSource, cfg: RedundancyConfig) -> tuple[IndexedImages, IndexedImages, Tensor]:
     """(training set, its U unique images, ``unique_of``) of the redundancy probe (docs/method.md).
 
     The unique images are clean originals with their labels: the kNN bank. The training set holds
     them followed by the extra copies (exact, or ``near_copy`` ones); with ``cfg.dedup`` it is the U
     unique images alone, the oracle's training set, its bank the same.
     """
-    if not isinstance(ds, IndexedImages):
-        raise ConfigError("data.redundancy needs the training images held in memory (data.in_memory=true)")
+    held = ds.stacked()
+    if held is None:
+        raise ConfigError("data.redundancy needs the training images held in memory at one size "
+                          "(data.in_memory=true, images no larger than data.image_size)")
     assert cfg.unique is not None  # the caller builds a redundant set only when asked
     chosen, unique_of = redundant_layout(len(ds), cfg.unique, cfg.dup_fraction, cfg.copies)
-    unique = take(ds, chosen)
-    assert isinstance(unique, IndexedImages)
+    unique = IndexedImages(held, ds.labels, ds.classes).take(chosen)
     if cfg.dedup:
         return unique, unique, torch.arange(len(unique))
     check_fits(len(unique_of), unique.images.shape[-1], "the redundant training set")

@@ -17,7 +17,7 @@ from ssl_emp.eval.knn import bank_limited_k, knn_accuracy
 
 
 def _loader(split: object, cfg: Config) -> DataLoader:
-    return DataLoader(Labelled(split), batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers,
+    return DataLoader(Labelled(split, cfg.data.image_size), batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers,
                       generator=loader_generator())
 
 

@@ -31,10 +31,11 @@ def _reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
-def safe_torch_load(path: str | Path, what: str = "file") -> Any:
-    """``torch.load(weights_only=True)`` on CPU; any failure is a one-line ``ConfigError``."""
+def safe_torch_load(path: str | Path, what: str = "file", mmap: bool = False) -> Any:
+    """``torch.load(weights_only=True)`` on CPU (``mmap``: its tensors memory-mapped from the file,
+    read as used); any failure is a one-line ``ConfigError``."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises many types here (UnpicklingError, KeyError, EOFError, ...)
         raise ConfigError(f"{what} {path} is corrupt or not an ssl-emp file: {_reason(exc)}") from exc
 
