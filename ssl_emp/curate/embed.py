@@ -62,12 +62,18 @@ def file_hash(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def embeddings_file(out: Path, what: str) -> Path:
+    """Where ``cached_embeddings`` keeps a split's embeddings in ``out`` (its record: ``.json`` beside it)."""
+    return out / f"embeddings_{what}.npy"
+
+
 def cached_embeddings(out: Path, what: str, key: dict[str, str], compute: Callable[[], np.ndarray],
                       meta: dict[str, Any] | None = None) -> tuple[np.ndarray, bool]:
     """``out/embeddings_<what>.npy`` if its record (``.json`` beside it) matches ``key`` (the data's
     fingerprint, the checkpoint's hash), else ``compute()`` saved there, its record holding ``key``,
     ``meta``, the shape and the seconds it took; and whether it was reused."""
-    array_path, record_path = out / f"embeddings_{what}.npy", out / f"embeddings_{what}.json"
+    array_path = embeddings_file(out, what)
+    record_path = array_path.with_suffix(".json")
     try:
         record = json.loads(record_path.read_text())
         if {k: record.get(k) for k in key} == key:
