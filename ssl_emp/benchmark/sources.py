@@ -97,7 +97,7 @@ def curation_fields(run_dir: str | Path, summary: dict[str, Any]) -> dict[str, A
     visits, wall = summary["images_seen"], summary["wall_time_s"]
     path = RunLayout(run_dir).embeddings
     if not path.is_file():
-        return {"compute_visits": visits, "compute_time_s": wall}
+        return {"embed_source": None, "compute_visits": visits, "compute_time_s": wall}
     rec = json.loads(path.read_text())
     prerun, prerun_s, embed_s = rec.get("prerun_visits") or 0, rec.get("prerun_time_s") or 0.0, rec.get("time_s") or 0.0
     return {"embed_source": rec.get("source"), "embed_forward_passes": rec["n"], "embed_time_s": embed_s,

@@ -84,9 +84,8 @@ def results_table(cells: list[Cell], key: str = "knn_top1") -> str:
     best = _best(cells, key)
     lines = [
         "| method | target r | achieved r | " + "".join(f"{METRIC_LABELS[k]} (%) | " for k in metrics)
-        + f"linear top-1 (%) | {metric_short_name(key)} / full | wall time (s) | optimizer steps | "
-        "compute (visits, curation included) | seeds |",
-        "| --- |" + " ---: |" * (len(metrics) + 8),
+        + f"linear top-1 (%) | {metric_short_name(key)} / full | wall time (s) | optimizer steps | seeds |",
+        "| --- |" + " ---: |" * (len(metrics) + 7),
     ]
     for c in cells:
         main = c.stat(key)
@@ -99,7 +98,7 @@ def results_table(cells: list[Cell], key: str = "knn_top1") -> str:
             f"| {c.method} | {rate_label(c.target_rate)} | {_fmt(c.stat('achieved_rate'), 1, 3)} | "
             + "".join(f"{t} | " for t in texts)
             + f"{_fmt(c.stat('linear_top1'), 100)} | {ratio} | {_fmt(c.stat('wall_time_s'), 1, 0)} | "
-            f"{_fmt(c.stat('optimizer_steps'), 1, 0)} | {_fmt(c.stat('compute_visits'), 1, 0)} | {seeds} |"
+            f"{_fmt(c.stat('optimizer_steps'), 1, 0)} | {seeds} |"
         )
     return "\n".join(lines)
 
