@@ -19,7 +19,9 @@ from ssl_emp.curate.params import check_curate
 from ssl_emp.data.load import DATASETS, dataset_spec
 from ssl_emp.errors import ConfigError
 from ssl_emp.models import MODELS, model_keys, validate_model_config
+from ssl_emp.pruning.curation import check_embeddings_setting
 from ssl_emp.pruning.params import validate_params
+from ssl_emp.pruning.registry import method_spec
 from ssl_emp.runtime import DEVICES, OPTIMIZERS
 from ssl_emp.settings import (
     MAX_YAML_BYTES,
@@ -182,6 +184,7 @@ def validate(cfg: Config) -> None:
     p = cfg.pruning
     _require(isinstance(p.params, dict), "pruning.params must be a mapping")
     validate_params(p.method, p.rate, p.params, section="pruning")  # the pruner's own table of params
+    check_embeddings_setting(p.method, p.embeddings, method_spec(p.method).inputs)
     e = cfg.eval
     _require(is_int(e.eval_every) and e.eval_every >= 0, f"eval.eval_every must be >= 0, got {e.eval_every!r}")
     _require(is_int(e.knn_k) and e.knn_k > 0, f"eval.knn_k must be a positive integer, got {e.knn_k!r}")

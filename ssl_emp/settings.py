@@ -127,6 +127,9 @@ class PruningConfig:
     method: str = "full"  # a name of ssl_emp.pruning.METHODS
     rate: float = 0.0
     params: dict[str, Any] = field(default_factory=dict)
+    # Per-sample embeddings (a .npy of the training split, with the .json curate writes beside it) for
+    # the methods that read them (ssl_emp.pruning.curation: semdedup, prototypes, ...).
+    embeddings: str | None = None
 
 
 @dataclass

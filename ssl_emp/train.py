@@ -8,6 +8,7 @@ value back to the host outside logging steps (every ``log_every`` steps) and epo
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,9 +23,10 @@ from tqdm import tqdm
 from ssl_emp import distributed
 from ssl_emp.augment import crop_scale, view_augmentation
 from ssl_emp.config import Config, finalize
+from ssl_emp.curate.embed import pruning_embeddings
 from ssl_emp.data import DataSplits, check_classes, load_data
 from ssl_emp.data.datasets import loader_generator
-from ssl_emp.data.fingerprint import data_fingerprint
+from ssl_emp.data.fingerprint import data_fingerprint, split_fingerprint
 from ssl_emp.data.redundancy import redundancy_diagnostics
 from ssl_emp.data.views import CroppedViews, EpochTagged, cuts_views
 from ssl_emp.errors import ConfigError, TrainingDiverged
@@ -32,8 +34,9 @@ from ssl_emp.eval.monitor import monitors
 from ssl_emp.logger import MetricsSink, Sinks, build_sinks, check_sinks
 from ssl_emp.models import build_model
 from ssl_emp.pruning import DynamicPruner
+from ssl_emp.pruning.curation import EMBEDDINGS
 from ssl_emp.pruning.sampler import FoldedBatchSampler
-from ssl_emp.run.files import atomic_torch_save
+from ssl_emp.run.files import atomic_torch_save, atomic_write_text
 from ssl_emp.run.folder import Run
 from ssl_emp.run.lifecycle import check_data, finish_run, open_run, start_run
 from ssl_emp.run.state import TrainState
@@ -70,6 +73,7 @@ class Trainer:
     autocast: torch.autocast
     memory_format: torch.memory_format
     sinks: Sinks = field(default_factory=lambda: Sinks([]))  # set by pretrain once it knows where the run starts
+    embeddings: dict[str, Any] | None = None  # pruning.embeddings' record and sha1, when the method reads them
 
 
 def build(cfg: Config, run: Run) -> Trainer:
@@ -100,9 +104,13 @@ def build(cfg: Config, run: Run) -> Trainer:
             raise ConfigError(f"algorithm '{cfg.algorithm}' needs labels; data set '{cfg.data.dataset}' has none")
         labels = data.train.labels.to(device)
     optimizer = build_optimizer(model, cfg.optim, world)
+    inputs, embeddings = None, None
+    if cfg.pruning.embeddings is not None:  # a curation method's input (ssl_emp.pruning.curation)
+        emb, embeddings = pruning_embeddings(cfg.pruning.embeddings, n, split_fingerprint(cfg.data))
+        inputs = {EMBEDDINGS: emb}
     pruner = DynamicPruner(num_samples=n, method=cfg.pruning.method, pruning_rate=cfg.pruning.rate,
                            epochs=cfg.epochs, seed=cfg.seed, objective=model.objective, signals=model.signals,
-                           **cfg.pruning.params)
+                           inputs=inputs, **cfg.pruning.params)
     if pruner.budget is not None and -(-pruner.budget // world) < 2:
         raise ConfigError(f"pruning.rate {cfg.pruning.rate} keeps {pruner.budget} images: fewer than 2 per rank")
     size = cfg.data.image_size
@@ -120,8 +128,24 @@ def build(cfg: Config, run: Run) -> Trainer:
         augment=view_augmentation(cfg.augment, size, crop=not cut).to(device),
         base_lrs=[g["lr"] for g in optimizer.param_groups], labels=labels,
         autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"),
-        memory_format=layout,
+        memory_format=layout, embeddings=embeddings,
     )
+
+
+def record_embeddings(t: Trainer, resumed: bool) -> None:
+    """Write RUN/embeddings.json: the embeddings the method selected from (path, sha1, their record)
+    and what its rule reported (SemDeDup's implied ε). A resumed run must read the same file."""
+    if t.embeddings is None:
+        return
+    path = t.run.layout.embeddings
+    if resumed and path.is_file():
+        saved = json.loads(path.read_text()).get("sha1")
+        if saved != t.embeddings["sha1"]:
+            raise ConfigError(f"--resume with other pruning.embeddings than the run started with (sha1 {saved}, "
+                              f"now {t.embeddings['sha1']}): {t.embeddings['path']}")
+    if t.run.is_main:
+        record = {**t.embeddings, "selection": t.state.pruner.selection_info}
+        atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
 
 def train_step(t: Trainer, idx: Tensor, images: Tensor, progress: float, diverged: Tensor) -> Tensor:
@@ -240,6 +264,7 @@ def pretrain(cfg: Config, resume: bool = False, sinks: Sequence[MetricsSink] = (
             run.truncate_logs(ckpt["epoch"])
         else:
             start_run(cfg, run)
+        record_embeddings(t, resumed=ckpt is not None)
         t.sinks = build_sinks(cfg, run, None if ckpt is None else t.state.step, sinks)
         try:
             if ckpt is None:

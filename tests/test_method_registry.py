@@ -146,9 +146,12 @@ def test_a_name_or_a_parameter_registered_twice_is_refused():
 
 def test_the_lists_of_names_are_the_records():
     specs = [method_spec(m) for m in METHODS]
-    assert OWN_RATE == tuple(s.name for s in specs if s.own_rate) == ("infobatch", "scan")
-    assert grid.RATELESS == ("full", "infobatch", "scan") and FULL_DATA == "full"
+    assert OWN_RATE == tuple(s.name for s in specs if s.own_rate) == ("infobatch", "scan", "semdedup-eps")
+    assert grid.RATELESS == ("full", "infobatch", "scan", "semdedup-eps") and FULL_DATA == "full"
     assert [m for m in METHODS if method_spec(m).needs] == ["emp", "emp-easy"]
     assert method_spec("scan").reads == ("loss_12", "loss_21") and method_spec("scan").state is not None
-    assert [m for m in METHODS if method_spec(m).static] == ["full", "random-static"]
+    assert [m for m in METHODS if method_spec(m).static] == ["full", "random-static", "semdedup", "semdedup-eps",
+                                                              "prototypes", "prototypes-easy"]
+    assert [m for m in METHODS if method_spec(m).inputs == ("embeddings",)] == [
+        "semdedup", "semdedup-eps", "semdedup+random", "prototypes", "prototypes-easy"]
     assert METHOD_PARAMS["ucb"] == ("alpha", "gamma", "rho", "ucb_c")

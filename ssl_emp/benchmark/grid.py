@@ -15,6 +15,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from ssl_emp.benchmark.sources import EmbeddingSource, check_method_source, parse_sources, split_method
+
 # merge_values with update_dicts=True is exactly what `ssl-emp pretrain --set` applies: nested sections
 # and dict-valued keys (backbone_kwargs, pruning.params) are updated entry by entry, not replaced.
 from ssl_emp.config import (
@@ -32,7 +34,7 @@ from ssl_emp.pruning import FULL_DATA, METHODS, RATELESS
 from ssl_emp.run.layout import BenchmarkLayout
 
 TOP_KEYS = ("base", "pretrain", "overrides", "grid", "linear_probe")
-GRID_KEYS = ("methods", "rates", "seeds", "method_params", "method_rates")
+GRID_KEYS = ("methods", "rates", "seeds", "method_params", "method_rates", "embeddings")
 # The equal-compute baseline (docs/method.md "The references every rule is compared with"): not a pruning rule but a grid method, full
 # data for round((1 − r)·E) epochs with the whole schedule compressed into them. Its rates may lie
 # outside grid.rates (grid.method_rates.shorter), e.g. the achieved rate of InfoBatch.
@@ -59,6 +61,7 @@ class Benchmark:
     linear_probe: bool
     method_rates: dict[str, list[float]] = field(default_factory=dict)  # method -> its only rates
     rstar: float | None = None  # r* of the base config's redundant set; None without one
+    embeddings: dict[str, EmbeddingSource] = field(default_factory=dict)  # grid.embeddings: the curation sources
 
 
 @dataclass
@@ -72,6 +75,7 @@ class RunSpec:
     config: Config
     budget_epochs: int  # the grid's E: achieved rates are 1 − visits / (N · E), also for `shorter`
     budget_samples: int | None = None  # that N when the run trains on fewer (dedup: the redundant set's)
+    embed_source: str | None = None  # where a curation method's embeddings come from (grid.embeddings)
 
 
 def _mapping(value: Any, name: str) -> dict[str, Any]:
@@ -156,16 +160,18 @@ def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> Benc
     merge_values(base, pretrain_sets, update_dicts=True)
 
     methods = _unique_list(grid.get("methods"), "grid.methods", lambda m: isinstance(m, str), "method names")
+    sources = parse_sources(grid.get("embeddings"))
     for m in methods:
-        if m not in GRID_METHODS:
+        if split_method(m)[0] not in GRID_METHODS:
             raise ConfigError(f"unknown pruning method '{m}' in grid.methods (choose from {', '.join(GRID_METHODS)})")
+        check_method_source(m, sources)
     rstar_rate = _rstar_of(base)
     if DEDUP in methods and rstar_rate is None:
         raise ConfigError(f"grid method '{DEDUP}' trains on the unique images of a redundant training set; "
                           "set data.redundancy.unique (and dup_fraction, copies) in the base config")
     if base.data.redundancy.dedup:
         raise ConfigError(f"data.redundancy.dedup is set for every run; list the grid method '{DEDUP}' instead")
-    needs_rates = any(m not in (*RATELESS, DEDUP) for m in methods)
+    needs_rates = any(split_method(m)[0] not in (*RATELESS, DEDUP) for m in methods)
     rates = _rates(grid.get("rates"), "grid.rates", rstar_rate) if needs_rates or "rates" in grid else []
     seeds = _unique_list(grid.get("seeds", [base.seed]), "grid.seeds", _is_int, "integers")
     method_params = _mapping(grid.get("method_params"), "grid.method_params")
@@ -182,7 +188,7 @@ def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> Benc
     if not isinstance(linear, bool):
         raise ConfigError(f"benchmark key 'linear_probe' must be true or false, got {linear!r}")
     params = {m: dict(p or {}) for m, p in method_params.items()}
-    return Benchmark(path, base, methods, rates, seeds, params, linear, method_rates, rstar_rate)
+    return Benchmark(path, base, methods, rates, seeds, params, linear, method_rates, rstar_rate, sources)
 
 
 def rstar(unique: int, n: int) -> float:
@@ -228,7 +234,7 @@ def _method_rates(value: dict[str, Any], methods: list[str], rates: list[float],
         key = f"grid.method_rates.{m}"
         if m not in methods:
             raise ConfigError(f"grid.method_rates names '{m}', which is not in grid.methods")
-        if m in RATELESS:
+        if split_method(m)[0] in RATELESS:
             raise ConfigError(f"grid.method_rates names '{m}', which takes no pruning rate")
         if m == DEDUP:
             raise ConfigError(f"grid.method_rates names '{DEDUP}', whose rate is r* = {rstar_rate:g} (1 − U/N)")
@@ -273,9 +279,10 @@ def compress_schedule(cfg: Config, epochs: int) -> None:
 
 
 def _cells(bench: Benchmark) -> list[tuple[str, float | None]]:
-    cells: list[tuple[str, float | None]] = [(m, None) for m in bench.methods if m in RATELESS]
+    rateless = [m for m in bench.methods if split_method(m)[0] in RATELESS]
+    cells: list[tuple[str, float | None]] = [(m, None) for m in rateless]
     cells += [(m, r) for r in bench.rates for m in bench.methods
-              if m not in (*RATELESS, DEDUP) and r in bench.method_rates.get(m, bench.rates)]
+              if m not in (*rateless, DEDUP) and r in bench.method_rates.get(m, bench.rates)]
     extra = [r for r in bench.method_rates.get(SHORTER, []) if r not in bench.rates]
     cells += [(SHORTER, r) for r in extra if SHORTER in bench.methods]
     return cells + ([(DEDUP, bench.rstar)] if DEDUP in bench.methods else [])
@@ -305,9 +312,11 @@ def expand_grid(bench: Benchmark, output_dir: str | Path) -> list[RunSpec]:
                 cfg.pruning.method, cfg.pruning.rate = FULL_DATA, 0.0
                 cfg.data.redundancy.dedup = True
             else:
-                cfg.pruning.method = method
+                cfg.pruning.method, source = split_method(method)
                 cfg.pruning.rate = 0.0 if rate is None else rate
                 cfg.pruning.params = {**cfg.pruning.params, **bench.method_params.get(method, {})}
+                if source is not None:  # computed and cached by the sweep before the run starts
+                    cfg.pruning.embeddings = str(bench.embeddings[source].array(output_dir, seed))
             cfg.output_dir = str(BenchmarkLayout(output_dir).run(rid).dir)
             cfg.progress = False  # per-epoch lines only; bars across dozens of runs are noise in a log
             try:
@@ -315,5 +324,6 @@ def expand_grid(bench: Benchmark, output_dir: str | Path) -> list[RunSpec]:
             except ConfigError as exc:
                 raise ConfigError(f"run {rid}: {exc}") from exc
             runs.append(RunSpec(rid, method, 0.0 if method == FULL_DATA else rate, seed, cfg, bench.base.epochs,
-                                budget_samples=redundant_n if method == DEDUP else None))
+                                budget_samples=redundant_n if method == DEDUP else None,
+                                embed_source=split_method(method)[1]))
     return runs

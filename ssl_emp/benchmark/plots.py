@@ -99,17 +99,19 @@ def plot_accuracy(cells: list[Cell], path: Path) -> bool:
 def plot_compute(cells: list[Cell], path: Path) -> bool:
     """The primary metric against achieved sample-visits and against wall time, one marker per
     (method, rate) with its seed spread; `shorter` and full data joined as the equal-compute frontier.
-    A marker above the line buys accuracy that fewer full-data epochs cannot; below it costs some."""
+    A marker above the line buys accuracy that fewer full-data epochs cannot; below it costs some.
+    A curation method's compute includes its embedding pass and any pre-run (``COMPUTE_OF``)."""
     import matplotlib.pyplot as plt
 
     key = primary_metric([r for c in cells for r in c.rows])
-    points = [(c, x, y, w) for c in cells if (x := c.stat("sample_visits")) and (y := c.stat(key))
-              and (w := c.stat("wall_time_s"))]
+    points = [(c, x, y, w) for c in cells if (x := c.stat("compute_visits")) and (y := c.stat(key))
+              and (w := c.stat("compute_time_s"))]
     if not points:
         return False
     colors = _colors(cells)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), squeeze=False)
-    for ax, (axis, label) in zip(axes[0], ((1, "sample-visits (achieved)"), (3, "pretraining wall time (s)")),
+    for ax, (axis, label) in zip(axes[0], ((1, "sample-visits (achieved; + pre-run visits and embedding passes)"),
+                                                  (3, "wall time (s; + pre-run and embedding pass)")),
                                  strict=True):
         frontier = sorted((p for p in points if p[0].method in (FULL_DATA, EQUAL_COMPUTE)), key=lambda p: p[axis][0])
         if len(frontier) > 1:

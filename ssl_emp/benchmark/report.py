@@ -34,6 +34,7 @@ from ssl_emp.benchmark.stats import (
 )
 from ssl_emp.benchmark.tables import (
     count_table,
+    curation_table,
     emp_vs_baselines,
     emp_vs_random,
     junk_table,
@@ -108,6 +109,15 @@ def _diagnostics(cells: list[Cell], key: str, injected: float | None, folder: Pa
                     f"the gain of `{ORACLE}` (perfect knowledge of the redundancy) over the same seeds: 0 = no better "
                     "than random, 1 = as good as the oracle. Interval: Fieller's 95 % interval for a ratio of paired "
                     "means.", "", table, ""]
+    table = curation_table(cells, key)
+    if table:
+        out += ["## Curation: where the embeddings came from and what they cost", "", "A curation method is "
+                "listed once per embedding source (`METHOD@SOURCE`, grid.embeddings). Its compute is the run's "
+                "training visits plus one forward pass per training image for the embeddings plus, for a pre-run "
+                "source, the pre-run's visits (docs/method.md, \"Compute of a curation method\"); an encoder "
+                "trained on other images is named (its visits) but not added. `semdedup` reaches its target rate by "
+                "removing the images most similar to an earlier member of their cluster; the ε that implies is "
+                "reported.", "", table, ""]
     rate = count_plot_rate(cells)
     series = pooled_counts(cells, folder, rate) if rate is not None else {}
     if series:

@@ -22,12 +22,15 @@ from ssl_emp.run.summary import DIAGNOSTIC_KEYS
 # Per-run selection diagnostics are copied from summary.json as they are (ssl_emp.run.summary).
 COLUMNS = ("run_id", "method", "target_rate", "achieved_rate", "seed", "knn_top1", "linear_top1", "test_top1",
            "wall_time_s", "train_time_s", "optimizer_steps", "sample_visits", "epochs", "num_samples", "versions",
-           "machine", *DIAGNOSTIC_KEYS)
+           "machine", "embed_source", "compute_visits", "compute_time_s", *DIAGNOSTIC_KEYS)
 # The kind of each field a row may hold: a hand-edited or foreign results.json is refused in one line
 # by every reader instead of crashing deep inside the report or a merge. Any other field is an extra.
-TEXT_FIELDS = ("run_id", "method", "versions", "machine", "device", "dataset", "algorithm")
+TEXT_FIELDS = ("run_id", "method", "versions", "machine", "device", "dataset", "algorithm", "embed_source")
+# A curation method's cost beside its run's (ssl_emp.benchmark.sources.curation_fields), and its implied ε.
+CURATION_FIELDS = ("embed_forward_passes", "embed_time_s", "prerun_visits", "prerun_time_s", "encoder_visits",
+                   "semdedup_eps")
 NUMBER_FIELDS = (*(c for c in COLUMNS if c not in TEXT_FIELDS), "knn_top5", "knn_top1_epoch0", "linear_top5",
-                 "linear_time_s", "eval_time_s", "pruner_time_s")
+                 "linear_time_s", "eval_time_s", "pruner_time_s", *CURATION_FIELDS)
 # What the row of a finished run holds, whatever version wrote it (null where a run has no such figure).
 FINISHED_FIELDS = ("run_id", "method", "target_rate", "achieved_rate", "seed", "knn_top1")
 

@@ -24,6 +24,9 @@ REFERENCE = "random-dynamic"  # every selection rule is compared with it, seed b
 EQUAL_COMPUTE = SHORTER  # ... and with full data for (1 − r)·E epochs
 METRIC_LABELS = {"test_top1": "test top-1", "knn_top1": "kNN top-1", "linear_top1": "linear top-1"}
 TOL = 1e-9  # rates and means closer than this are equal (they come from float arithmetic)
+# The compute axis: a run's visits and wall time plus its curation's (docs/method.md, "Compute of a
+# curation method"); a row written before rows carried them has the run's own.
+COMPUTE_OF = {"compute_visits": "sample_visits", "compute_time_s": "wall_time_s"}
 
 
 @dataclass
@@ -36,7 +39,8 @@ class Cell:
     planned: int | None = None  # from DIR/benchmark.json, when present
 
     def values(self, key: str) -> list[float]:
-        return [float(r[key]) for r in self.rows if r.get(key) is not None]
+        old = COMPUTE_OF.get(key)
+        return [float(v) for r in self.rows if (v := r.get(key, r.get(old) if old else None)) is not None]
 
     def stat(self, key: str) -> tuple[float, float, int] | None:
         """(mean, sample std — 0 for one value, n) over the finished seeds, or None."""

@@ -18,9 +18,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ssl_emp.benchmark.embeddings import prepare_embeddings, train_or_resume
 from ssl_emp.benchmark.grid import DEDUP, SHORTER, Benchmark, RunSpec, expand_grid, load_benchmark
 from ssl_emp.benchmark.report import write_report
 from ssl_emp.benchmark.results import FINISHED_FIELDS, count_histogram, load_rows, row_problem, write_results
+from ssl_emp.benchmark.sources import curation_fields
 from ssl_emp.config import config_diff, finalize, load_config
 from ssl_emp.data.fingerprint import data_fingerprint
 from ssl_emp.errors import ConfigError, TrainingDiverged
@@ -85,7 +87,8 @@ def _write_plan(bench: Benchmark, runs: list[RunSpec], out: Path, fingerprint: s
     plan = {
         "source": str(bench.source), "base": _base_dict(bench), "data_fingerprint": fingerprint,
         "grid": {"methods": bench.methods, "rates": bench.rates, "seeds": bench.seeds,
-                 "method_params": bench.method_params, "method_rates": bench.method_rates},
+                 "method_params": bench.method_params, "method_rates": bench.method_rates,
+                 "embeddings": {name: asdict(src) for name, src in bench.embeddings.items()}},
         "linear_probe": bench.linear_probe,
         "runs": [{"run_id": r.run_id, "method": r.method, "target_rate": r.target_rate, "seed": r.seed} for r in runs],
     }
@@ -129,25 +132,16 @@ def make_row(run: RunSpec, summary: dict[str, Any], linear: dict[str, Any] | Non
         "count_histogram": count_histogram(RunLayout(run.config.output_dir).pruning_table),
         "pruning_params": _json(run.config.pruning.params),  # what ran: checked against the grid on every rerun
         **{k: summary.get(k) for k in DIAGNOSTIC_KEYS},
+        **curation_fields(run.config.output_dir, summary),  # the compute axis, curation's cost included
     }
 
 
 def execute_run(run: RunSpec, linear_probe: bool) -> dict[str, Any]:
     """Train (or resume, or reuse a finished) run and evaluate it; returns its result row."""
     from ssl_emp.eval.from_checkpoint import evaluate_checkpoint
-    from ssl_emp.train import pretrain
 
     layout = RunLayout(run.config.output_dir)
-    summary_path = layout.summary
-    try:
-        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
-    except json.JSONDecodeError:  # killed while writing it: the final checkpoint resumes to the end
-        summary = None
-    if summary is None:
-        # A run killed before its first checkpoint is started again by pretrain itself, which clears
-        # only the files such a run writes, and refuses (one line) a folder that is not a run's.
-        resume = layout.last.is_file()
-        summary = pretrain(copy.deepcopy(run.config), resume=resume)
+    summary = train_or_resume(run.config)
     linear = None
     if linear_probe:
         linear_path = layout.linear
@@ -313,6 +307,9 @@ def run_benchmark(config: str | Path, output_dir: str | Path, overrides: list[st
     if dry_run:
         print(format_plan(runs, {row["run_id"] for row in merged_rows(bench, runs, out, sources, fingerprint)}))
         return 0
+    for source in bench.embeddings.values():  # before anything is written
+        if source.checkpoint is not None and not Path(source.checkpoint).expanduser().is_file():
+            raise ConfigError(f"grid.embeddings.{source.name}.checkpoint not found: {source.checkpoint}")
     with FolderLock(out):  # one writer per benchmark folder; each run also locks its own folder
         check_output_dir(bench, runs, out, fingerprint)
         rows = {row["run_id"]: row for row in merged_rows(bench, runs, out, sources, fingerprint)}
@@ -336,6 +333,9 @@ def _run_grid(bench: Benchmark, runs: list[RunSpec], out: Path, rows: dict[str, 
     failed: list[str] = []
     for k, run in enumerate(todo):
         index = f"[{order[run.run_id] + 1}/{len(runs)}]"
+        if run.embed_source is not None:  # once per (source, seed): cached in the folder, so cheap to ask again
+            _say(f"{index} embeddings {run.embed_source} for seed {run.seed}")
+            prepare_embeddings(bench.embeddings[run.embed_source], bench.base, run.seed, out)
         _say(f"{index} start {run.run_id}")
         t0 = time.perf_counter()
         try:

@@ -28,6 +28,7 @@ from ssl_emp.run.summary import REPEATABILITY_KEYS
 
 __all__ = [
     "count_table",
+    "curation_table",
     "metric_short_name",
     "emp_vs_baselines",
     "emp_vs_random",
@@ -256,17 +257,39 @@ def oracle_table(cells: list[Cell], key: str) -> str | None:
     if not shares:
         return None
     lines = [f"| method | {REFERENCE} gain (pp) | {ORACLE} gain (pp) | share of {ORACLE}'s gain | 95 % interval | "
-             "n | repeats in kept set (%) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "n | repeats in kept set (%) | compute (visits, curation included) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for c, s in shares:
         share = "—" if s.share is None else f"{s.share:+.2f}"
         ci = "— (oracle gain not clear of 0)" if s.ci is None else f"[{s.ci[0]:+.2f}, {s.ci[1]:+.2f}]"
         lines.append(f"| {c.method} | {_pp(s.gain)} | {_pp(s.oracle)} | {share} | {ci} | {s.gain.n} | "
-                     f"{_fmt(c.stat('repeat_share'), 100)} |")
+                     f"{_fmt(c.stat('repeat_share'), 100)} | {_fmt(c.stat('compute_visits'), 1, 0)} |")
     emp, eps = (find_cell(cells, m, shares[0][0].target_rate) for m in ("emp", "eps-greedy"))
     p = paired(emp, eps, key) if emp is not None and eps is not None else None
     if p is not None:  # EMP with beta = 0 is eps-greedy: what the memory term adds to the loss alone
         lines += ["", f"EMP − ε-greedy (the memory term's contribution), paired by seed: {_ci_text(p)} "
                   "(mean ± std | n | 95 % interval)."]
+    return "\n".join(lines)
+
+
+def curation_table(cells: list[Cell], key: str) -> str | None:
+    """Per curation cell: where its embeddings came from and what they cost beside the run (the
+    embedding pass, a pre-run's visits; an encoder trained elsewhere named, not added), SemDeDup's
+    implied ε and the compute the plots place it at; None when no run curated."""
+    rows = [c for c in cells if any(r.get("embed_source") for r in c.rows)]
+    if not rows:
+        return None
+    lines = ["| method | target r | source | achieved r | implied ε | embedding passes | embedding (s) | "
+             "pre-run visits | encoder visits (named, not added) | training visits | compute (visits) | "
+             f"compute (s) | {METRIC_LABELS[key]} (%) |", "| --- | ---: | --- |" + " ---: |" * 10]
+    for c in rows:
+        source = ", ".join(sorted({r["embed_source"] for r in c.rows if r.get("embed_source")}))
+        lines.append(f"| {c.method} | {rate_label(c.target_rate)} | {source} | {_fmt(c.stat('achieved_rate'), 1, 3)} | "
+                     f"{_fmt(c.stat('semdedup_eps'), 1, 4)} | {_fmt(c.stat('embed_forward_passes'), 1, 0)} | "
+                     f"{_fmt(c.stat('embed_time_s'), 1, 1)} | {_fmt(c.stat('prerun_visits'), 1, 0)} | "
+                     f"{_fmt(c.stat('encoder_visits'), 1, 0)} | {_fmt(c.stat('sample_visits'), 1, 0)} | "
+                     f"{_fmt(c.stat('compute_visits'), 1, 0)} | {_fmt(c.stat('compute_time_s'), 1, 0)} | "
+                     f"{_fmt(c.stat(key), 100)} |")
     return "\n".join(lines)
 
 

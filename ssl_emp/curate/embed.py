@@ -8,7 +8,10 @@ import hashlib
 import io
 import json
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,10 +63,18 @@ def file_hash(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def cached_embeddings(out: Path, what: str, key: dict[str, str], compute) -> tuple[np.ndarray, bool]:
+def embeddings_file(out: Path, what: str) -> Path:
+    """Where ``cached_embeddings`` keeps a split's embeddings in ``out`` (its record: ``.json`` beside it)."""
+    return out / f"embeddings_{what}.npy"
+
+
+def cached_embeddings(out: Path, what: str, key: dict[str, str], compute: Callable[[], np.ndarray],
+                      meta: dict[str, Any] | None = None) -> tuple[np.ndarray, bool]:
     """``out/embeddings_<what>.npy`` if its record (``.json`` beside it) matches ``key`` (the data's
-    fingerprint, the checkpoint's hash), else ``compute()`` saved there; and whether it was reused."""
-    array_path, record_path = out / f"embeddings_{what}.npy", out / f"embeddings_{what}.json"
+    fingerprint, the checkpoint's hash), else ``compute()`` saved there, its record holding ``key``,
+    ``meta``, the shape and the seconds it took; and whether it was reused."""
+    array_path = embeddings_file(out, what)
+    record_path = array_path.with_suffix(".json")
     try:
         record = json.loads(record_path.read_text())
         if {k: record.get(k) for k in key} == key:
@@ -72,26 +83,59 @@ def cached_embeddings(out: Path, what: str, key: dict[str, str], compute) -> tup
                 return emb, True
     except (OSError, ValueError, KeyError, TypeError):
         pass  # absent, torn or from another version: computed again
+    record_path.unlink(missing_ok=True)  # first: a kill before the new record leaves no stale pair
+    t0 = time.perf_counter()
     emb = compute()
+    seconds = time.perf_counter() - t0
     buffer = io.BytesIO()
     np.save(buffer, emb)
     atomic_write_bytes(array_path, buffer.getvalue())
-    atomic_write_text(record_path, json.dumps({**key, "n": emb.shape[0], "dim": emb.shape[1]}, indent=2))
+    record = {**key, **(meta or {}), "n": emb.shape[0], "dim": emb.shape[1], "time_s": round(seconds, 3)}
+    atomic_write_text(record_path, json.dumps(record, indent=2))
     return emb, False
 
 
-def user_embeddings(path: str | Path, n: int) -> np.ndarray:
-    """A user's features (a 2-D numeric .npy, one row per training image), L2-normalised."""
+def user_embeddings(path: str | Path, n: int, what: str = "--embeddings") -> np.ndarray:
+    """A user's features (a 2-D numeric .npy, one row per training image), L2-normalised; ``what``
+    names the option in the one-line errors."""
     try:
         emb = np.load(Path(path).expanduser(), allow_pickle=False)
     except FileNotFoundError:
-        raise ConfigError(f"--embeddings file not found: {path}") from None
+        raise ConfigError(f"{what} file not found: {path}") from None
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"--embeddings {path} is not a readable .npy array: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"{what} {path} is not a readable .npy array: {str(exc).splitlines()[0]}") from None
     if emb.ndim != 2 or emb.shape[1] == 0 or not np.issubdtype(emb.dtype, np.number) or np.iscomplexobj(emb):
-        raise ConfigError(f"--embeddings {path} must be a 2-D array of real numbers [N, D], got {emb.dtype} {emb.shape}")
+        raise ConfigError(f"{what} {path} must be a 2-D array of real numbers [N, D], got {emb.dtype} {emb.shape}")
     if emb.shape[0] != n:
-        raise ConfigError(f"--embeddings {path} has {emb.shape[0]} rows but the training split has {n} images")
+        raise ConfigError(f"{what} {path} has {emb.shape[0]} rows but the training split has {n} images")
     if not np.isfinite(emb).all():
-        raise ConfigError(f"--embeddings {path} contains NaN or inf")
+        raise ConfigError(f"{what} {path} contains NaN or inf")
     return normalised(emb)
+
+
+def embeddings_record(path: str | Path) -> dict[str, Any] | None:
+    """The record beside an embeddings file (``X.npy`` -> ``X.json``, as ``cached_embeddings`` writes
+    it), or None when there is none that reads as a mapping."""
+    try:
+        record = json.loads(Path(path).expanduser().with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def pruning_embeddings(path: str, n: int, fingerprint: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """``pruning.embeddings``: the array (L2-normalised, one row per training image) and its record
+    with the file's sha1; refused in one line when its record names other data (``fingerprint``:
+    ``split_fingerprint`` of the run's data) or its rows are not the ``n`` training images."""
+    what = "pruning.embeddings"
+    if not Path(path).expanduser().is_file():
+        raise ConfigError(f"{what} file not found: {path}")
+    record = embeddings_record(path)
+    if record is None:
+        raise ConfigError(f"{what} {path} has no {Path(path).with_suffix('.json').name} beside it naming its data "
+                          "(ssl-emp curate writes one beside embeddings_train.npy)")
+    if record.get("data_fingerprint") != fingerprint:
+        raise ConfigError(f"{what} {path} was made from other data (fingerprint {record.get('data_fingerprint')}, "
+                          f"this data {fingerprint})")
+    emb = user_embeddings(path, n, what)
+    return emb, {**record, "path": str(path), "sha1": file_hash(Path(path).expanduser())}

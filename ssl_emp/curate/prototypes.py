@@ -5,17 +5,26 @@ embeddings, an image's difficulty is its cosine distance to its nearest centroid
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 
 from ssl_emp.curate.clusters import Clusters, normalised, spherical_kmeans
 from ssl_emp.errors import ConfigError
-from ssl_emp.pruning.seeding import exact_fraction
 
 
 def kept_count(n: int, rate: float) -> int:
-    """Images kept of ``n`` at pruning rate ``rate``: ⌈(1 − rate) n⌉, the pruner's rounding."""
-    return math.ceil((1 - exact_fraction(rate)) * n)
+    """Images kept of ``n`` at pruning rate ``rate``: ⌈(1 − rate) n⌉, the pruner's rounding (the rate
+    read as the decimal typed, ``ssl_emp.pruning.seeding.exact_fraction``; not imported from there,
+    since the pruning registry imports this package for its curation methods)."""
+    return math.ceil((1 - Fraction(repr(float(rate)))) * n)
+
+
+def prototype_ranking(clusters: Clusters, keep: str = "hard") -> np.ndarray:
+    """All indices, the first kept first: by cosine distance to the nearest centroid, descending
+    (``hard``) or ascending (``easy``); ties in data-set order."""
+    distance = 1 - clusters.cos_to_centroid.astype(np.float64)
+    return np.argsort(-distance if keep == "hard" else distance, kind="stable")
 
 
 def select_prototypes(clusters: Clusters, rate: float, keep: str = "hard", quota: int = 0) -> np.ndarray:
@@ -27,8 +36,7 @@ def select_prototypes(clusters: Clusters, rate: float, keep: str = "hard", quota
     """
     n = len(clusters.assign)
     budget = kept_count(n, rate)
-    distance = 1 - clusters.cos_to_centroid.astype(np.float64)
-    ranking = np.argsort(-distance if keep == "hard" else distance, kind="stable")
+    ranking = prototype_ranking(clusters, keep)
     kept = np.zeros(n, dtype=bool)
     if quota:
         # Position within its own cluster's ranking: sort the ranking by cluster (stable), count.

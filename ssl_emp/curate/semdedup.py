@@ -109,6 +109,18 @@ def semdedup_keep(emb: np.ndarray, eps: float, k: int, iterations: int = 100, se
     return np.flatnonzero(~found.removed(eps))
 
 
+def keep_least_duplicated(dup: Duplicates, budget: int) -> tuple[np.ndarray, float]:
+    """SemDeDup at a target size: the ``budget`` items with the smallest largest cosine to an earlier
+    member of their cluster (ascending indices; ties at the boundary: the lower index is kept), and
+    the ε this implies, 1 − the largest such cosine kept (capped at 1): the largest ε whose
+    ``removed(ε)`` keeps the same set (barring ties at the boundary). Searching ε to reach a rate
+    and sorting by that cosine are the same thing; the sort is exact to the image."""
+    order = np.argsort(dup.max_sim, kind="stable")
+    kept = np.sort(order[:budget])
+    top = float(dup.max_sim[order[budget - 1]]) if budget > 0 else float("inf")
+    return kept, min(1.0, 1.0 - top)
+
+
 def kept_root(dup: Duplicates, removed: np.ndarray) -> np.ndarray:
     """For each item, the kept item reached by following the nearest earlier member from a removed
     one (itself if kept). A removed item's nearest earlier member may itself be removed; its chain

@@ -134,6 +134,11 @@ class DynamicPruner:
         return self._state
 
     @property
+    def selection_info(self) -> dict[str, float]:
+        """What a static rule reported about its set (``Selection.info``, e.g. SemDeDup's implied ε)."""
+        return dict(self._static.info) if self._static is not None else {}
+
+    @property
     def table(self) -> SampleTable:
         """The per-sample state (single-process: with every update flushed into it)."""
         self._settle("table", strict=False)

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from ssl_emp.errors import ConfigError
+from ssl_emp.pruning.curation import PROTOTYPES, PROTOTYPES_EASY, SEMDEDUP, SEMDEDUP_AT_EPS, SEMDEDUP_RANDOM
 from ssl_emp.pruning.methods import (
     EMP,
     EMP_EASY,
@@ -25,7 +26,8 @@ from ssl_emp.pruning.scan import SCAN
 from ssl_emp.pruning.spec import MethodSpec, Param
 
 #: The built-in methods, in the order the CLI, the reports and the plots list them.
-BUILTIN: tuple[MethodSpec, ...] = (FULL, RANDOM_STATIC, RANDOM_DYNAMIC, EPS_GREEDY, UCB, INFOBATCH, EMP, EMP_EASY, SCAN)
+BUILTIN: tuple[MethodSpec, ...] = (FULL, RANDOM_STATIC, RANDOM_DYNAMIC, EPS_GREEDY, UCB, INFOBATCH, EMP, EMP_EASY, SCAN,
+                                   SEMDEDUP, SEMDEDUP_AT_EPS, SEMDEDUP_RANDOM, PROTOTYPES, PROTOTYPES_EASY)
 
 _REGISTRY: dict[str, MethodSpec] = {}
 

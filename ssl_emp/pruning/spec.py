@@ -63,6 +63,7 @@ class Selection:
 
     kept: Tensor
     upweight: Tensor | None = None  # bool mask over all samples (InfoBatch only)
+    info: Mapping[str, float] = field(default_factory=dict)  # what a static rule reports of its set (SemDeDup's ε)
 
 
 Rule = Callable[[SelectionContext], Selection]

@@ -63,6 +63,11 @@ class RunLayout:
         return self.dir / "linear.json"
 
     @property
+    def embeddings(self) -> Path:
+        """The ``pruning.embeddings`` a run selected from: path, sha1, their record, what the rule reported."""
+        return self.dir / "embeddings.json"
+
+    @property
     def checkpoints(self) -> Path:
         return self.dir / "checkpoints"
 
@@ -106,6 +111,11 @@ class BenchmarkLayout:
     @property
     def runs(self) -> Path:
         return self.dir / "runs"
+
+    @property
+    def embeddings(self) -> Path:
+        """The grid's embeddings, one folder per source (and seed, for a pre-run)."""
+        return self.dir / "embeddings"
 
     def run(self, run_id: str) -> RunLayout:
         return RunLayout(self.runs / run_id)
