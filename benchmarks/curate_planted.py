@@ -10,7 +10,7 @@ de-duplication drops are known (``extra_copies``), so SemDeDup's removed set at 
 against them: precision (removed images that are planted copies), recall (planted copies removed).
 Each ``--checkpoint NAME=CKPT`` is an encoder (its backbone's kNN features, as ``ssl-emp curate``
 embeds them). For each it also reports the ε a user would pick from the kept-fraction curve alone
-(``knee_eps``: no knowledge of the copies), and precision / recall there.
+(``knee_eps``, the rule ``ssl-emp curate`` marks on its ε curve: no knowledge of the copies), and precision / recall there.
 
 Writes DIR/planted.json (every figure, the command, commit and versions), DIR/planted.md (table)
 and DIR/planted.png (precision, recall and kept fraction against ε).
@@ -32,7 +32,7 @@ import torch
 from ssl_emp.benchmark.grid import load_benchmark
 from ssl_emp.config import Config, load_config
 from ssl_emp.curate.embed import embed
-from ssl_emp.curate.semdedup import semdedup
+from ssl_emp.curate.semdedup import knee_eps, semdedup
 from ssl_emp.data import load_data
 from ssl_emp.data.redundancy import extra_copies
 from ssl_emp.eval.from_checkpoint import backbone_from_checkpoint
@@ -46,18 +46,6 @@ def run_config(path: str, overrides: list[str]) -> Config:
         return load_benchmark(path, overrides).base
     except Exception:  # not a benchmark config: a pretrain one
         return load_config(path, overrides)
-
-
-def knee_eps(eps: list[float], kept: list[float]) -> float:
-    """The ε at the knee of the kept-fraction curve (the point farthest below the chord from the
-    first to the last point, on a log-ε axis): where removing more stops paying off quickly. It
-    reads the curve alone, as a user choosing ε from ``eps_curve.png`` would."""
-    x = np.log(np.asarray(eps))
-    y = np.asarray(kept)
-    x = (x - x[0]) / (x[-1] - x[0])
-    y = (y - y[-1]) / max(y[0] - y[-1], 1e-12)
-    chord = 1 - x  # from (0, 1) to (1, 0)
-    return float(eps[int(np.argmax(chord - y))])
 
 
 def score(removed: np.ndarray, planted: np.ndarray) -> dict[str, float]:

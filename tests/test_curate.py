@@ -268,3 +268,12 @@ def test_against_test_finds_planted_test_copies(tmp_path, checkpoint):
     with open(out / "contamination.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert sorted(int(r["train_index"]) for r in rows) == sorted(index for _, _, index in sources)
+
+
+def test_knee_eps_is_the_bend_of_the_kept_curve():
+    from ssl_emp.curate.semdedup import knee_eps
+
+    eps = [0.001, 0.01, 0.1, 0.3]
+    assert knee_eps(eps, [1.0, 0.45, 0.40, 0.0]) == 0.01  # most removed by 0.01, little more until 0.3
+    assert knee_eps(eps, [1.0, 1.0, 1.0, 1.0]) == 0.001  # a flat curve: the most conservative
+    assert knee_eps(list(reversed(eps)), [0.0, 0.40, 0.45, 1.0]) == 0.01  # order of the points does not matter

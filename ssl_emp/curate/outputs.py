@@ -53,8 +53,10 @@ def _save(fig: Any, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def write_curve(out: Path, eps_values: Sequence[float], fractions: Sequence[float], n: int, chosen: float) -> None:
-    """The kept fraction against ε: ``eps_curve.csv`` and ``eps_curve.png`` (the chosen ε marked)."""
+def write_curve(out: Path, eps_values: Sequence[float], fractions: Sequence[float], n: int, chosen: float,
+                knee: float) -> None:
+    """The kept fraction against ε: ``eps_curve.csv`` and ``eps_curve.png`` (the chosen ε and the
+    curve's knee, a suggestion for data of unknown redundancy, marked)."""
     import matplotlib.pyplot as plt
 
     write_csv(out / CURVE_CSV, ["eps", "kept", "kept_fraction"],
@@ -62,6 +64,7 @@ def write_curve(out: Path, eps_values: Sequence[float], fractions: Sequence[floa
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(eps_values, fractions, marker="o")
     ax.axvline(chosen, color="gray", ls="--", lw=1, label=f"curate.eps = {chosen:g}")
+    ax.axvline(knee, color="tab:orange", ls=":", lw=1.5, label=f"knee of the curve: {knee:g}")
     ax.set(xscale="log", xlabel="ε (removed: cosine > 1 − ε to an earlier member)", ylabel="kept fraction",
            ylim=(0, 1.02), title=f"SemDeDup on {n} images")
     ax.grid(alpha=0.3)

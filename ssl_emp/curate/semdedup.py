@@ -121,6 +121,24 @@ def keep_least_duplicated(dup: Duplicates, budget: int) -> tuple[np.ndarray, flo
     return kept, min(1.0, 1.0 - top)
 
 
+def knee_eps(eps_values: list[float], fractions: list[float]) -> float:
+    """The ε at the knee of the kept-fraction curve: the point farthest below the chord from its first
+    to its last point, with ε on a log axis and both axes scaled to [0, 1] (the "kneedle" rule).
+
+    It reads the curve alone, as a user choosing ε from ``eps_curve.png`` would: past the knee,
+    raising ε removes images ever faster for what it costs in similarity. A suggestion for a data
+    set of unknown redundancy, not a tuned value (benchmarks/README.md measures it on planted copies).
+    """
+    order = np.argsort(eps_values)
+    x = np.log(np.asarray(eps_values, dtype=np.float64)[order])
+    y = np.asarray(fractions, dtype=np.float64)[order]
+    if len(x) < 3 or x[-1] == x[0] or y[0] == y[-1]:
+        return float(np.asarray(eps_values)[order][0])  # no bend to find: the most conservative ε
+    x = (x - x[0]) / (x[-1] - x[0])
+    y = (y - y[-1]) / (y[0] - y[-1])
+    return float(np.asarray(eps_values)[order][int(np.argmax((1 - x) - y))])
+
+
 def kept_root(dup: Duplicates, removed: np.ndarray) -> np.ndarray:
     """For each item, the kept item reached by following the nearest earlier member from a removed
     one (itself if kept). A removed item's nearest earlier member may itself be removed; its chain
