@@ -186,14 +186,12 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ssl_emp.export import export_backbone
+    from ssl_emp.export import export_backbone, how_to_load
 
     backbone, cfg = export_backbone(args.checkpoint, args.output, force=args.force)
-    how = ("ssl_emp.models.load_backbone(DIR) (CIFAR stem: not timm.create_model)" if cfg.model.cifar_stem
-           else "timm.create_model('local-dir:DIR', pretrained=True) or ssl_emp.models.load_backbone(DIR)")
     params = sum(p.numel() for p in backbone.parameters())
     print(f"exported {cfg.model.backbone} backbone ({params:,} parameters, {backbone.num_features} features) "
-          f"to {args.output}; reload with {how}")
+          f"to {args.output}; reload with {how_to_load(cfg.model.cifar_stem)}")
     return 0
 
 

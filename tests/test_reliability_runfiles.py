@@ -55,7 +55,7 @@ def test_export_force_replaces_only_the_export_files(tmp_path, capsys):
     (out / "eval" / "knn.json").write_text("{}")
     other = _fake_checkpoint(tmp_path / "b.pt", cifar_stem=False)
     assert main(["export", "--checkpoint", str(other), "--output", str(out), "--force"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["NOTES.md", "config.json", "eval", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["NOTES.md", "README.md", "config.json", "eval", "model.safetensors"]
     assert (out / "NOTES.md").read_text() == "my notes" and (out / "eval" / "knn.json").read_text() == "{}"
     assert json.loads((out / "config.json").read_text())["ssl_emp"]["cifar_stem"] is False  # the new export
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "b.pt", "export"]  # no temp folder left
