@@ -75,7 +75,7 @@ class AugmentConfig:
     preset: str = "auto"
     min_scale: float | None = None  # smallest random-resized-crop area, as a fraction of the image
     cj_prob: float | None = None  # probability of colour jitter
-    cj_strength: float | None = None  # colour-jitter strength (brightness, contrast, saturation 0.8 s, hue 0.2 s)
+    cj_strength: float | None = None  # colour-jitter strength s: scales the preset's jitter (simclr: 0.8 s brightness, ...)
     gray_prob: float | None = None  # probability of converting a view to grayscale
     blur_prob: float | None = None  # probability of Gaussian blur
     hflip_prob: float | None = None  # probability of a horizontal flip
