@@ -74,6 +74,7 @@ def test_default_threads_fit_the_cores_this_process_may_use(monkeypatch):
     assert runtime.default_threads() == 3
 
 
+@pytest.mark.slow
 def test_threads_are_applied_and_recorded(tmp_path, tiny_args, capsys):
     out = tmp_path / "run"
     assert main(["pretrain", "--output-dir", str(out), "--epochs", "1", "--threads", "1", *tiny_args,

@@ -51,6 +51,7 @@ def _features(model: torch.nn.Module, size: int = 16) -> torch.Tensor:
         return model.eval()(x)
 
 
+@pytest.mark.slow
 def test_export_cifar_stem_round_trip(tmp_path, trained, capsys):
     out = tmp_path / "export"
     assert main(["export", "--checkpoint", str(trained), "--output", str(out)]) == 0
