@@ -14,14 +14,14 @@ import signal
 import sys
 import tempfile
 import threading
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ssl_emp.errors import ConfigError, RunFailed, TrainingDiverged
-from ssl_emp.pruning.registry import METHODS
 from ssl_emp.run.files import atomic_write_text, os_error_message
 from ssl_emp.run.layout import RunLayout
-from ssl_emp.runtime import DEVICES
 
 if TYPE_CHECKING:
     from ssl_emp.config import Config
@@ -45,42 +45,58 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="ssl-emp", description="Contrastive SSL pretraining with dynamic data pruning (EMP).")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _devices() -> tuple[str, ...]:
+    from ssl_emp.runtime import DEVICES  # torch: only once a subcommand's options are built
 
-    p = sub.add_parser("pretrain", help="pretrain an encoder (default: digits, SimCLR, CPU, < 3 min)")
-    p.add_argument("--config", help="YAML config (default: the embedded digits SimCLR run)")
-    p.add_argument("--output-dir", help="run folder (default: the config's output_dir)")
-    p.add_argument("--epochs", type=_positive_int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", choices=DEVICES)
+    return DEVICES
+
+
+_THREADS_HELP = "CPU threads (default: OMP_NUM_THREADS if set, else one per core this process may use)"
+
+
+def _pretrain_options(p: argparse.ArgumentParser) -> None:
+    from ssl_emp.pruning.registry import METHODS
+
+    p.add_argument("--config", metavar="FILE", help="YAML config (default: the embedded digits SimCLR run)")
+    p.add_argument("--output-dir", metavar="DIR", help="run folder (default: the config's output_dir)")
+    p.add_argument("--epochs", type=_positive_int, metavar="N", help="training epochs (sets epochs)")
+    p.add_argument("--seed", type=int, metavar="S", help="seed of weights, views and pruning (sets seed)")
+    p.add_argument("--device", choices=_devices(), help="where to train (sets device; default: the config's, auto)")
+    p.add_argument("--threads", type=_positive_int, metavar="N", help=f"{_THREADS_HELP} (sets threads)")
     p.add_argument("--method", help=f"pruning method: {', '.join(METHODS)}")
-    p.add_argument("--pruning-rate", type=float, help="fraction of the data set pruned each epoch, in [0, 0.95]")
-    p.add_argument("--data-dir", help="data folder (sets data.data_dir)")
+    p.add_argument("--pruning-rate", type=float, metavar="R",
+                   help="fraction of the data set pruned each epoch, in [0, 0.95]")
+    p.add_argument("--data-dir", metavar="DIR", help="data folder (sets data.data_dir)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set optim.batch_size=256 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (sets progress=false)")
 
-    e = sub.add_parser("eval", help="evaluate a checkpoint's backbone: kNN or linear probe")
-    e.add_argument("protocol", choices=["knn", "linear"])
-    e.add_argument("--checkpoint", required=True)
+
+def _eval_options(e: argparse.ArgumentParser) -> None:
+    e.add_argument("protocol", choices=["knn", "linear"], help="kNN classifier or linear probe on frozen features")
+    e.add_argument("--checkpoint", required=True, metavar="FILE",
+                   help="a pretrain checkpoint (RUN/checkpoints/final.pt or last.pt)")
     e.add_argument("--dataset", help="data set to evaluate on (default: the checkpoint's)")
-    e.add_argument("--data-dir")
+    e.add_argument("--data-dir", metavar="DIR", help="its data folder (default: the checkpoint's data.data_dir)")
     e.add_argument("--k", type=_positive_int, help="kNN neighbours (default: the checkpoint's eval.knn_k)")
-    e.add_argument("--temperature", type=float, help="kNN temperature (default: the checkpoint's eval.knn_temperature)")
-    e.add_argument("--device", choices=DEVICES, default="auto")
-    e.add_argument("--output", help="write the result and protocol as JSON here")
+    e.add_argument("--temperature", type=float,
+                   help="kNN temperature (default: the checkpoint's eval.knn_temperature)")
+    e.add_argument("--device", choices=_devices(), default="auto", help="where to run (default: auto)")
+    e.add_argument("--threads", type=_positive_int, metavar="N", help=_THREADS_HELP)
+    e.add_argument("--output", metavar="FILE", help="write the result and protocol as JSON here")
 
-    x = sub.add_parser("export", help="write a checkpoint's backbone as a timm model folder (safetensors + config.json)")
-    x.add_argument("--checkpoint", required=True)
-    x.add_argument("--output", required=True, help="folder to create (absent or empty)")
-    x.add_argument("--force", action="store_true", help="replace an earlier export in --output")
 
-    b = sub.add_parser("benchmark", help="run a method x rate x seed grid resumably; results table, report, plots")
-    b.add_argument("--config", required=True, help="benchmark YAML (base pretrain config, overrides, grid)")
-    b.add_argument("--output-dir", help="benchmark folder (default: runs/benchmark/<config name>)")
+def _export_options(x: argparse.ArgumentParser) -> None:
+    x.add_argument("--checkpoint", required=True, metavar="FILE", help="a pretrain checkpoint")
+    x.add_argument("--output", required=True, metavar="DIR", help="folder to create (absent or empty)")
+    x.add_argument("--force", action="store_true",
+                   help="replace an earlier export in --output (only its own files; others stay)")
+
+
+def _benchmark_options(b: argparse.ArgumentParser) -> None:
+    b.add_argument("--config", required=True, metavar="FILE", help="benchmark YAML (base pretrain config, overrides, grid)")
+    b.add_argument("--output-dir", metavar="DIR", help="benchmark folder (default: runs/benchmark/<config name>)")
     b.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="grid.* / linear_probe change the benchmark, other keys every run's config (repeatable)")
     b.add_argument("--merge-from", action="append", default=[], metavar="DIR",
@@ -88,20 +104,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "to --output-dir first (repeatable)")
     b.add_argument("--dry-run", action="store_true", help="print the expanded run list and exit")
 
-    c = sub.add_parser("curate", help="find redundant training images with an encoder (SemDeDup, prototypes); "
-                                      "writes kept.txt for --set data.keep_file=...")
+
+def _curate_options(c: argparse.ArgumentParser) -> None:
     source = c.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="embed the training split with this checkpoint's backbone")
-    source.add_argument("--embeddings", help="your own features instead: a .npy [N, D], one row per training image")
-    c.add_argument("--output-dir", required=True, help="folder for kept.txt, removed.csv, curation.json, plots")
-    c.add_argument("--config", help="YAML config: data and curate sections (default: the checkpoint's run config)")
-    c.add_argument("--data-dir", help="data folder (sets data.data_dir)")
+    source.add_argument("--checkpoint", metavar="FILE", help="embed the training split with this checkpoint's backbone")
+    source.add_argument("--embeddings", metavar="FILE",
+                        help="your own features instead: a .npy [N, D], one row per training image")
+    c.add_argument("--output-dir", required=True, metavar="DIR", help="folder for kept.txt, removed.csv, curation.json, plots")
+    c.add_argument("--config", metavar="FILE", help="YAML config: data and curate sections (default: the checkpoint's run config)")
+    c.add_argument("--data-dir", metavar="DIR", help="data folder (sets data.data_dir)")
     c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set curate.eps=0.02 (repeatable)")
     c.add_argument("--against", choices=["test"], help="also list test images with a near-duplicate in the training split")
-    c.add_argument("--device", choices=DEVICES, default="auto")
+    c.add_argument("--device", choices=_devices(), default="auto", help="where to embed (default: auto)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -110,7 +126,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides)
     for flag, key in (("output_dir", "output_dir"), ("epochs", "epochs"), ("seed", "seed"), ("device", "device"),
-                      ("method", "pruning.method"), ("pruning_rate", "pruning.rate"), ("data_dir", "data.data_dir")):
+                      ("threads", "threads"), ("method", "pruning.method"), ("pruning_rate", "pruning.rate"), ("data_dir", "data.data_dir")):
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={json.dumps(value) if isinstance(value, str) else value}")
@@ -142,17 +158,22 @@ def _resume_config(layout: RunLayout, overrides: list[str]) -> Config:
     from ssl_emp.config import load_config, save_config
     from ssl_emp.run.checkpoint import checkpoint_config, load_checkpoint
 
+    # A run's saved config holds its input paths absolute or, written by earlier versions, as given:
+    # relative to the folder the run was started from, not to the run folder.
+    here = Path.cwd()
     if layout.config.is_file() or not layout.last.is_file():
-        return load_config(layout.config if layout.config.is_file() else None, overrides)
+        return load_config(layout.config if layout.config.is_file() else None, overrides, relative_to=here)
     with tempfile.TemporaryDirectory() as tmp:  # load_config reads a file: --set applies on top of it alike
         saved = Path(tmp) / layout.config.name
         save_config(checkpoint_config(load_checkpoint(layout.last), layout.last), saved)
-        return load_config(saved, overrides)
+        return load_config(saved, overrides, relative_to=here)
 
 
 def _eval(args: argparse.Namespace) -> int:
     from ssl_emp.eval.from_checkpoint import check_output, evaluate_checkpoint
+    from ssl_emp.runtime import set_threads
 
+    set_threads(args.threads)
     if args.output:  # before the evaluation: a refused --output is found in a second, not after minutes
         check_output(args.output)
     result = evaluate_checkpoint(args.checkpoint, args.protocol, dataset=args.dataset, data_dir=args.data_dir,
@@ -165,14 +186,12 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ssl_emp.export import export_backbone
+    from ssl_emp.export import export_backbone, how_to_load
 
     backbone, cfg = export_backbone(args.checkpoint, args.output, force=args.force)
-    how = ("ssl_emp.models.load_backbone(DIR) (CIFAR stem: not timm.create_model)" if cfg.model.cifar_stem
-           else "timm.create_model('local-dir:DIR', pretrained=True) or ssl_emp.models.load_backbone(DIR)")
     params = sum(p.numel() for p in backbone.parameters())
     print(f"exported {cfg.model.backbone} backbone ({params:,} parameters, {backbone.num_features} features) "
-          f"to {args.output}; reload with {how}")
+          f"to {args.output}; reload with {how_to_load(cfg.model.cifar_stem)}")
     return 0
 
 
@@ -187,6 +206,48 @@ def _curate(args: argparse.Namespace) -> int:
     from ssl_emp.curate.command import curate_command
 
     return curate_command(args)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its one line of help, its long description, the function adding its options and the
+    one running it. Both import what they need themselves, so ``ssl-emp --help`` and a subcommand's
+    parsing load no torch, timm or faiss until that subcommand's options are built."""
+
+    help: str
+    add_options: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    description: str | None = None
+
+
+_EXPORT_LOADS = ("A standard-stem backbone (model.cifar_stem: false) loads with "
+                 "timm.create_model('local-dir:DIR', pretrained=True). A CIFAR-stem one (3x3 stride-1 stem, the "
+                 "default) has no timm architecture: load it with ssl_emp.models.load_backbone(DIR). DIR/README.md "
+                 "says which applies.")
+
+#: The subcommands, in the order ``--help`` lists them.
+COMMANDS: dict[str, Command] = {
+    "pretrain": Command("pretrain an encoder (default: digits, SimCLR, CPU)", _pretrain_options, _pretrain),
+    "eval": Command("evaluate a checkpoint's backbone: kNN or linear probe", _eval_options, _eval),
+    "export": Command("write a checkpoint's backbone as a model folder (safetensors + config.json)",
+                      _export_options, _export, description=_EXPORT_LOADS),
+    "benchmark": Command("run a method x rate x seed grid resumably; results table, report, plots",
+                         _benchmark_options, _benchmark),
+    "curate": Command("find redundant training images with an encoder (SemDeDup, prototypes); "
+                      "writes kept.txt for --set data.keep_file=...", _curate_options, _curate),
+}
+
+
+def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The ``ssl-emp`` parser; the options of ``commands`` only (default: every subcommand's)."""
+    parser = _Parser(prog="ssl-emp", description="Contrastive SSL pretraining with dynamic data pruning (EMP).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, command in COMMANDS.items():
+        about = f"{command.help[0].upper()}{command.help[1:]}."
+        p = sub.add_parser(name, help=command.help, description=f"{about} {command.description or ''}".strip())
+        if commands is None or name in commands:
+            command.add_options(p)
+    return parser
 
 
 def _interrupted_hint(args: argparse.Namespace) -> str:
@@ -212,8 +273,10 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    named = [a for a in argv if not a.startswith("-")][:1]  # the subcommand: only its options are built
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(named).parse_args(argv)
     except SystemExit as exc:  # argparse: bad arguments (2) or --help (0)
         return int(exc.code or 0)
     from ssl_emp.distributed import init, teardown
@@ -223,8 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = (signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread()
                 else None)
     try:
-        return {"pretrain": _pretrain, "eval": _eval, "export": _export, "benchmark": _benchmark,
-                "curate": _curate}[args.command](args)
+        return COMMANDS[args.command].run(args)
     except ConfigError as exc:
         print(f"ssl-emp: error: {exc}", file=sys.stderr)
         return 2

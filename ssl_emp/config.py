@@ -11,19 +11,24 @@ Those modules import their sections from ``ssl_emp.settings``, never from here: 
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ssl_emp.augment import PRESET_NAMES, SUPERVISED_KNOBS, VIEW_KNOBS
+from ssl_emp.curate.params import METHODS as CURATE_METHODS
 from ssl_emp.curate.params import check_curate
 from ssl_emp.data.load import DATASETS, dataset_spec
 from ssl_emp.errors import ConfigError
 from ssl_emp.models import MODELS, model_keys, validate_model_config
 from ssl_emp.pruning.curation import check_embeddings_setting
 from ssl_emp.pruning.params import validate_params
-from ssl_emp.pruning.registry import method_spec
+from ssl_emp.pruning.registry import METHODS, method_spec
 from ssl_emp.runtime import DEVICES, OPTIMIZERS
 from ssl_emp.settings import (
+    INPUT_PATHS,
     MAX_YAML_BYTES,
     AugmentConfig,
     Config,
@@ -45,20 +50,33 @@ from ssl_emp.settings import (
     parse_yaml,
     read_yaml,
     redundant_size,
+    resolve_input_paths,
     save_config,
 )
 
 __all__ = [
-    "MAX_LR", "MAX_YAML_BYTES", "AugmentConfig", "Config", "DataConfig", "EvalConfig", "LoggingConfig",
+    "CHOICES", "INPUT_PATHS", "MAX_LR", "MAX_YAML_BYTES", "RANGES", "Range", "AugmentConfig", "Config", "DataConfig", "EvalConfig", "LoggingConfig",
     "ModelConfig", "OptimConfig", "PruningConfig", "RedundancyConfig", "check_redundancy", "check_types",
     "config_diff", "config_from_dict", "duplicated_count", "finalize", "load_config", "merge_values",
-    "parse_override", "parse_yaml", "read_yaml", "redundant_size", "save_config", "validate",
+    "key_value", "parse_override", "parse_yaml", "read_config_file", "read_yaml", "redundant_size",
+    "resolve_input_paths", "save_config", "validate",
 ]
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults, then the YAML file, then ``key=value`` overrides (values parsed as YAML)."""
-    values = read_yaml(path) if path is not None else None
+def read_config_file(path: str | Path, what: str = "config file", relative_to: str | Path | None = None) -> Any:
+    """A config file's YAML (``read_yaml``) with its relative ``INPUT_PATHS`` resolved against
+    ``relative_to`` (default: the file's own folder)."""
+    values = read_yaml(path, what)
+    if not isinstance(values, dict):
+        return values  # config_from_dict names the problem
+    return resolve_input_paths(values, Path(path).parent if relative_to is None else relative_to)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                relative_to: str | Path | None = None) -> Config:
+    """Defaults, then the YAML file (``read_config_file``: its input paths relative to its folder, or to
+    ``relative_to``), then ``key=value`` overrides (values parsed as YAML, paths relative to the current folder)."""
+    values = read_config_file(path, relative_to=relative_to) if path is not None else None
     cfg = config_from_dict(values)
     for item in overrides or []:
         parts, nested = parse_override(item)
@@ -79,10 +97,89 @@ def finalize(cfg: Config) -> Config:
     return cfg
 
 
+@dataclass(frozen=True)
+class Range:
+    """A key's valid values: a predicate and their description, for messages and the reference."""
+
+    check: Callable[[Any], bool]
+    text: str
+
+
+def _int(low: int, high: float = math.inf, text: str | None = None, nullable: bool = False) -> Range:
+    words = text or (f"an integer >= {low}" if high == math.inf else f"an integer in [{low}, {high}]")
+    return Range(lambda x: (nullable and x is None) or (is_int(x) and low <= x <= high),
+                 f"{words} or null" if nullable else words)
+
+
+def _real(text: str, check: Callable[[float], bool], nullable: bool = False) -> Range:
+    return Range(lambda x: (nullable and x is None) or (is_number(x) and check(x)),
+                 f"{text} or null" if nullable else text)
+
+
+def _triple(positive: bool) -> Range:
+    return Range(lambda x: isinstance(x, list) and len(x) == 3 and all(is_number(v) and (v > 0 or not positive)
+                                                                        for v in x),
+                 "3 numbers > 0" if positive else "3 numbers")
+
+
 # optim.lr is per 256 images (SimCLR's LARS uses 0.3, its square-root rule 0.075 x sqrt(B)); a
 # rate far above that diverges on the first step, and 1e300 does not even fit torch's float32
 # parameter update (a traceback from inside the optimizer).
 MAX_LR = 100.0
+_PROBABILITY = _real("in [0, 1]", lambda x: 0 <= x <= 1, nullable=True)
+
+#: The valid values of the keys a range describes, checked by ``validate`` (dotted key -> Range); the
+#: keys whose values are names of a registry are in ``CHOICES``, the model's in
+#: ``ssl_emp.models.registry.MODEL_PARAMS``, the pruning parameters in ``ssl_emp.pruning.PARAMS``; rules
+#: between keys are code below.
+RANGES: dict[str, Range] = {
+    "epochs": _int(1, text="a positive integer"),
+    "seed": _int(0, 2**63 - 1, text="an integer in [0, 2^63)"),
+    "threads": _int(1, nullable=True),
+    "log_every": _int(1, text="a positive integer"),
+    "data.image_size": _int(8),
+    "data.train_subset": _int(1, text="a positive integer", nullable=True),
+    "data.test_subset": _int(1, text="a positive integer", nullable=True),
+    "data.train_subset_offset": _int(0),
+    "data.val_fraction": _real("in [0, 1)", lambda x: 0 <= x < 1),
+    "data.inject_noise": _real("in [0, 1)", lambda x: 0 <= x < 1),
+    "data.num_workers": _int(0),
+    **{f"augment.{name}": _PROBABILITY for name in ("cj_prob", "gray_prob", "blur_prob", "hflip_prob", "rotate_prob")},
+    "augment.min_scale": _real("in (0, 1]", lambda x: 0 < x <= 1, nullable=True),
+    "augment.rotate_degrees": _real("in [0, 180]", lambda x: 0 <= x <= 180, nullable=True),
+    "augment.cj_strength": _real(">= 0", lambda x: x >= 0, nullable=True),
+    "augment.mean": _triple(positive=False),
+    "augment.std": _triple(positive=True),
+    "optim.lr": _real(f"in (0, {MAX_LR:g}]", lambda x: 0 < x <= MAX_LR),
+    "optim.weight_decay": _real(">= 0", lambda x: x >= 0),
+    "optim.momentum": _real("in [0, 1)", lambda x: 0 <= x < 1),
+    "optim.batch_size": _int(2),
+    "optim.warmup_epochs": _real("in [0, epochs]", lambda x: x >= 0),  # <= epochs: in _check_optim
+    "eval.eval_every": _int(0),
+    "eval.knn_k": _int(1, text="a positive integer"),
+    "eval.knn_temperature": _real("> 0", lambda x: x > 0),
+    "eval.batch_size": _int(1, text="a positive integer"),
+}
+
+#: Keys whose value is a name from a registry: key -> the names.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "algorithm": tuple(MODELS), "device": DEVICES, "data.dataset": tuple(DATASETS), "augment.preset": PRESET_NAMES,
+    "optim.name": OPTIMIZERS, "pruning.method": METHODS, "curate.method": tuple(CURATE_METHODS),
+}
+
+
+def key_value(cfg: Config, key: str) -> Any:
+    """The value of dotted ``key`` in ``cfg``."""
+    value: Any = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _check_ranges(cfg: Config) -> None:
+    for key, valid in RANGES.items():
+        value = key_value(cfg, key)
+        _require(valid.check(value), f"{key} must be {valid.text}, got {value!r}")
 
 
 def _require(ok: bool, message: str) -> None:
@@ -127,56 +224,31 @@ def _check_data(d: DataConfig) -> None:
         others = [f"'{split}' for {name}" for name, other in DATASETS.items() for split in other.train_splits
                   if split != "train"]
         raise ConfigError(f"data.train_split must be 'train' (or {', '.join(others)}), got {d.train_split!r}")
-    _require(is_int(d.image_size) and d.image_size >= 8, f"data.image_size must be an integer >= 8, got {d.image_size!r}")
     _require(d.store_size is None or (is_int(d.store_size) and is_int(d.image_size) and d.store_size >= d.image_size),
              f"data.store_size must be null or an integer >= data.image_size ({d.image_size}), got {d.store_size!r}")
-    for name in ("train_subset", "test_subset"):
-        value = getattr(d, name)
-        _require(value is None or (is_int(value) and value > 0), f"data.{name} must be a positive integer, got {value!r}")
-    _require(is_int(d.train_subset_offset) and d.train_subset_offset >= 0,
-             f"data.train_subset_offset must be an integer >= 0, got {d.train_subset_offset!r}")
     _require(d.train_subset_offset == 0 or d.train_subset is not None,
              "data.train_subset_offset needs data.train_subset (the number of images to keep after it)")
-    _require(is_number(d.val_fraction) and 0 <= d.val_fraction < 1, f"data.val_fraction must be in [0, 1), got {d.val_fraction!r}")
-    _require(is_number(d.inject_noise) and 0 <= d.inject_noise < 1, f"data.inject_noise must be in [0, 1), got {d.inject_noise!r}")
-    _require(is_int(d.num_workers) and d.num_workers >= 0, f"data.num_workers must be >= 0, got {d.num_workers!r}")
     check_redundancy(d)
 
 
 def _check_augment(a: AugmentConfig) -> None:
-    _choice(a.preset, PRESET_NAMES, "augment.preset")
+    _choice(a.preset, CHOICES["augment.preset"], "augment.preset")
     if a.preset == "supervised":
         extra = [f"augment.{k}" for k in VIEW_KNOBS if k not in SUPERVISED_KNOBS and getattr(a, k) is not None]
         _require(not extra, f"augment.preset 'supervised' takes only {', '.join(SUPERVISED_KNOBS)}; "
                  f"unset {', '.join(extra)}")
-    for name in ("cj_prob", "gray_prob", "blur_prob", "hflip_prob", "rotate_prob"):
-        value = getattr(a, name)
-        _require(value is None or (is_number(value) and 0 <= value <= 1), f"augment.{name} must be in [0, 1], got {value!r}")
-    _require(a.min_scale is None or (is_number(a.min_scale) and 0 < a.min_scale <= 1), f"augment.min_scale must be in (0, 1], got {a.min_scale!r}")
-    _require(a.rotate_degrees is None or (is_number(a.rotate_degrees) and 0 <= a.rotate_degrees <= 180), f"augment.rotate_degrees must be in [0, 180], got {a.rotate_degrees!r}")
-    _require(a.cj_strength is None or (is_number(a.cj_strength) and a.cj_strength >= 0), f"augment.cj_strength must be >= 0, got {a.cj_strength!r}")
-    _require(isinstance(a.mean, list) and len(a.mean) == 3 and all(is_number(x) for x in a.mean),
-             f"augment.mean must be 3 numbers, got {a.mean!r}")
-    _require(isinstance(a.std, list) and len(a.std) == 3 and all(is_number(x) and x > 0 for x in a.std),
-             f"augment.std must be 3 numbers > 0, got {a.std!r}")
 
 
 def _check_optim(o: OptimConfig, epochs: int) -> None:
-    _choice(o.name, OPTIMIZERS, "optimizer")
-    _require(is_number(o.lr) and 0 < o.lr <= MAX_LR, f"optim.lr must be in (0, {MAX_LR:g}], got {o.lr!r}")
-    _require(is_number(o.weight_decay) and o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay!r}")
-    _require(is_number(o.momentum) and 0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum!r}")
-    _require(is_int(o.batch_size) and o.batch_size >= 2, f"optim.batch_size must be an integer >= 2, got {o.batch_size!r}")
-    _require(is_number(o.warmup_epochs) and 0 <= o.warmup_epochs <= epochs, f"optim.warmup_epochs must be in [0, epochs], got {o.warmup_epochs!r}")
+    _choice(o.name, CHOICES["optim.name"], "optimizer")
+    _require(o.warmup_epochs <= epochs, f"optim.warmup_epochs must be in [0, epochs], got {o.warmup_epochs!r}")
 
 
 def validate(cfg: Config) -> None:
     """Reject values that cannot work, naming the key and the value."""
     model_keys(cfg.algorithm)  # an unknown algorithm first: its model's keys are checked below
-    _require(is_int(cfg.epochs) and cfg.epochs > 0, f"epochs must be a positive integer, got {cfg.epochs!r}")
-    _require(is_int(cfg.seed) and 0 <= cfg.seed < 2**63, f"seed must be an integer in [0, 2^63), got {cfg.seed!r}")
-    _choice(cfg.device, DEVICES, "device")
-    _require(is_int(cfg.log_every) and cfg.log_every > 0, f"log_every must be > 0, got {cfg.log_every!r}")
+    _check_ranges(cfg)
+    _choice(cfg.device, CHOICES["device"], "device")
     _check_data(cfg.data)
     _check_augment(cfg.augment)
     validate_model_config(cfg.algorithm, cfg.model)  # the models' own table of model.* keys
@@ -185,9 +257,4 @@ def validate(cfg: Config) -> None:
     _require(isinstance(p.params, dict), "pruning.params must be a mapping")
     validate_params(p.method, p.rate, p.params, section="pruning")  # the pruner's own table of params
     check_embeddings_setting(p.method, p.embeddings, method_spec(p.method).inputs)
-    e = cfg.eval
-    _require(is_int(e.eval_every) and e.eval_every >= 0, f"eval.eval_every must be >= 0, got {e.eval_every!r}")
-    _require(is_int(e.knn_k) and e.knn_k > 0, f"eval.knn_k must be a positive integer, got {e.knn_k!r}")
-    _require(is_number(e.knn_temperature) and e.knn_temperature > 0, f"eval.knn_temperature must be > 0, got {e.knn_temperature!r}")
-    _require(is_int(e.batch_size) and e.batch_size > 0, f"eval.batch_size must be a positive integer, got {e.batch_size!r}")
     check_curate(cfg.curate)

@@ -5,7 +5,8 @@ the architecture name, its arguments (``model_args``: the run's ``model.backbone
 ``num_classes=0``) and the preprocessing of ``ssl-emp eval`` (input size, mean, std). An
 ``ssl_emp`` section adds what timm's config cannot say, above all ``cifar_stem``: timm has no 3×3
 stride-1 ResNet stem, so such a backbone reloads only with :func:`ssl_emp.models.load_backbone`;
-any other reloads with ``timm.create_model("local-dir:DIR", pretrained=True)`` as well.
+any other reloads with ``timm.create_model("local-dir:DIR", pretrained=True)`` as well. A
+``README.md`` in the folder says which applies and shows the code.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from ssl_emp.config import Config
 from ssl_emp.errors import ConfigError, RunFailed
 from ssl_emp.eval.from_checkpoint import backbone_from_checkpoint
 from ssl_emp.run.files import os_error_message
+
+#: Files of an export are for others to read (numpy, timm and tempfile-based writers leave 0600).
+FILE_MODE = 0o644
 
 # Failures of the machine, not of the --output given: exit 1 (RunFailed), not 2.
 _RUNTIME_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO)
@@ -112,6 +116,52 @@ def _configs(cfg: Config, checkpoint: Path) -> tuple[dict, dict, dict]:
     return model_config, model_args, data_config
 
 
+def how_to_load(cifar_stem: bool) -> str:
+    """How an export with (or without) the CIFAR stem reloads, in words for one line (the CLI prints it)."""
+    if cifar_stem:
+        return ("ssl_emp.models.load_backbone(folder) (CIFAR stem: timm.create_model alone cannot rebuild it; "
+                "the folder's README.md shows the timm code)")
+    return "timm.create_model('local-dir:FOLDER', pretrained=True) or ssl_emp.models.load_backbone(folder)"
+
+
+_TIMM_CIFAR = """```python
+import json, timm, torch
+from safetensors.torch import load_file
+
+config = json.load(open("{dir}/config.json"))
+args = {{**config["model_args"], "num_classes": 0}}
+model = timm.create_model(config["architecture"], pretrained=False, **args)
+# the CIFAR stem: a 3x3 stride-1 convolution and no max-pool
+model.conv1 = torch.nn.Conv2d(3, model.conv1.out_channels, 3, 1, 1, bias=False)
+model.maxpool = torch.nn.Identity()
+model.load_state_dict(load_file("{dir}/model.safetensors"))
+model.eval()
+```"""
+
+
+def _readme(cfg: Config, checkpoint: Path, folder: Path) -> str:
+    """The export's README.md: what it is and how to load it, with and without ssl-emp."""
+    d, stem = str(folder), cfg.model.cifar_stem
+    loaders = [f"With ssl-emp installed (either stem):\n\n```python\nfrom ssl_emp.models import load_backbone\n\n"
+               f"backbone = load_backbone(\"{d}\")  # eval mode\n```"]
+    if stem:
+        loaders.append("With timm alone: this backbone has the CIFAR stem (3x3 stride-1, no max-pool), which no "
+                       "timm architecture has, so `timm.create_model(\"local-dir:...\", pretrained=True)` refuses its "
+                       "weights (size mismatch). Build the model and load the state dict:\n\n" + _TIMM_CIFAR.format(dir=d))
+    else:
+        loaders.append(f"With timm alone:\n\n```python\nimport timm\n\nbackbone = timm.create_model("
+                       f"\"local-dir:{d}\", pretrained=True)\n```")
+    size, mean, std = cfg.data.image_size, cfg.augment.mean, cfg.augment.std
+    return (f"# {cfg.model.backbone} backbone, pretrained with ssl-emp {__version__}\n\n"
+            f"{cfg.algorithm} on {cfg.data.dataset} ({size} px), from `{checkpoint}`; "
+            f"{'CIFAR' if stem else 'standard timm'} stem. `model.safetensors` holds the backbone alone (no "
+            f"projection head, `num_classes=0`: images -> pooled features), `config.json` its timm config.\n\n"
+            f"## Load it\n\n" + "\n\n".join(loaders) + "\n\n"
+            f"## Inputs\n\nAs `ssl-emp eval` fed it: RGB resized to {size}x{size} (bilinear, no crop), scaled to "
+            f"[0, 1], normalised with mean {mean} and std {std} (`timm.data.resolve_data_config(model=...)` reads them "
+            f"from config.json).\n")
+
+
 def export_backbone(checkpoint: str | Path, output: str | Path, force: bool = False) -> tuple[nn.Module, Config]:
     """Write the backbone of an ``ssl-emp pretrain`` checkpoint to ``output`` (see the module doc).
 
@@ -130,6 +180,9 @@ def export_backbone(checkpoint: str | Path, output: str | Path, force: bool = Fa
         model_config, model_args, data_config = _configs(cfg, checkpoint)
         timm.models.save_for_hf(backbone, str(tmp), model_config=model_config, model_args=model_args,
                                 safe_serialization=True, data_config=data_config)
+        (tmp / "README.md").write_text(_readme(cfg, checkpoint, out))
+        for path in tmp.iterdir():
+            path.chmod(FILE_MODE)
         _replace_dir(tmp, out)
     except OSError as exc:  # the folder was writable: a full disk or an I/O error, not bad input (exit 1)
         raise RunFailed(os_error_message(exc, f"export to {out}")) from exc

@@ -31,6 +31,34 @@ def resolve_device(name: str) -> torch.device:
     return local_device() if name == "cuda" else torch.device(name)
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on: its affinity mask (taskset, a cgroup cpuset, SLURM's
+    allocation), not the machine's count, which ``os.cpu_count`` and torch's default go by."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows: no affinity masks
+        return os.cpu_count() or 1
+
+
+def default_threads() -> int:
+    """``OMP_NUM_THREADS`` when set to a positive integer (torchrun sets 1 per process), else
+    ``available_cores()``."""
+    text = os.environ.get("OMP_NUM_THREADS", "")
+    return int(text) if text.isdigit() and int(text) > 0 else available_cores()
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's (and faiss's) CPU threads to ``threads``, or ``default_threads()`` for None; returns
+    the number set. More threads than free cores make every step wait for the slowest one: on a
+    shared machine, run several jobs at one thread each (docs/guide/performance.md)."""
+    import faiss  # here: the CLI reads this module before any run
+
+    n = threads or default_threads()
+    torch.set_num_threads(n)
+    faiss.omp_set_num_threads(n)  # faiss's own OpenMP pool (the kNN), which torch's setting does not reach
+    return n
+
+
 # torch 2.14's CPU backward of a strided 1x1 convolution in channels_last corrupts the heap
 # ("double free or corruption") when it has fewer than 16 input channels and the batch is odd
 # (measured here: 4, 8 and 12 channels at batch 29/33/57/127 abort; >= 16 never did).

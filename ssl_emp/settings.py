@@ -11,6 +11,7 @@ re-exports everything for users.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 from dataclasses import dataclass, field
@@ -30,9 +31,9 @@ class RedundancyConfig:
     """Redundancy probe (docs/method.md): train on ``unique`` images of the split, ⌊dup_fraction · unique⌋
     of them present ``copies`` times in all; off while ``unique`` is None."""
 
-    unique: int | None = None  # U: images drawn (fixed, seed 0) from the training split
-    dup_fraction: float = 0.5  # d: the share of the U images that is duplicated
-    copies: int = 4  # c: occurrences of each duplicated image, the original included
+    unique: int | None = None  # U, a positive integer: images drawn (fixed, seed 0) from the training split; null: off
+    dup_fraction: float = 0.5  # d, in [0, 1]: the share of the U images that is duplicated
+    copies: int = 4  # c, an integer >= 2: occurrences of each duplicated image, the original included
     # Extra copies as near-copies (one fixed mild crop + brightness/contrast each, data.py says why
     # how mild) instead of exact ones: redundancy that no byte comparison finds.
     near: bool = False
@@ -42,19 +43,19 @@ class RedundancyConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "digits"  # a name of ssl_emp.data.load.DATASETS
-    data_dir: str | None = None  # folder (or .tar/.tar.gz of an image-folder tree)
+    dataset: str = "digits"  # the data set, a name of ssl_emp.data.load.DATASETS
+    data_dir: str | None = None  # its folder (or .tar/.tar.gz of an image-folder tree); embedded sets read none
     download: bool = False  # torchvision sets only, and only when asked
-    image_size: int = 16
+    image_size: int = 16  # side in pixels of the training views and of the evaluation view
     # Images larger than image_size keep their aspect ratio, their shorter side cut to this many
     # pixels (FFCV's max_resolution; null: full size); views are cropped from them (ssl_emp.data.views).
     store_size: int | None = None
     train_split: str = "train"  # stl10: "train+unlabeled" trains on the unlabelled images too
-    train_subset: int | None = None  # keep a fixed random subset of N training images
+    train_subset: int | None = None  # keep a fixed random subset of N training images (null: all)
     # Skip this many images of that fixed order first: offset 10000 with train_subset 10000 gives a
     # subset disjoint from the default one (an encoder trained on images the protocol never sees).
     train_subset_offset: int = 0
-    test_subset: int | None = None
+    test_subset: int | None = None  # keep a fixed random subset of N test images (null: all)
     # Hold out this fraction of the training images (fixed, stratified) as the split the kNN
     # monitor scores on instead of the test split: for tuning without looking at the test set.
     val_fraction: float = 0.0
@@ -64,7 +65,7 @@ class DataConfig:
     redundancy: RedundancyConfig = field(default_factory=RedundancyConfig)
     in_memory: bool = True  # hold decoded uint8 images in RAM (small-image sets)
     cache_dir: str | None = None  # decoded-image cache; default ~/.cache/ssl-emp/decoded
-    num_workers: int = 0
+    num_workers: int = 0  # DataLoader worker processes (0: load in the training process)
     # Train on these training images only: a kept.txt of `ssl-emp curate` (its indices, the data's fingerprint).
     keep_file: str | None = None
     # data.dataset: hf (Hugging Face datasets; data_dir: a save_to_disk folder or a hub name):
@@ -80,29 +81,31 @@ class AugmentConfig:
 
     # a name of ssl_emp.augment.PRESET_NAMES; auto: digits for digits, else the algorithm's
     preset: str = "auto"
-    min_scale: float | None = None
-    cj_prob: float | None = None
-    cj_strength: float | None = None
-    gray_prob: float | None = None
-    blur_prob: float | None = None
-    hflip_prob: float | None = None
-    rotate_prob: float | None = None  # lightly's rr_prob / rr_degrees
-    rotate_degrees: float | None = None
-    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    min_scale: float | None = None  # smallest random-resized-crop area, as a fraction of the image
+    cj_prob: float | None = None  # probability of colour jitter
+    cj_strength: float | None = None  # colour-jitter strength s: scales the preset's jitter (simclr: 0.8 s brightness, ...)
+    gray_prob: float | None = None  # probability of converting a view to grayscale
+    blur_prob: float | None = None  # probability of Gaussian blur
+    hflip_prob: float | None = None  # probability of a horizontal flip
+    rotate_prob: float | None = None  # probability of a random rotation (lightly's rr_prob)
+    rotate_degrees: float | None = None  # its largest angle (lightly's rr_degrees)
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])  # per-channel normalisation mean
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])  # per-channel normalisation std
 
 
 @dataclass
 class ModelConfig:
+    """The encoder and its objective. Which model reads which key, and the valid ranges:
+    ``ssl_emp.models.registry.MODEL_PARAMS``."""
+
     backbone: str = "resnet18"
+    # A narrow one-block-per-stage ResNet: the CPU-friendly default.
     backbone_kwargs: dict[str, Any] = field(
-        # A narrow one-block-per-stage ResNet: the CPU-friendly default.
         default_factory=lambda: {"layers": [1, 1, 1, 1], "channels": [16, 32, 64, 128]}
     )
-    cifar_stem: bool = True
+    cifar_stem: bool = True  # 3x3 stride-1 stem without max-pool (small images); false: timm's standard stem
     proj_hidden_dim: int = 512
     proj_out_dim: int = 128
-    # Which model reads which of these, and their valid ranges: ssl_emp.models.registry.
     temperature: float = 0.2
     queue_size: int = 4096  # MoCo negatives
     momentum_start: float = 0.99  # MoCo momentum, cosine schedule to momentum_end
@@ -114,19 +117,19 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"  # a name of ssl_emp.runtime.OPTIMIZERS
-    lr: float = 0.3  # for a batch of 256; scaled linearly with batch_size
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
-    warmup_epochs: float = 0.0
-    batch_size: int = 64
+    name: str = "sgd"  # the optimizer, a name of ssl_emp.runtime.OPTIMIZERS
+    lr: float = 0.3  # learning rate for a batch of 256; scaled linearly with batch_size
+    weight_decay: float = 5e-4  # L2 weight decay (not on norms and biases)
+    momentum: float = 0.9  # SGD / LARS momentum
+    warmup_epochs: float = 0.0  # linear warm-up, in [0, epochs] (may be fractional), then cosine decay
+    batch_size: int = 64  # images per step (per process under DDP)
 
 
 @dataclass
 class PruningConfig:
-    method: str = "full"  # a name of ssl_emp.pruning.METHODS
-    rate: float = 0.0
-    params: dict[str, Any] = field(default_factory=dict)
+    method: str = "full"  # the pruning method, a name of ssl_emp.pruning.METHODS
+    rate: float = 0.0  # fraction of the training set left out each epoch, in [0, 0.95] (methods setting their own: ignored)
+    params: dict[str, Any] = field(default_factory=dict)  # the method's parameters (table below): name -> value
     # Per-sample embeddings (a .npy of the training split, with the .json curate writes beside it) for
     # the methods that read them (ssl_emp.pruning.curation: semdedup, prototypes, ...).
     embeddings: str | None = None
@@ -135,9 +138,9 @@ class PruningConfig:
 @dataclass
 class EvalConfig:
     eval_every: int = 5  # kNN monitor every N epochs (and at epoch 0); 0 = only at the end
-    knn_k: int = 200
-    knn_temperature: float = 0.1
-    batch_size: int = 512
+    knn_k: int = 200  # kNN neighbours
+    knn_temperature: float = 0.1  # kNN vote temperature (weights exp(sim / T))
+    batch_size: int = 512  # images per forward pass when embedding for evaluation
 
 
 @dataclass
@@ -152,25 +155,28 @@ class CurateConfig:
 
     method: str = "semdedup"  # semdedup | prototypes
     eps: float = 0.05  # SemDeDup, in (0, 1): a duplicate has cosine > 1 - eps to an earlier member of its cluster
-    k: int = 10  # k-means clusters
-    iterations: int = 100  # k-means iterations (the official SemDeDup's niter)
-    seed: int = 0  # k-means initialisation; keep=random's shuffle
+    k: int = 10  # k-means clusters, an integer >= 1
+    iterations: int = 100  # k-means iterations, >= 1 (the official SemDeDup's niter)
+    seed: int = 0  # k-means initialisation; keep=random's shuffle; in [0, 2^31)
     keep: str = "hard"  # semdedup: which member of a group survives (hard | easy | random); prototypes: hard | easy
-    rate: float = 0.5  # prototypes: the fraction of the training images removed
-    quota: int = 0  # prototypes: every cluster keeps at least this many images
-    # The kept fraction is reported against each of these eps (how to choose eps)
+    rate: float = 0.5  # prototypes: the fraction of the training images removed, in [0, 1)
+    quota: int = 0  # prototypes: every cluster keeps at least this many images (>= 0)
+    # The kept fraction is reported against each of these eps (how to choose eps), each in (0, 1)
     eps_range: list[float] = field(default_factory=lambda: [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3])
-    block_size: int = 4096  # SemDeDup: rows of a cluster's similarity matrix computed at a time
+    block_size: int = 4096  # SemDeDup: rows of a cluster's similarity matrix computed at a time (>= 1)
 
 
 @dataclass
 class Config:
     algorithm: str = "simclr"  # a name of ssl_emp.models.MODELS (supervised: the positive control)
-    epochs: int = 20
-    seed: int = 0
+    epochs: int = 20  # training epochs
+    seed: int = 0  # seed of the weights, views, data order and pruning
     device: str = "auto"  # a name of ssl_emp.runtime.DEVICES
-    output_dir: str = "runs/pretrain"
-    progress: bool = True
+    # CPU threads (torch and faiss); null: OMP_NUM_THREADS if set, else one per core this process may
+    # use (os.sched_getaffinity). Several jobs on one machine: 1 each (docs/guide/performance.md).
+    threads: int | None = None
+    output_dir: str = "runs/pretrain"  # the run folder; relative paths are relative to the current folder
+    progress: bool = True  # show a progress bar
     log_every: int = 10  # steps between progress-bar / CSV updates (each one syncs the device)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -180,6 +186,30 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     curate: CurateConfig = field(default_factory=CurateConfig)
+
+
+#: Keys naming files a run reads. In a config file a relative one is relative to the file's folder,
+#: so a config works from any folder; output_dir and data.cache_dir, which a run writes, and every
+#: path given on the command line stay relative to the current folder.
+INPUT_PATHS: tuple[str, ...] = ("data.data_dir", "data.keep_file")
+
+
+def resolve_input_paths(values: dict[str, Any], folder: str | Path) -> dict[str, Any]:
+    """A config file's mapping with its relative ``INPUT_PATHS`` joined to ``folder`` (made absolute);
+    ``~`` paths, absolute ones and values of other types are left as they are."""
+    out = dict(values)
+    for key in INPUT_PATHS:
+        *sections, name = key.split(".")
+        node = out
+        for section in sections:
+            if not isinstance(node.get(section), dict):
+                break
+            node[section] = node = dict(node[section])  # a copy: the caller's mapping stays as read
+        else:
+            value = node.get(name)
+            if isinstance(value, str) and value and not value.startswith("~") and not os.path.isabs(value):
+                node[name] = os.path.normpath(os.path.join(os.path.abspath(folder), value))
+    return out
 
 
 def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -215,7 +245,7 @@ def merge_values(obj: Any, values: dict[str, Any], prefix: str = "", update_dict
     fields = {f.name: f for f in dataclasses.fields(obj)}
     for key, value in values.items():
         if key not in fields:
-            raise ConfigError(f"unknown config key '{prefix}{key}'")
+            raise ConfigError(_unknown_key(obj, prefix, key))
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             merge_values(current, value, f"{prefix}{key}.", update_dicts)
@@ -225,6 +255,17 @@ def merge_values(obj: Any, values: dict[str, Any], prefix: str = "", update_dict
             value = _coerce(value, str(fields[key].type))
             _check_type(value, str(fields[key].type), f"{prefix}{key}")
             setattr(obj, key, value)
+
+
+def _unknown_key(obj: Any, prefix: str, key: str) -> str:
+    """``unknown config key 'optim.lrr'; did you mean optim.lr? (optim keys: ...)``: the section's close
+    matches (difflib) or, at the top level, the sections that have the key."""
+    names = [f.name for f in dataclasses.fields(obj)]
+    close = [f"{prefix}{n}" for n in difflib.get_close_matches(str(key), names, n=3)]
+    if not prefix:
+        close += [k for k in _flat(dataclasses.asdict(Config())) if k.rsplit(".", 1)[-1] == key]
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    return f"unknown config key '{prefix}{key}'{hint} ({prefix.rstrip('.') or 'top-level'} keys: {', '.join(names)})"
 
 
 _TYPE_NAMES = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string",

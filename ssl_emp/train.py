@@ -41,7 +41,7 @@ from ssl_emp.run.folder import Run
 from ssl_emp.run.lifecycle import check_data, finish_run, open_run, start_run
 from ssl_emp.run.state import TrainState
 from ssl_emp.run.summary import epoch_diagnostics
-from ssl_emp.runtime import build_optimizer, memory_format, resolve_device
+from ssl_emp.runtime import build_optimizer, memory_format, resolve_device, set_threads
 
 # Schedules are functions of the fraction of the run done, in units of 1/RESOLUTION epoch, so a
 # pruned run (fewer steps per epoch) still walks its whole LR / momentum schedule over the steps
@@ -252,6 +252,7 @@ def pretrain(cfg: Config, resume: bool = False, sinks: Sequence[MetricsSink] = (
     """Pretrain an encoder as configured; returns the summary (also written to summary.json).
     ``sinks``: metrics sinks of the caller's (``ssl_emp.logger.MetricsSink``), beside the run's own."""
     finalize(cfg)
+    set_threads(cfg.threads)
     sinks = check_sinks(sinks)  # before the run folder: a bad sink would fail at its first step
     with Run(cfg.output_dir, distributed.is_main()) as run:  # rank 0 holds the folder's lock throughout
         ckpt = open_run(cfg, run, resume)

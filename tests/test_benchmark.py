@@ -38,6 +38,7 @@ def _bench(out: Path, *extra: str) -> int:
     return benchmark(CONFIGS / "bench_digits_smoke.yaml", out, *extra)
 
 
+@pytest.mark.slow
 def test_smoke_grid_writes_one_row_per_run_and_the_report(smoke):
     rows = results(smoke)
     assert [r["run_id"] for r in rows] == SMOKE_IDS
@@ -60,6 +61,7 @@ def test_smoke_grid_writes_one_row_per_run_and_the_report(smoke):
         assert (smoke / png).stat().st_size > 1000 and f"({png})" in report
 
 
+@pytest.mark.slow
 def test_second_invocation_retrains_nothing(copy_of, monkeypatch, capsys):
     before = results(copy_of)
     stamps = {p: p.stat().st_mtime_ns for p in copy_of.glob("runs/*/checkpoints/*.pt")}
@@ -70,6 +72,7 @@ def test_second_invocation_retrains_nothing(copy_of, monkeypatch, capsys):
     assert {p: p.stat().st_mtime_ns for p in copy_of.glob("runs/*/checkpoints/*.pt")} == stamps
 
 
+@pytest.mark.slow
 def test_killed_sweep_reruns_only_the_missing_runs(copy_of, monkeypatch):
     original = {r["run_id"]: r for r in results(copy_of)}
     kept = [r for r in original.values() if r["run_id"] == "full_s0"]
@@ -111,6 +114,7 @@ def test_killed_sweep_reruns_only_the_missing_runs(copy_of, monkeypatch):
         assert r["achieved_rate"] == original[r["run_id"]]["achieved_rate"]
 
 
+@pytest.mark.slow
 def test_folder_of_a_different_config_is_refused(copy_of, monkeypatch, capsys):
     forbid_training(monkeypatch)
     assert _bench(copy_of, "--set", "epochs=3") == 2
@@ -118,6 +122,7 @@ def test_folder_of_a_different_config_is_refused(copy_of, monkeypatch, capsys):
     assert len(err.splitlines()) == 1 and "different" in err and "epochs (2 -> 3)" in err
 
 
+@pytest.mark.slow
 def test_plan_written_before_a_config_field_existed_still_resumes(copy_of, monkeypatch, capsys):
     # A sweep started by an older version has no entry for a field added since; at its default the
     # field changes nothing, so the folder is the same benchmark. A non-default value still differs.
@@ -248,6 +253,7 @@ def test_report_compares_emp_with_every_baseline_and_tabulates_counts():
     assert "| eps-greedy | 1.25 | 0.87 | 25.0 | 50.0 | 3 |" in text
 
 
+@pytest.mark.slow
 def test_report_from_a_partial_results_file(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps(SYNTHETIC[:4]))  # full x3 + one emp seed
     assert report_main([str(tmp_path)]) == 0
@@ -285,6 +291,7 @@ def _split(copy_of: Path, tmp_path: Path, keep: set[str]) -> Path:
     return other
 
 
+@pytest.mark.slow
 def test_merge_from_joins_a_sweep_split_over_two_folders(copy_of, tmp_path, monkeypatch, capsys):
     original = results(copy_of)
     other = _split(copy_of, tmp_path, {"full_s0"})
@@ -303,6 +310,7 @@ def test_merge_from_joins_a_sweep_split_over_two_folders(copy_of, tmp_path, monk
     assert [r["run_id"] for r in results(sub)] == ["full_s0", "emp_r0.5_s0"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spoil, message", [
     (lambda other: (other / "benchmark.json").unlink(), "not a benchmark folder"),
     (lambda other: _edit(other / "benchmark.json", lambda p: p["base"].update(epochs=3)), "epochs (3 -> 2)"),

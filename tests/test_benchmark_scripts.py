@@ -42,6 +42,7 @@ def test_agreement_separates_a_repeatable_signal_from_noise():
 
 
 # SimCLR also returns each direction's loss (SCAN's signal); the script rates every signal a model returns.
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm, signals", [("simclr", ("loss", "align", "loss_12", "loss_21")),
                                                 ("supervised", ("loss", "entropy"))])
 def test_signal_reliability_on_a_tiny_run(tmp_path, algorithm, signals):
@@ -77,6 +78,7 @@ def test_summarize_tune_emp_pairs_by_seed(tmp_path):
     assert summarize.main([str(tmp_path / "absent")]) == 2
 
 
+@pytest.mark.slow
 def test_compare_throughput_reads_the_loop_rate_of_each_checkout(tmp_path):
     compare = _script("compare_throughput")
     root = BENCHMARKS.parent

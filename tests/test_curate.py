@@ -119,6 +119,7 @@ def record(out) -> dict:
     return json.loads((out / "curation.json").read_text())
 
 
+@pytest.mark.slow
 def test_seeded_curate_writes_identical_kept_files(tmp_path):
     emb = tmp_path / "emb.npy"
     np.save(emb, planted(n_unique=DIGITS_TRAIN - 300, copies=300, dim=8))
@@ -132,6 +133,7 @@ def test_seeded_curate_writes_identical_kept_files(tmp_path):
     assert record(tmp_path / "semdedup1")["removed"] > 0 and record(tmp_path / "prototypes1")["kept"] == 719
 
 
+@pytest.mark.slow
 def test_curate_outputs(tmp_path, checkpoint):
     out = tmp_path / "c"
     assert curate("--checkpoint", checkpoint, "--output-dir", out, "--set", "curate.eps=0.01") == 0
@@ -154,6 +156,7 @@ def test_curate_outputs(tmp_path, checkpoint):
     assert not (out / "eps_curve.png").exists() and not (out / "duplicates.png").exists()
 
 
+@pytest.mark.slow
 def test_embeddings_cache_is_rebuilt_when_checkpoint_or_data_change(tmp_path, checkpoint):
     out = tmp_path / "c"
 
@@ -179,6 +182,7 @@ def _table_indices(run) -> list[int]:
         return [int(row["index"]) for row in csv.DictReader(handle)]
 
 
+@pytest.mark.slow
 def test_pretrain_on_a_kept_file_trains_exactly_those_images(tmp_path, checkpoint, monkeypatch):
     from tests.conftest import TINY
 
@@ -245,6 +249,7 @@ def test_curate_bad_inputs(tmp_path, capsys):
     assert "did not write" in err and (tmp_path / "taken" / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_against_test_finds_planted_test_copies(tmp_path, checkpoint):
     rng = np.random.default_rng(0)
     root = tmp_path / "folder"

@@ -20,6 +20,7 @@ def _write_tree(root, classes=("a", "b"), per_class=3, size=20, splits=("train",
                 Image.fromarray(img.permute(1, 2, 0).numpy()).save(folder / f"{i}.png")
 
 
+@pytest.mark.slow
 def test_digits_split_is_fixed_indexed_and_rgb():
     train = load_split(DataConfig(image_size=16), "train")
     test = load_split(DataConfig(image_size=16), "test")

@@ -26,6 +26,7 @@ def ddp_run(tmp_path_factory) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 def test_emp_pretrain_on_two_ranks(ddp_run):
     tmp_path = ddp_run
     ranks = rank_records(tmp_path)
@@ -58,6 +59,7 @@ def test_emp_pretrain_on_two_ranks(ddp_run):
     assert ranks[0]["world"] == 2 and ranks[0]["base_lr"] == pytest.approx(0.3 * 32 * 2 / 256)
 
 
+@pytest.mark.slow
 def test_gathered_simclr_negatives_equal_one_process_on_the_whole_batch(ddp_run):
     """lightly's NTXentLoss(gather_distributed=True) semantics, per sample (recorded by the same run)."""
     ranks = [record["gather"] for record in rank_records(ddp_run)]

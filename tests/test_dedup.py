@@ -102,6 +102,7 @@ def sweep(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_sweep_rows_carry_repeat_share_distinct_images_and_rates(sweep):
     rows = rows_by_id(sweep)
     assert list(rows) == ["full_s0", "random-dynamic_r0.5_s0", "dedup_r0.5_s0"]
@@ -116,6 +117,7 @@ def test_sweep_rows_carry_repeat_share_distinct_images_and_rates(sweep):
     assert header[-2:] == ["repeat_share", "distinct_unique"]
 
 
+@pytest.mark.slow
 def test_report_has_the_repeat_share_table(sweep):
     rows = rows_by_id(sweep)
     text = (sweep / "report.md").read_text()
@@ -132,12 +134,14 @@ def test_report_has_the_repeat_share_table(sweep):
     assert "| 0.5 | dedup | 0.500 |" in versus
 
 
+@pytest.mark.slow
 def test_no_redundancy_no_table(sweep):
     rows = [{k: v for k, v in r.items() if k not in ("repeat_share", "distinct_unique")} for r in rows_by_id(sweep).values()]
     assert redundancy_table(group_cells(rows), "knn_top1", (160, 320)) is None
     assert "## Redundancy probe" not in render_markdown(rows)
 
 
+@pytest.mark.slow
 def test_dedup_rows_survive_a_merge(sweep, tmp_path, monkeypatch, capsys):
     whole, part = Path(shutil.copytree(sweep, tmp_path / "whole")), tmp_path / "part"
     rows = split_sweep(whole, part, lambda r: r["method"] == "dedup")
@@ -150,6 +154,7 @@ def test_dedup_rows_survive_a_merge(sweep, tmp_path, monkeypatch, capsys):
     assert "| dedup | 0.5 | 0.00 |" in (whole / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_equal_compute_table_never_names_the_oracle_a_rule(sweep, tmp_path):
     """dedup knows which images are copies: the answer table's "best rule" must not be it."""
     script = load_script(ROOT / "benchmarks" / "equal_compute.py")

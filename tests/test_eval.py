@@ -161,6 +161,7 @@ def test_linear_probe_separable_features() -> None:
     assert out["train_top1"] >= 0.99
 
 
+@pytest.mark.slow
 def test_linear_probe_matches_sklearn_on_digits() -> None:
     from sklearn.datasets import load_digits
     from sklearn.linear_model import LogisticRegression

@@ -19,6 +19,7 @@ def checkpoint(tmp_path_factory):
     return out / "checkpoints" / "final.pt", json.loads((out / "summary.json").read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["knn", "linear"])
 def test_eval_round_trip(tmp_path, checkpoint, protocol, capsys):
     ckpt, summary = checkpoint
@@ -38,6 +39,7 @@ def test_eval_round_trip(tmp_path, checkpoint, protocol, capsys):
         assert "chosen_weight_decay" in result["protocol"] and result["protocol"]["val_fraction"] > 0
 
 
+@pytest.mark.slow
 def test_eval_knn_defaults_come_from_the_checkpoint_config(tmp_path, checkpoint):
     ckpt, _ = checkpoint
     saved = torch.load(ckpt, weights_only=True)
@@ -60,6 +62,7 @@ def _error(capsys, argv):
     return code, err
 
 
+@pytest.mark.slow
 def test_eval_bad_inputs(tmp_path, checkpoint, capsys):
     ckpt, _ = checkpoint
     code, err = _error(capsys, ["eval", "knn", "--checkpoint", str(tmp_path / "missing.pt")])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import stat
 from dataclasses import asdict
 from pathlib import Path
 
@@ -49,11 +51,12 @@ def _features(model: torch.nn.Module, size: int = 16) -> torch.Tensor:
         return model.eval()(x)
 
 
+@pytest.mark.slow
 def test_export_cifar_stem_round_trip(tmp_path, trained, capsys):
     out = tmp_path / "export"
     assert main(["export", "--checkpoint", str(trained), "--output", str(out)]) == 0
     assert "ssl_emp.models.load_backbone" in capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     assert not list(tmp_path.glob(".export*"))  # the temp folder was renamed, nothing left beside it
     config = json.loads((out / "config.json").read_text())
     assert config["architecture"] == "resnet18" and config["num_classes"] == 0
@@ -83,6 +86,34 @@ def test_export_timm_native_round_trip(tmp_path, capsys):
     assert torch.equal(expected, _features(load_backbone(out), 32))
     data = timm.data.resolve_data_config(model=by_timm)
     assert data["input_size"] == (3, 16, 16) and data["mean"] == pytest.approx([0.485, 0.456, 0.406])
+
+
+def _python_blocks(readme: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", readme.read_text(), re.S)
+
+
+@pytest.mark.parametrize("cifar_stem", [True, False])
+def test_export_readme_says_how_to_load_and_its_code_runs(tmp_path, capsys, cifar_stem):
+    """The folder's README.md holds code that loads it, with ssl-emp and with timm alone: run both."""
+    ckpt = _fake_checkpoint(tmp_path / "fake.pt", cifar_stem=cifar_stem)
+    out = tmp_path / "export"
+    assert main(["export", "--checkpoint", str(ckpt), "--output", str(out)]) == 0
+    line = capsys.readouterr().out
+    assert ("README.md" in line) == cifar_stem and "load_backbone" in line  # the one line says how, too
+    expected = _features(backbone_from_checkpoint(str(ckpt))[0], 32)
+    blocks = _python_blocks(out / "README.md")
+    assert len(blocks) == 2
+    for code, name in zip(blocks, ("backbone", "model" if cifar_stem else "backbone"), strict=True):
+        scope: dict = {}
+        exec(code, scope)  # noqa: S102 - the README's own snippet
+        assert torch.equal(expected, _features(scope[name], 32))
+
+
+def test_export_files_are_readable_by_others(tmp_path):
+    out = tmp_path / "export"
+    assert main(["export", "--checkpoint", str(_fake_checkpoint(tmp_path / "fake.pt", True)), "--output", str(out)]) == 0
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {
+        "README.md": 0o644, "config.json": 0o644, "model.safetensors": 0o644}
 
 
 def _error(capsys, argv: list[str]) -> tuple[int, str]:

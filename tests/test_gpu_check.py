@@ -25,6 +25,7 @@ def _module():
     return module
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA the script runs the whole check")
 def test_without_cuda_it_says_so_in_one_line_and_exits_2() -> None:
     proc = subprocess.run([sys.executable, str(SCRIPT)], cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -33,6 +34,7 @@ def test_without_cuda_it_says_so_in_one_line_and_exits_2() -> None:
     assert "no CUDA device" in lines[0] and "--dry-run" in lines[0]
 
 
+@pytest.mark.slow
 def test_dry_run_builds_the_cpu_part_and_says_what_it_would_run() -> None:
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, str(SCRIPT), "--dry-run"], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -42,11 +44,13 @@ def test_dry_run_builds_the_cpu_part_and_says_what_it_would_run() -> None:
     assert time.perf_counter() - t0 < 120  # ~7 s on an idle 2-core machine
 
 
+@pytest.mark.slow
 def test_unknown_step_is_refused() -> None:
     proc = subprocess.run([sys.executable, str(SCRIPT), "--steps", "sync,nope"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "unknown step(s) nope" in proc.stderr
 
 
+@pytest.mark.slow
 def test_run_steps_records_each_outcome_and_goes_on() -> None:
     g = _module()
     programs = {
@@ -77,6 +81,7 @@ def test_run_steps_records_each_outcome_and_goes_on() -> None:
     json.dumps(steps)
 
 
+@pytest.mark.slow
 def test_synthetic_folder_loads_through_the_project_loader(tmp_path: Path) -> None:
     g = _module()
     from ssl_emp.config import load_config

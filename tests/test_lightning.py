@@ -95,6 +95,7 @@ def test_a_loader_that_bypasses_the_pruner_is_refused() -> None:
         H.trainer([callback], 1).fit(Plain(callback))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not dist.is_available(), reason="this torch build has no torch.distributed")
 def test_two_process_ddp_ends_with_the_same_pruner_on_both_ranks(tmp_path: Path) -> None:
     torchrun(SCRIPT, tmp_path, timeout=240)
@@ -111,6 +112,7 @@ def test_two_process_ddp_ends_with_the_same_pruner_on_both_ranks(tmp_path: Path)
         assert sorted(halves[0] + halves[1]) == kept.tolist()
 
 
+@pytest.mark.slow
 def test_the_example_runs(tmp_path: Path) -> None:
     cmd = [sys.executable, str(EXAMPLE), "--epochs", "1", "--method", "emp", "--rate", "0.5"]
     proc = subprocess.run(cmd, env=child_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)

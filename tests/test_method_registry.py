@@ -91,6 +91,7 @@ TOP_INPUT = MethodSpec("top-input", select_top_input, "toy: highest precomputed 
 
 
 # --------------------------------------------------------------------------- the tests
+@pytest.mark.slow
 def test_a_stateful_method_defined_here_trains_through_pretrain_and_resumes_exactly(tmp_path, tiny_args):
     # 256 images at r = 0.5: 128 an epoch, two steps of 64. Interrupted after epoch 1, resumed.
     common = [*tiny_args, "--set", "data.train_subset=256", "--set", "eval.eval_every=0", "--method", "above-mean",

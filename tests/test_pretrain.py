@@ -18,6 +18,7 @@ def _run(tmp_path, name, tiny_args, *extra):
     return code, out
 
 
+@pytest.mark.slow
 def test_short_digits_run_learns_and_writes_its_outputs(tmp_path, tiny_args, capsys):
     code, out = _run(tmp_path, "run", tiny_args, "--epochs", "4", "--set", "optim.lr=0.3", "--set", "eval.eval_every=2")
     assert code == 0
@@ -32,6 +33,7 @@ def test_short_digits_run_learns_and_writes_its_outputs(tmp_path, tiny_args, cap
     assert "final kNN top-1" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm, method", [("simclr", "full"), ("moco", "emp"), ("simclr", "emp"), ("moco", "full"),
                                                ("supervised", "emp")])
 def test_resume_equals_uninterrupted_run(tmp_path, tiny_args, algorithm, method):
@@ -118,6 +120,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, tiny_args, ca
     assert not (out / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_cifar10_short_run_from_shared_archive(tmp_path, shared_cifar, capsys):
     code = main([
         "pretrain", "--config", "configs/cifar10_simclr_cpu.yaml", "--output-dir", str(tmp_path / "c"),
@@ -131,6 +134,7 @@ def test_cifar10_short_run_from_shared_archive(tmp_path, shared_cifar, capsys):
 
 # Each at a learning rate of its usual range (LARS's trust ratio makes 0.01 a near no-op: its loss did
 # not move past the augmentation noise in 6 epochs), over four epochs of 4 steps.
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer, lr", [("lars", 3.0), ("adamw", 0.05)])
 def test_other_optimizers_train(tmp_path, tiny_args, optimizer, lr):
     code, out = _run(tmp_path, optimizer, tiny_args, "--epochs", "4", "--set", f"optim.name={optimizer}",
@@ -142,6 +146,7 @@ def test_other_optimizers_train(tmp_path, tiny_args, optimizer, lr):
     assert ckpt["optimizer"]["state"], f"{optimizer} saved no optimizer state in the checkpoint"
 
 
+@pytest.mark.slow
 def test_supervised_run_reports_test_accuracy_and_entropy(tmp_path, tiny_args, capsys):
     """The positive control through the CLI: cross-entropy on labels, EMP scored on loss + entropy."""
     out = tmp_path / "sup"

@@ -147,6 +147,7 @@ def test_declared_signals_give_the_same_run_as_undeclared_and_resume_exactly(met
         torch.testing.assert_close(resumed.table.columns[name], column, rtol=0, atol=0, equal_nan=True)
 
 
+@pytest.mark.slow
 def test_the_trainer_builds_its_pruner_from_the_model_declaration(tmp_path, tiny_args, monkeypatch):
     import ssl_emp.train
     from ssl_emp.cli import main

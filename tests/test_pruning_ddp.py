@@ -14,6 +14,7 @@ from tests.helpers import assert_same_table, load_script, rank_records, torchrun
 SCRIPT = Path(__file__).resolve().parent / "ddp_pruner_script.py"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not dist.is_available(), reason="this torch build has no torch.distributed")
 def test_two_ranks_match_each_other_and_a_single_process(tmp_path: Path) -> None:
     script = load_script(SCRIPT)

@@ -26,6 +26,7 @@ def test_sizes_follow_the_typed_decimals():
     assert redundant_size(100, 0.3, 4) == 70 + 120
 
 
+@pytest.mark.slow
 def test_exact_copies_repeat_their_unique_image_and_the_bank_holds_each_once():
     clean = load_data(DataConfig(image_size=16, train_subset=200))
     data = load_data(_data(unique=100, dup_fraction=0.3, copies=4))
@@ -136,6 +137,7 @@ def test_images_read_from_disk_are_refused():
         make_redundant(files, RedundancyConfig(unique=1, dup_fraction=1.0, copies=2))
 
 
+@pytest.mark.slow
 def test_pretrain_logs_repeat_share_and_distinct_images_per_epoch(tmp_path, tiny_args):
     out = tmp_path / "run"
     code = main(["pretrain", "--output-dir", str(out), *tiny_args, "--epochs", "2", "--method", "random-dynamic",

@@ -56,6 +56,7 @@ def _trees(tmp_path: Path) -> tuple[Path, Path]:
     return one, two
 
 
+@pytest.mark.slow
 def test_a_benchmark_folder_holds_one_data_set_wherever_it_lies(tmp_path, monkeypatch, capsys):
     config, (one, two) = _folder_bench(tmp_path), _trees(tmp_path)
     out = tmp_path / "out"
@@ -115,6 +116,7 @@ def test_shorter_rates_outside_0_1_are_one_line_exit_2(tmp_path, monkeypatch, ca
 # ----------------------------------------------------------------------------- item 6: rows describe what ran
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("legacy", [False, True])
 def test_changed_method_params_never_reuse_rows_of_the_old_ones(copy_of, monkeypatch, capsys, legacy):
     shutil.rmtree(copy_of / "runs")  # supported: the rows carry everything the report needs
@@ -128,6 +130,7 @@ def test_changed_method_params_never_reuse_rows_of_the_old_ones(copy_of, monkeyp
     assert ((copy_of / "results.json").read_text(), (copy_of / "benchmark.json").read_text()) == before
 
 
+@pytest.mark.slow
 def test_turning_the_linear_probe_on_probes_the_finished_runs(copy_of, capsys):
     assert all(r["linear_top1"] is None for r in results(copy_of))
     assert _bench(copy_of, "--set", "linear_probe=true") == 0
@@ -136,6 +139,7 @@ def test_turning_the_linear_probe_on_probes_the_finished_runs(copy_of, capsys):
     assert json.loads((copy_of / "benchmark.json").read_text())["linear_probe"] is True
 
 
+@pytest.mark.slow
 def test_the_linear_probe_without_run_folders_is_one_line_exit_2(copy_of, monkeypatch, capsys):
     shutil.rmtree(copy_of / "runs")
     forbid_training(monkeypatch)
@@ -147,6 +151,7 @@ def test_the_linear_probe_without_run_folders_is_one_line_exit_2(copy_of, monkey
 # ----------------------------------------------------------------------------- item 7: results.csv
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spoil", ["missing", "stale"])
 def test_a_missing_or_stale_results_csv_is_rebuilt(copy_of, monkeypatch, spoil):
     csv = copy_of / "results.csv"
@@ -176,6 +181,7 @@ def _edit_rows(folder: Path, change) -> None:
     (folder / "results.json").write_text(json.dumps(rows))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spoil, message", [
     (lambda o: _edit_rows(o, lambda r: r.pop("knn_top1")), "has no knn_top1"),
     (lambda o: _edit_rows(o, lambda r: r.pop("achieved_rate")), "has no achieved_rate"),
@@ -199,6 +205,7 @@ def test_merge_from_a_bad_folder_is_one_line_exit_2_and_writes_nothing(copy_of, 
     assert not (tmp_path / "new" / "benchmark.json").exists()
 
 
+@pytest.mark.slow
 def test_a_refused_merge_leaves_the_folder_free_for_the_intended_command(copy_of, tmp_path, monkeypatch, capsys):
     new = tmp_path / "new"
     forbid_training(monkeypatch)

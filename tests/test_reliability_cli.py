@@ -14,6 +14,7 @@ from tests.reliability_helpers import one_line, pretrain
 # ----------------------------------------------------------------------------- one line, not a traceback
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "extra, message",
     [

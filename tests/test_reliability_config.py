@@ -138,6 +138,7 @@ def _api_config(out: pathlib.Path):
                               f"output_dir={out}"])
 
 
+@pytest.mark.slow
 def test_paths_and_numpy_numbers_mean_what_they_say(tmp_path):
     out = tmp_path / "run"
     cfg = _api_config(out)

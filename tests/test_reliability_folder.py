@@ -99,6 +99,7 @@ def test_a_link_loop_or_a_broken_link_is_one_line_exit_2(tmp_path, capsys, link,
     assert one_line(capsys) == f"ssl-emp: error: {message.format(d=d)}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("what, message", [("train/b", "cannot read folder {}: Permission denied"),
                                            ("train/b/1.png", "cannot read image {}: Permission denied")])
 def test_an_unreadable_folder_or_image_is_one_line_exit_2(tmp_path, what, message):
@@ -128,6 +129,7 @@ def test_names_that_are_not_utf8_train_as_in_an_archive(tmp_path, capsys):
     assert _trained(tmp_path) == (archive.train.classes, len(archive.train)) == (["b", os.fsdecode(b"caf\xe9")], 5)
 
 
+@pytest.mark.slow
 def test_a_corrupt_image_read_by_a_worker_is_its_own_one_line(tmp_path):
     d = tmp_path / "d"
     _write_tree(d, per_class=2)
@@ -136,6 +138,7 @@ def test_a_corrupt_image_read_by_a_worker_is_its_own_one_line(tmp_path):
     assert _refused(proc) == f"ssl-emp: error: cannot decode image {d}/train/a/9.png: not an image in a known format"
 
 
+@pytest.mark.slow
 def test_a_palette_image_with_transparency_trains_without_warnings(tmp_path):
     d = tmp_path / "d"
     _write_tree(d, per_class=2)

@@ -220,6 +220,7 @@ def test_resizing_in_chunks_changes_no_pixel(monkeypatch):
 # ----------------------------------------------------------------------------- data settings that cannot work
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fraction, message", [
     ("0.001", "leaves a held-out part of 2 of the 1437 training images, fewer than the 10 classes"),
     ("0.999", "leaves a training part of 1 of the 1437 training images, fewer than the 10 classes"),

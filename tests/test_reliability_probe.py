@@ -264,6 +264,7 @@ def test_load_backbone_of_mismatched_weights_names_the_key(tmp_path, edit, messa
 LOWERED = "ssl-emp: kNN k=200 is larger than the 61-image bank; using k=61"
 
 
+@pytest.mark.slow
 def test_pretrain_and_eval_both_lower_k_to_the_bank_and_say_so(tmp_path, tiny_args, capsys):
     run = tmp_path / "run"
     # Two evaluations (before training and at the end) with the default k=200 on a 61-image bank.

@@ -38,6 +38,7 @@ def _hold_lock(folder: Path):
     return handle
 
 
+@pytest.mark.slow
 def test_second_writer_gets_one_line_and_exit_2(tmp_path, tiny_args, capsys):
     out = tmp_path / "run"
     holder = _hold_lock(out)  # another process's run (a second open file description conflicts the same way)
@@ -96,6 +97,7 @@ def _fail_writes_to(monkeypatch, fragment: str, after: int = 0, limit: int = 100
     return state
 
 
+@pytest.mark.slow
 def test_full_disk_during_checkpoint_is_one_line_exit_1_and_keeps_the_last_one(tmp_path, tiny_args, capsys, monkeypatch):
     out = tmp_path / "run"
     _fail_writes_to(monkeypatch, ".last.pt.ssl-emp-tmp", after=1)  # epoch 0's checkpoint is written, epoch 1's is not
@@ -144,6 +146,7 @@ def test_atomic_torch_save_reports_a_full_disk_that_torch_hides(tmp_path, monkey
 # ----------------------------------------------------------------------------- Ctrl-C
 
 
+@pytest.mark.slow
 def test_ctrl_c_before_the_first_checkpoint_then_the_same_command_starts_clean(tmp_path, tiny_args, capsys):
     out = tmp_path / "run"
     args = [*tiny_args, *FAST[:-1], "2", "--set", "log_every=1"]
@@ -162,6 +165,7 @@ def test_ctrl_c_before_the_first_checkpoint_then_the_same_command_starts_clean(t
     assert [r[0] for r in rows[1:]] == [str(i) for i in range(1, 5)]  # 128 images / 64: 2 steps x 2 epochs
 
 
+@pytest.mark.slow
 def test_ctrl_c_after_a_checkpoint_says_resume_and_resume_works(tmp_path, tiny_args, capsys):
     out = tmp_path / "run"
     with interrupt_after(2, exc=KeyboardInterrupt):  # at the 3rd step: epoch 2, after epoch 1's checkpoint
@@ -174,6 +178,7 @@ def test_ctrl_c_after_a_checkpoint_says_resume_and_resume_works(tmp_path, tiny_a
 # ----------------------------------------------------------------------------- temp files of killed writes
 
 
+@pytest.mark.slow
 def test_temp_files_of_a_killed_run_are_swept_at_the_next_start(tmp_path, tiny_args):
     out = tmp_path / "run"
     assert pretrain(out, tiny_args, *FAST[:-1], "2", "--set", "data.train_subset=64") == 0
@@ -227,6 +232,7 @@ def test_a_users_folder_is_refused_in_one_line_and_left_as_it_was(tmp_path, tiny
     assert _files(out) == before
 
 
+@pytest.mark.slow
 def test_a_finished_run_whose_checkpoints_were_removed_is_refused_not_wiped(tmp_path, tiny_args, capsys):
     out = tmp_path / "run"
     out.mkdir()  # an empty folder is fine to use
@@ -261,6 +267,7 @@ def test_a_users_file_in_an_unstarted_run_keeps_it_from_being_reset(tmp_path, ti
     assert _files(out) == before
 
 
+@pytest.mark.slow
 def test_benchmark_restarts_its_own_unstarted_run_but_never_empties_a_folder_it_did_not_write(tmp_path, capsys):
     bench = bench_file(tmp_path, {"methods": ["full"], "rates": [0.5], "seeds": [0]}, epochs=1, progress=False,
                        data={"train_subset": 128, "image_size": 16}, optim={"batch_size": 64})
@@ -289,6 +296,7 @@ def test_config_yaml_is_written_atomically(tmp_path, tiny_args, capsys, monkeypa
 # ----------------------------------------------------------------------------- torn log lines
 
 
+@pytest.mark.slow
 def test_resume_drops_a_torn_last_log_line_and_refuses_a_damaged_one(tmp_path, tiny_args, capsys):
     out = tmp_path / "run"
     with interrupt_after(2, exc=KeyboardInterrupt):  # at the 3rd step: in epoch 2, after epoch 1's checkpoint

@@ -55,7 +55,7 @@ def test_export_force_replaces_only_the_export_files(tmp_path, capsys):
     (out / "eval" / "knn.json").write_text("{}")
     other = _fake_checkpoint(tmp_path / "b.pt", cifar_stem=False)
     assert main(["export", "--checkpoint", str(other), "--output", str(out), "--force"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["NOTES.md", "config.json", "eval", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["NOTES.md", "README.md", "config.json", "eval", "model.safetensors"]
     assert (out / "NOTES.md").read_text() == "my notes" and (out / "eval" / "knn.json").read_text() == "{}"
     assert json.loads((out / "config.json").read_text())["ssl_emp"]["cifar_stem"] is False  # the new export
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "b.pt", "export"]  # no temp folder left
@@ -71,6 +71,7 @@ def test_export_to_an_over_long_name_is_bad_input(tmp_path, capsys):
 # ----------------------------------------------------------------------------- eval --output
 
 
+@pytest.mark.slow
 def test_eval_output_replaces_only_an_earlier_evaluation(finished, tmp_path, capsys):
     ckpt = tmp_path / "final.pt"
     shutil.copy(finished / "checkpoints" / "final.pt", ckpt)
@@ -89,6 +90,7 @@ def test_eval_output_replaces_only_an_earlier_evaluation(finished, tmp_path, cap
     assert json.loads(result.read_text())["protocol"]["k"] == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["under a file", "too long"])
 def test_eval_unwritable_output_is_refused_before_evaluating(finished, tmp_path, capsys, monkeypatch, where):
     def never(*args, **kwargs):
@@ -101,6 +103,7 @@ def test_eval_unwritable_output_is_refused_before_evaluating(finished, tmp_path,
     assert code == 2 and err.startswith("ssl-emp: error: cannot write")
 
 
+@pytest.mark.slow
 def test_eval_linear_on_one_image_per_class_says_what_to_do(finished, tmp_path, capsys):
     for split in ("train", "test"):
         for name in ("a", "b", "c"):
@@ -125,6 +128,7 @@ def _integer_weights(ckpt: dict) -> None:
     ckpt["model"] = {k: v.long() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
 
 
+@pytest.mark.slow
 def test_eval_refuses_integer_weights(finished, tmp_path, capsys):
     ckpt = shutil.copy(finished / "checkpoints" / "final.pt", tmp_path / "int.pt")
     _edit(Path(ckpt), _integer_weights)

@@ -154,6 +154,7 @@ def test_junk_probe_against_the_injected_share():
     assert "| emp | 0.8 | 6.00 ± 1.00 | — | 84.10 ± 1.10 |" in render_markdown(SUPERVISED)
 
 
+@pytest.mark.slow
 def test_old_results_file_renders_without_the_new_sections(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps(OLD))
     (tmp_path / "benchmark.json").write_text(json.dumps({"source": "old.yaml", "base": {"data": {}}, "runs": []}))

@@ -16,6 +16,7 @@ from ssl_emp.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_report_and_benchmark_do_not_import_each_other_cyclically():
     code = ("import sys, ssl_emp.benchmark.report; assert 'ssl_emp.benchmark.sweep' not in sys.modules, 'report imports benchmark'; "
             "import ssl_emp.benchmark.results, ssl_emp.benchmark.sweep")

@@ -80,6 +80,7 @@ def test_other_methods_keep_state_version_2_and_scan_needs_its_state():
     assert_one_line_config_error(lambda: fresh.load_state_dict(short), "(300,)")
 
 
+@pytest.mark.slow
 def test_cli_scan_run_interrupted_and_resumed_equals_the_uninterrupted_run(tmp_path, tiny_args):
     # τ = 0.99: the warm-up ends after epoch 1 (any loss change is < 99 %), T = 1: epoch 2 probes,
     # epoch 3 leaves out all candidates. Interrupted after the probe's checkpoint, resumed.
@@ -121,6 +122,7 @@ def test_update_in_a_probe_epoch_makes_no_host_synchronising_call(device: str):
 
 
 # --------------------------------------------------------------------------- two ranks
+@pytest.mark.slow
 @pytest.mark.skipif(not dist.is_available(), reason="this torch build has no torch.distributed")
 def test_two_gloo_ranks_mark_the_same_candidates(tmp_path: Path):
     script = load_script(Path(__file__).resolve().parent / "ddp_scan_script.py")

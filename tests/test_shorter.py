@@ -66,6 +66,7 @@ def sweep(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_shorter_rows_carry_target_and_achieved_rate_from_their_visits(sweep):
     rows = rows_by_id(sweep)
     for seed in (0, 1):
@@ -75,6 +76,7 @@ def test_shorter_rows_carry_target_and_achieved_rate_from_their_visits(sweep):
         assert rows[f"shorter_r0.25_s{seed}"]["achieved_rate"] == pytest.approx(0.25)
 
 
+@pytest.mark.slow
 def test_report_pairs_every_rule_with_both_references(sweep):
     rows = list(rows_by_id(sweep).values())
     cells = group_cells(rows)
@@ -99,6 +101,7 @@ def test_report_pairs_every_rule_with_both_references(sweep):
         assert "![accuracy_vs_compute](accuracy_vs_compute.png)" in text
 
 
+@pytest.mark.slow
 def test_shorter_rows_survive_a_merge(sweep, tmp_path, monkeypatch, capsys):
     whole, part = Path(shutil.copytree(sweep, tmp_path / "whole")), tmp_path / "part"
     rows = split_sweep(whole, part, lambda r: r["method"] == "shorter")
@@ -109,6 +112,7 @@ def test_shorter_rows_survive_a_merge(sweep, tmp_path, monkeypatch, capsys):
     assert results(whole) == rows
 
 
+@pytest.mark.slow
 def test_equal_compute_table_recomputes_the_report_figures(sweep, tmp_path, capsys):
     script = load_script(ROOT / "benchmarks" / "equal_compute.py")
     out = tmp_path / "table.md"

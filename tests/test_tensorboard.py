@@ -58,6 +58,7 @@ def _check_against_files(run: RunLayout) -> dict[str, list[tuple[int, float]]]:
     return scalars
 
 
+@pytest.mark.slow
 def test_tensorboard_matches_the_run_logs(tmp_path, tiny_args):
     run = RunLayout(tmp_path / "run")
     assert main(["pretrain", *_common(tiny_args), "--output-dir", str(run.dir)]) == 0
@@ -70,6 +71,7 @@ def test_tensorboard_matches_the_run_logs(tmp_path, tiny_args):
     assert histograms[-1].histogram_value.sum == pytest.approx(4 * 128)
 
 
+@pytest.mark.slow
 def test_resumed_run_continues_the_same_tensorboard_run_without_duplicates(tmp_path, tiny_args):
     straight, split = RunLayout(tmp_path / "straight"), RunLayout(tmp_path / "split")
     assert main(["pretrain", *_common(tiny_args), "--output-dir", str(straight.dir)]) == 0
@@ -88,6 +90,7 @@ def test_resumed_run_continues_the_same_tensorboard_run_without_duplicates(tmp_p
     assert len(list(Path(split.tensorboard).glob("events.out.tfevents.*"))) == 2  # one file per session
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seconds_back", [0, 3600], ids=["same-second", "clock-set-back"])
 def test_a_resumed_session_is_read_after_the_interrupted_one_whatever_the_clock(tmp_path, tiny_args, monkeypatch,
                                                                                  seconds_back):

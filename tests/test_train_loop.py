@@ -40,6 +40,7 @@ def _host_side_read() -> bool:
         "ssl_emp/augment.py")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["simclr", "moco"])
 def test_a_training_step_makes_no_host_sync(tmp_path, tiny_args, monkeypatch, algorithm):
     """Counts reads of device values (``.item()``, ``bool(t)``, ``.cpu()``, ...) and
@@ -81,6 +82,7 @@ def test_a_training_step_makes_no_host_sync(tmp_path, tiny_args, monkeypatch, al
     assert "item" in calls["outside"], "the counter must see the epoch-end reads (else it counts nothing)"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method, rate, subset, kept", [
     ("full", 0.0, 257, 257),  # 257 = 4 x 64 + 1
     ("random-dynamic", 0.24609375, 256, 193),  # ceil(0.75390625 x 256) = 193 = 3 x 64 + 1

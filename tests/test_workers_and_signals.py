@@ -35,6 +35,7 @@ def _assert_same_run(a: Path, b: Path) -> None:
     assert (a / "steps.csv").read_text() == (b / "steps.csv").read_text()
 
 
+@pytest.mark.slow
 def test_worker_count_does_not_change_the_result(tmp_path, tiny_args):
     # The benchmark treats data.num_workers as not changing what a run computes: this is why it may.
     assert main(["pretrain", "--output-dir", str(tmp_path / "w0"), *tiny_args, *COMMON]) == 0
@@ -43,6 +44,7 @@ def test_worker_count_does_not_change_the_result(tmp_path, tiny_args):
     _assert_same_run(tmp_path / "w0", tmp_path / "w2")
 
 
+@pytest.mark.slow
 def test_resume_with_workers_equals_the_uninterrupted_run(tmp_path, tiny_args):
     workers = [*tiny_args, *COMMON, "--set", "data.num_workers=2"]
     assert main(["pretrain", "--output-dir", str(tmp_path / "straight"), *workers]) == 0
@@ -70,6 +72,7 @@ def _wait_for_checkpoint(proc: subprocess.Popen, out: Path, timeout: float = 120
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_a_killed_run_with_workers_can_be_resumed_at_once(tmp_path, capsys):
     out = tmp_path / "run"
     proc = _start(out, "--set", "data.num_workers=2", "--epochs", "30")
@@ -83,6 +86,7 @@ def test_a_killed_run_with_workers_can_be_resumed_at_once(tmp_path, capsys):
     assert "another ssl-emp process" not in err and "continue with --resume" in err
 
 
+@pytest.mark.slow
 def test_sigterm_mid_epoch_says_what_to_do_and_resumes_exactly(tmp_path):
     # All three runs in child processes of the same environment: the comparison is bit for bit, and
     # this test process's thread settings (changed by other tests) must not enter it.

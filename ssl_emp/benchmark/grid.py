@@ -26,8 +26,10 @@ from ssl_emp.config import (
     finalize,
     merge_values,
     parse_override,
+    read_config_file,
     read_yaml,
     redundant_size,
+    resolve_input_paths,
 )
 from ssl_emp.errors import ConfigError
 from ssl_emp.pruning import FULL_DATA, METHODS, RATELESS
@@ -152,11 +154,11 @@ def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> Benc
     if "base" in doc:
         if not isinstance(doc["base"], str):
             raise ConfigError(f"benchmark key 'base' must be a file name, got {doc['base']!r}")
-        values = read_yaml(path.parent / doc["base"], "base config") or {}
-    else:
-        values = _mapping(doc.get("pretrain"), "pretrain")
+        values = read_config_file(path.parent / doc["base"], "base config") or {}
+    else:  # input paths relative to the benchmark file's folder, as in a base config
+        values = resolve_input_paths(_mapping(doc.get("pretrain"), "pretrain"), path.parent)
     base = config_from_dict(values)
-    merge_values(base, _mapping(doc.get("overrides"), "overrides"), update_dicts=True)
+    merge_values(base, resolve_input_paths(_mapping(doc.get("overrides"), "overrides"), path.parent), update_dicts=True)
     merge_values(base, pretrain_sets, update_dicts=True)
 
     methods = _unique_list(grid.get("methods"), "grid.methods", lambda m: isinstance(m, str), "method names")

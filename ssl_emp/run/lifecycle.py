@@ -24,7 +24,7 @@ from ssl_emp.runtime import machine, versions
 # data.num_workers: every loader has its own generator (ssl_emp.data.datasets.loader_generator), so 0
 # and 2 workers give the same weights (tests/test_workers_and_signals.py). data.data_dir: the data is
 # compared by its fingerprint instead (data_changes), so a moved folder is the same data.
-NEUTRAL_KEYS = ("output_dir", "progress", "device", "log_every", "logging.tensorboard", "data.data_dir",
+NEUTRAL_KEYS = ("output_dir", "progress", "device", "threads", "log_every", "logging.tensorboard", "data.data_dir",
                 "data.num_workers", "data.cache_dir")
 
 
@@ -100,7 +100,8 @@ def finish_run(run: Run, cfg: Config, state: TrainState, data: DataSplits, world
         "target_rate": cfg.pruning.rate, "achieved_rate": stats["achieved_rate"], **run_diagnostics(state.diagnostics),
         "knn_split": "validation (held out of train)" if data.test_is_validation else "test",
         "num_samples": len(data.train), "epochs": cfg.epochs, "algorithm": cfg.algorithm, "world_size": world,
-        "device": str(device), "machine": machine(), "versions": versions(), "data_fingerprint": fingerprint,
+        "device": str(device), "threads": torch.get_num_threads(), "machine": machine(), "versions": versions(),
+        "data_fingerprint": fingerprint,
     }
     labels = data.train.labels
     run.write_final(summary, state.pruner, labels.tolist() if labels is not None else None)
