@@ -18,6 +18,7 @@ from ssl_emp.benchmark.results import load_rows
 from ssl_emp.benchmark.sweep import _write_plan, expand_grid, load_benchmark, merged_rows
 from ssl_emp.cli import main
 from ssl_emp.config import Config
+from ssl_emp.data.fingerprint import data_fingerprint
 from ssl_emp.errors import ConfigError
 from ssl_emp.models import build_backbone, load_backbone
 from tests.helpers import benchmark, forbid_training
@@ -85,8 +86,8 @@ def test_export_to_an_output_below_a_file_stays_bad_input(tmp_path, capsys):
     ([{"run_id": "full_s0", "method": "full"}, {"method": "emp"}], "has no run_id"),
     ([{"run_id": 3, "method": "full"}], "row 0 ({\"run_id\": 3"),
     ([{"run_id": "full_s0"}], "has no method"),
-    ([["full_s0", "full"]], 'row 0 is not a mapping but ["full_s0", "full"]'),
-    ([5], "row 0 is not a mapping but 5"),
+    ([["full_s0", "full"]], 'row 0 (["full_s0", "full"]) is not a mapping'),
+    ([5], "row 0 (5) is not a mapping"),
 ])
 def test_results_rows_without_run_id_are_one_line(tmp_path, capsys, rows, message):
     path = tmp_path / "results.json"
@@ -102,7 +103,7 @@ def test_benchmark_merge_from_a_folder_with_a_bad_row_is_one_line(tmp_path, caps
     other = tmp_path / "other"
     other.mkdir()
     bench = load_benchmark(SMOKE)
-    _write_plan(bench, expand_grid(bench, other), other)
+    _write_plan(bench, expand_grid(bench, other), other, data_fingerprint(bench.base.data))
     (other / "results.json").write_text(json.dumps([{"method": "full", "knn_top1": 0.5}]))
     code = benchmark(SMOKE, tmp_path / "out", "--merge-from", str(other), "--dry-run")
     assert code == 2 and "row 0" in (err := one_line(capsys)) and "has no run_id" in err
@@ -129,7 +130,7 @@ def _two_parts(tmp_path: Path, theirs: list[dict]) -> tuple:
         folder = tmp_path / name
         folder.mkdir()
         runs = expand_grid(bench, folder)
-        _write_plan(bench, runs, folder)
+        _write_plan(bench, runs, folder, data_fingerprint(bench.base.data))
         (folder / "results.json").write_text(json.dumps(rows))
         parts.append(folder)
     return bench, runs, *parts
@@ -143,7 +144,7 @@ def test_merge_from_an_identical_rerun_with_other_timings_is_no_conflict(tmp_pat
     code = benchmark(SMOKE, out, "--merge-from", str(other), "--dry-run")
     assert code == 0 and "3 runs (3 already in results.json)" in capsys.readouterr().out
     # The rows already in the output folder stay as they are, timings included.
-    assert merged_rows(bench, runs, out, [other]) == _rows()
+    assert merged_rows(bench, runs, out, [other], data_fingerprint(bench.base.data)) == _rows()
 
 
 @pytest.mark.parametrize("change, shown", [
