@@ -24,6 +24,7 @@ from ssl_emp.data.load import load_data
 from ssl_emp.data.source import ImageSource
 from ssl_emp.data.views import cuts_views, geometric_ops, raw_views
 from ssl_emp.errors import ConfigError
+from ssl_emp.progress import progress_enabled
 from ssl_emp.run.files import atomic_write_bytes, os_error_message
 
 if TYPE_CHECKING:
@@ -94,7 +95,8 @@ def grid(rows: list[Tensor]) -> Tensor:
 def preview(cfg: Config, images: int, views: int, seed: int) -> tuple[Tensor, Tensor]:
     """(the grid uint8 [3, H, W], the raw views uint8 [K, V, 3, S, S]) of ``images`` training images
     of the configured data set, ``views`` views each; ``cfg`` finalised."""
-    train = load_data(cfg.data).train
+    with progress_enabled(cfg.progress):
+        train = load_data(cfg.data).train
     size = cfg.data.image_size
     indices = pick(train, images, seed)
     raw = raw_views(train, indices, views, cfg.augment, size, seed=seed)
