@@ -223,15 +223,20 @@ def _ssl_emp_run(root: Path, n_train: int, out: Path) -> dict[str, Any]:
     from ssl_emp.config import load_config
     from ssl_emp.train import pretrain
 
+    # The model section from a file: ``--set model.backbone_kwargs={}`` would merge into the
+    # default narrow ResNet's kwargs, not replace them.
+    config = out.with_name(out.name + ".yaml")
+    config.write_text(json.dumps({"model": {"backbone": "resnet18", "backbone_kwargs": {}, "cifar_stem": False}}))
     overrides = ["algorithm=simclr", "epochs=1", "progress=false", f"output_dir={json.dumps(str(out))}",
                  "data.dataset=imagefolder", f"data.data_dir={json.dumps(str(root))}", f"data.image_size={SIZE}",
                  f"data.train_subset={n_train}", "data.num_workers=1", f"data.cache_dir={json.dumps(str(out) + '-cache')}",
-                 "augment.preset=simclr", "model.backbone=resnet18", "model.backbone_kwargs={}", "model.cifar_stem=false",
-                 "model.proj_hidden_dim=512", "model.proj_out_dim=128", f"model.temperature={TEMPERATURE}",
+                 "augment.preset=simclr", "model.proj_hidden_dim=512", "model.proj_out_dim=128", f"model.temperature={TEMPERATURE}",
                  "model.channels_last=false", "optim.name=sgd", f"optim.lr={LR * 256 / BATCH}", f"optim.batch_size={BATCH}",
                  "eval.eval_every=0", f"eval.knn_k={KNN_K}", f"eval.knn_temperature={KNN_T}"]
     t0 = time.perf_counter()
-    summary = pretrain(load_config(None, overrides))
+    cfg = load_config(config, overrides)
+    assert cfg.model.backbone_kwargs == {}, cfg.model.backbone_kwargs  # torchvision's ResNet-18, as lightly's
+    summary = pretrain(cfg)
     wall = time.perf_counter() - t0
     epoch = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"images_per_s"' in line][-1]
     return {"recipe": "ssl-emp pretrain", "train_images_per_s": round(epoch["images_per_s"], 2),
