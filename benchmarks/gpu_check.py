@@ -1,4 +1,4 @@
-"""The first checks on a CUDA machine, in one command (about 8 minutes on one GPU), into one JSON.
+"""The first checks on a CUDA machine, in one command (about 9 minutes on one GPU), into one JSON.
 
     python benchmarks/gpu_check.py [--data PATH] [--steps NAME,...] [--budget SECONDS] [--output FILE]
     python benchmarks/gpu_check.py --dry-run     # anywhere: builds the CPU part, runs nothing on CUDA
@@ -19,6 +19,9 @@ recorded and the next step runs:
   faiss        faiss-gpu kNN against the CPU index on the same features (identical top-1).
   two_epochs   2 epochs of configs/cifar10_simclr_resnet18.yaml on all of CIFAR-10 through
                ``ssl_emp.train.pretrain``: epoch times, peak GPU memory, kNN top-1 after two epochs.
+  photo_input  configs/imagefolder_simclr_resnet50_gpu.yaml on a temporary folder of 300-600 px
+               JPEGs: decoding into memory, the loader alone (views cut in 8 workers) and ResNet-50
+               SimCLR steps at 224 px, in images/s; the stored images' MiB per 1,000 photos.
 
 Data: ``--data`` or the CIFAR-10 archive at shared/data/cifar10-jpeg.tar.gz (inside the checkout, or
 beside it); without one the sync and throughput steps use a synthetic image folder and
@@ -54,6 +57,7 @@ from benchmarks.gpu.context import GPU_CONFIG, Context, find_archive, synthetic_
 from benchmarks.gpu.context import data_overrides as _data_overrides  # noqa: E402
 from benchmarks.gpu.dry_run import build_cpu_part  # noqa: E402
 from benchmarks.gpu.faiss_knn import step_faiss  # noqa: E402
+from benchmarks.gpu.photo_input import step_photo_input  # noqa: E402
 from benchmarks.gpu.pytest_cuda import step_pytest_cuda  # noqa: E402
 from benchmarks.gpu.runner import run_steps  # noqa: E402
 from benchmarks.gpu.syncs import step_sync  # noqa: E402
@@ -61,18 +65,19 @@ from benchmarks.gpu.throughput import step_throughput  # noqa: E402
 from benchmarks.gpu.two_epochs import step_two_epochs  # noqa: E402
 
 # Seconds per step; the sum stays under the default total budget, which trims the last steps first.
-BUDGETS = {"pytest_cuda": 60, "sync": 80, "throughput": 170, "faiss": 30, "two_epochs": 110}
-TOTAL_BUDGET = 480
+BUDGETS = {"pytest_cuda": 60, "sync": 80, "throughput": 170, "faiss": 30, "two_epochs": 110, "photo_input": 70}
+TOTAL_BUDGET = 550
 PLAN = {
     "pytest_cuda": "pytest -m cuda",
     "sync": "a SimCLR, MoCo and supervised EMP step under sync-debug error mode",
     "throughput": "ssl-emp vs lightly SimCLR, ResNet-18, batch 512, bf16, eager and compiled",
     "faiss": "faiss-gpu kNN vs the CPU index",
     "two_epochs": "2 epochs of cifar10_simclr_resnet18.yaml on CIFAR-10",
+    "photo_input": "the photo input path of imagefolder_simclr_resnet50_gpu.yaml (decode, loader, ResNet-50 steps)",
 }
 STEPS: dict[str, Callable[[Context], dict[str, Any]]] = {  # in the order they run
     "pytest_cuda": step_pytest_cuda, "sync": step_sync, "throughput": step_throughput,
-    "faiss": step_faiss, "two_epochs": step_two_epochs,
+    "faiss": step_faiss, "two_epochs": step_two_epochs, "photo_input": step_photo_input,
 }
 
 

@@ -1,4 +1,4 @@
-"""``ssl-emp`` command line: ``pretrain``, ``eval knn|linear``, ``export``, ``benchmark``, ``curate``.
+"""``ssl-emp`` command line: ``pretrain``, ``eval knn|linear``, ``export``, ``benchmark``, ``curate``, ``views``.
 
 Bad input ends with one line on stderr naming the problem and exit code 2; a run that cannot go
 on (a NaN loss, a full disk) with one line and exit code 1; Ctrl-C with 130 and SIGTERM with 143,
@@ -120,6 +120,19 @@ def _curate_options(c: argparse.ArgumentParser) -> None:
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _views_options(v: argparse.ArgumentParser) -> None:
+    v.add_argument("--config", help="YAML config (default: the embedded digits SimCLR run)")
+    v.add_argument("--data-dir", help="data folder (sets data.data_dir)")
+    v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set data.image_size=96 (repeatable)")
+    v.add_argument("--images", type=_positive_int, default=4, help="training images, one row each (default 4)")
+    v.add_argument("--views", type=_positive_int, default=6, help="augmented views per image (default 6)")
+    v.add_argument("--seed", type=int, default=0, help="which images and views (default 0)")
+    v.add_argument("--output", help="the PNG: each image's evaluation view, then its views")
+    v.add_argument("--raw", help="a .npy of the uint8 views after crop and flip, before the colour operations "
+                                 "[images, views, 3, S, S]")
+
+
 def _pretrain(args: argparse.Namespace) -> int:
     from ssl_emp.config import load_config
     from ssl_emp.train import pretrain
@@ -208,6 +221,28 @@ def _curate(args: argparse.Namespace) -> int:
     return curate_command(args)
 
 
+def _views(args: argparse.Namespace) -> int:
+    from ssl_emp.config import finalize, load_config
+    from ssl_emp.data import preview
+
+    if not args.output and not args.raw:
+        raise ConfigError("views needs --output PNG, --raw FILE.npy or both")
+    output = args.output and preview.check_output(args.output, ".png", "--output")
+    raw_path = args.raw and preview.check_output(args.raw, ".npy", "--raw")
+    if output and raw_path and output.resolve() == raw_path.resolve():
+        raise ConfigError("views --output and --raw name the same file")
+    data_dir = [f"data.data_dir={json.dumps(args.data_dir)}"] if args.data_dir else []
+    cfg = finalize(load_config(args.config, [*args.overrides, *data_dir]))
+    image, raw = preview.preview(cfg, args.images, args.views, args.seed)
+    if raw_path:
+        preview.write_npy(raw, raw_path)
+    if output:
+        preview.write_png(image, output)
+    print(f"{args.images} images x {args.views} views at {cfg.data.image_size} px: "
+          + " and ".join(str(p) for p in (output, raw_path) if p))
+    return 0
+
+
 @dataclass(frozen=True)
 class Command:
     """A subcommand: its one line of help, its long description, the function adding its options and the
@@ -235,6 +270,8 @@ COMMANDS: dict[str, Command] = {
                          _benchmark_options, _benchmark),
     "curate": Command("find redundant training images with an encoder (SemDeDup, prototypes); "
                       "writes kept.txt for --set data.keep_file=...", _curate_options, _curate),
+    "views": Command("a PNG grid of training images beside their augmented views (and the raw crops)",
+                     _views_options, _views),
 }
 
 

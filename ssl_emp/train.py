@@ -33,6 +33,7 @@ from ssl_emp.errors import ConfigError, TrainingDiverged
 from ssl_emp.eval.monitor import monitors
 from ssl_emp.logger import MetricsSink, Sinks, build_sinks, check_sinks
 from ssl_emp.models import build_model
+from ssl_emp.progress import progress_enabled, show_progress
 from ssl_emp.pruning import DynamicPruner
 from ssl_emp.pruning.curation import EMBEDDINGS
 from ssl_emp.pruning.sampler import FoldedBatchSampler
@@ -83,7 +84,8 @@ def build(cfg: Config, run: Run) -> Trainer:
     for key in ("gather_distributed", "channels_last", "compile"):
         if not isinstance(getattr(cfg.model, key), bool):
             raise ConfigError(f"model.{key} must be true or false, got {getattr(cfg.model, key)!r}")
-    data = load_data(cfg.data)
+    with progress_enabled(cfg.progress and run.is_main):
+        data = load_data(cfg.data)
     n = len(data.train)
     if cfg.optim.batch_size * world > n:
         raise ConfigError(f"optim.batch_size {cfg.optim.batch_size} (x{world} ranks) is larger than the data set ({n} images)")
@@ -197,7 +199,9 @@ def train_one_epoch(t: Trainer, epoch: int) -> dict[str, Any]:
     loss_sum = torch.zeros((), device=t.device)
     diverged = torch.zeros((), dtype=torch.bool, device=t.device)
     seen, t_epoch = 0, time.perf_counter()
-    bar = tqdm(t.loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and t.run.is_main), leave=False)
+    # In a log, no bar: the epoch's line says its loss and speed.
+    bar = show_progress(t.loader, f"epoch {epoch + 1}/{cfg.epochs}", unit="batches", enabled=cfg.progress and t.run.is_main,
+                        lines=False)
     for i, (idx, images) in enumerate(bar):
         progress = epoch * RESOLUTION + (i * RESOLUTION) // steps
         factor = lr_factor(progress, cfg)

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from .context import GPU_CONFIG, ROOT, SYNC_CONFIG, data_overrides, synthetic_folder
+from .photo_input import PHOTO_CONFIG, photo_folder, photo_overrides
 from .syncs import ALGORITHMS
 from .throughput import lightly_recipe
 from .two_epochs import two_epoch_overrides
@@ -56,6 +57,22 @@ def _lightly_step(folder: Path, cache: str) -> None:
     criterion(model(x0), model(x1)).backward()
 
 
+def _photo_step(tmp: Path) -> None:
+    """The photo step's config, model and views: two views of a 300-600 px photo cut by the loader's dataset."""
+    from ssl_emp.augment import crop_scale
+    from ssl_emp.config import finalize, load_config
+    from ssl_emp.data import load_data
+    from ssl_emp.data.views import CroppedViews
+    from ssl_emp.models import build_model
+
+    folder, _ = photo_folder(tmp / "photos", 4, 2)
+    cfg = finalize(load_config(PHOTO_CONFIG, [*photo_overrides(folder, tmp / "photo-cache"), "device=cpu"]))
+    model = build_model(cfg.algorithm, cfg.model)
+    size = cfg.data.image_size
+    _, views = CroppedViews(load_data(cfg.data).train, model.num_views, size, crop_scale(cfg.augment, size), 0)[(0, 0)]
+    assert views.shape == (2, 3, size, size)
+
+
 def build_cpu_part(data: str | None) -> str:
     """Builds it all on the CPU (``data``: the CIFAR archive, or None for a synthetic folder); returns
     what the faiss step would find."""
@@ -70,5 +87,6 @@ def build_cpu_part(data: str | None) -> str:
         _sync_configs(spec, x)
         _gpu_config(spec, x)
         _lightly_step(folder, tmp + "/cache")
+        _photo_step(Path(tmp))
         Image.fromarray(x[0].permute(1, 2, 0).numpy())  # PIL, as lightly's workers use
     return "faiss-gpu" if hasattr(faiss, "StandardGpuResources") else "faiss-gpu not installed: recorded as such"

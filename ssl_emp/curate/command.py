@@ -30,6 +30,7 @@ from ssl_emp.data.fingerprint import split_fingerprint
 from ssl_emp.data.keep import write_keep_file
 from ssl_emp.errors import ConfigError
 from ssl_emp.eval.from_checkpoint import backbone_from_checkpoint
+from ssl_emp.progress import progress_enabled
 from ssl_emp.runtime import resolve_device, versions
 
 DUPLICATE_GROUPS, GROUP_SIZE = 8, 8  # duplicates.png: rows, images per row
@@ -128,7 +129,7 @@ def _contamination(out: Path, emb: np.ndarray, test_emb: np.ndarray, eps: float)
 def _embeddings(args: argparse.Namespace, out: Path, backbone: Any, data: DataSplits, cfg: Config, key: dict[str, str],
                 times: dict[str, float]) -> tuple[np.ndarray, np.ndarray | None, bool]:
     """Training (and, with ``--against test``, test) embeddings; whether the training ones were reused."""
-    with _timed(times, "embed"):
+    with _timed(times, "embed"), progress_enabled(cfg.progress):
         if backbone is None:
             return user_embeddings(args.embeddings, len(data.train)), None, False
         device = resolve_device(args.device)
@@ -154,7 +155,7 @@ def run_curate(args: argparse.Namespace) -> dict[str, Any]:
         checkpoint_cfg = dataclasses.asdict(trained)
     cfg = _settings(args, checkpoint_cfg)
     out = Path(args.output_dir)
-    with _timed(times, "load_data"):
+    with _timed(times, "load_data"), progress_enabled(cfg.progress):
         data = load_data(cfg.data)
         fingerprint = split_fingerprint(cfg.data)
     _prepare_folder(out)

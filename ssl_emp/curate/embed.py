@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from ssl_emp.augment import eval_transform
 from ssl_emp.config import Config
@@ -48,9 +46,9 @@ def embed(backbone: nn.Module, split: ImageSource, cfg: Config, device: torch.de
     """L2-normalised backbone features [N, D] of ``split`` through the run's eval transform, with a progress bar."""
     loader = DataLoader(_Images(split, cfg.data.image_size), batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers,
                         generator=loader_generator())
-    bar = tqdm(loader, desc=f"embedding {what}", unit="batch", disable=not cfg.progress, file=sys.stderr)
     transform = eval_transform(cfg.augment, cfg.data.image_size).to(device)
-    features, _ = extract_features(backbone.to(device), bar, device=device, transform=transform)
+    features, _ = extract_features(backbone.to(device), loader, device=device, transform=transform,
+                                   progress=f"embedding the {what} split" if cfg.progress else None)
     return normalised(features.numpy())
 
 

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from ssl_emp.data.decode import decode_image, read_image, store_image, stored_size
 from ssl_emp.errors import ConfigError, RunFailed
+from ssl_emp.progress import show_progress
 from ssl_emp.run.checkpoint import safe_torch_load
 from ssl_emp.run.files import atomic_torch_save, sweep_temp_files
 from ssl_emp.settings import DataConfig
@@ -135,12 +136,13 @@ def _read_archive(root: Path) -> tuple[list[tuple[str, bytes]], list[str]]:
         if not tarfile.is_tarfile(root):
             raise ConfigError(f"data dir {root} is a file but not a .tar/.tar.gz archive of an image folder")
         entries, others = [], []
-        with tarfile.open(root) as tar:
+        with tarfile.open(root) as tar, show_progress(desc=f"reading {root}", unit="files") as bar:
             for member in tar:
                 if member.isfile() and _is_image(member.name):
                     entries.append((member.name, tar.extractfile(member).read()))
                 elif member.isfile() and not _is_hidden(member.name):
                     others.append(member.name)
+                bar.update(1)
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"archive {root} is truncated or corrupt: {reason}") from exc
@@ -317,11 +319,12 @@ def _write_cache(path: Path, images: Tensor, sizes: Tensor | None, labels: Tenso
         print(f"ssl-emp: not caching the decoded images: {exc}", file=sys.stderr)
 
 
-def _decode_all(entries: list[Entry], source: Path, size: int, store_size: int | None) -> tuple[Tensor, Tensor | None]:
+def _decode_all(entries: list[Entry], source: Path, size: int, store_size: int | None,
+                split: str = "train") -> tuple[Tensor, Tensor | None]:
     """The split's images at their ``stored_size``: [N, 3, H, W] when all share one size, else
     packed into one flat buffer, with their sizes [N, 2]."""
     images = []
-    for _, full, payload in entries:
+    for _, full, payload in show_progress(entries, desc=f"decoding the {split} split of {source}"):
         shorter = store_size or size
         image = read_image(payload, shorter) if isinstance(payload, str) else decode_image(payload, f"{source}:{full}", shorter)
         images.append(store_image(image, size, store_size))
@@ -403,6 +406,6 @@ def load_imagefolder_split(cfg: DataConfig, split: str, classes: list[str] | Non
                   + ("; set data.num_workers to decode in parallel)" if cfg.num_workers == 0 else ")"), file=sys.stderr)
     if not in_memory:
         return [payload for _, _, payload in entries], None, labels, classes
-    images, sizes = _decode_all(entries, root, cfg.image_size, cfg.store_size)
+    images, sizes = _decode_all(entries, root, cfg.image_size, cfg.store_size, split)
     _write_cache(cache, images, sizes, labels, classes, notes)
     return images, sizes, labels, classes

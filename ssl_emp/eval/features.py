@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ssl_emp.errors import ConfigError
+from ssl_emp.progress import show_progress
 
 
 def _resolve_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
@@ -40,13 +41,15 @@ def extract_features(
     loader: Iterable,
     device: torch.device | str | None = None,
     transform: Callable[[Tensor], Tensor] | None = None,
+    progress: str | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Embed every batch of ``loader`` with ``model`` frozen; return ``(features, labels)``.
 
     Features are float32 on the CPU, shape ``[N, D]`` (model outputs are flattened); labels are
     int64 ``[N]`` in loader order, or ``None`` when the batches carry no labels. ``device``
     defaults to the model's device; ``transform`` runs on the image batch after the move to
-    ``device``, so uint8 images can cross the bus and be normalised on the accelerator.
+    ``device``, so uint8 images can cross the bus and be normalised on the accelerator. ``progress``: the
+    stage's name, shown with a count of images (``ssl_emp.progress``); None: silent.
     """
     dev = _resolve_device(model, device)
     # model.train(flag) would overwrite submodules deliberately kept in eval (e.g. frozen BN),
@@ -58,6 +61,9 @@ def extract_features(
     autocast = (
         torch.autocast(device_type="cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
     )
+    dataset = getattr(loader, "dataset", None)
+    bar = show_progress(desc=progress or "", total=len(dataset) if hasattr(dataset, "__len__") else None,
+                        enabled=progress is not None)
     model.eval()
     try:
         # no_grad rather than inference_mode: inference tensors cannot be used later in autograd
@@ -80,6 +86,7 @@ def extract_features(
                         f"model output shape {tuple(out.shape)} does not start with the batch size {images.shape[0]}"
                     )
                 feats.append(out.reshape(out.shape[0], -1).float().cpu())
+                bar.update(out.shape[0])
                 if batch_labels is not None:
                     lab = torch.as_tensor(batch_labels).reshape(-1)
                     if lab.is_floating_point() or lab.is_complex():
@@ -87,6 +94,7 @@ def extract_features(
                     if lab.numel() != out.shape[0]:
                         raise ConfigError(f"batch has {out.shape[0]} images but {lab.numel()} labels")
                     labels.append(lab.to(device="cpu", dtype=torch.int64))
+        bar.close()  # its line says the stage ended: not on an error
     finally:
         for module, mode in modes:
             module.training = mode

@@ -15,6 +15,7 @@ from ssl_emp.eval.knn import bank_limited_k, knn_accuracy
 from ssl_emp.eval.linear import linear_probe
 from ssl_emp.eval.monitor import bank_and_test_features
 from ssl_emp.models import build_backbone, state_dict_mismatch
+from ssl_emp.progress import progress_enabled
 from ssl_emp.run.checkpoint import checkpoint_config, dtype_mismatch, load_checkpoint
 from ssl_emp.run.files import os_error_message, temp_path
 
@@ -62,7 +63,8 @@ def evaluate_checkpoint(path: str, protocol: str, dataset: str | None = None, da
     cfg.data.train_split = "train"
     validate(cfg)
     dev = resolve_device(device)
-    data = load_data(cfg.data)
+    with progress_enabled(cfg.progress):
+        data = load_data(cfg.data)
     if dataset is None:  # the run's own data set (perhaps moved: --data-dir), so the classes it was trained on
         check_classes(recorded, data, path, "; pass --dataset to evaluate it on another data set")
     if data.bank is None or data.test is None:

@@ -26,8 +26,9 @@ def bank_and_test_features(backbone: nn.Module, data: DataSplits, cfg: Config,
     """(features, labels) of the kNN bank and of the test split, through the run's eval transform:
     what the pretrain monitor and ``ssl-emp eval`` both score."""
     transform = eval_transform(cfg.augment, cfg.data.image_size).to(device)
-    return [extract_features(backbone, _loader(split, cfg), device=device, transform=transform)
-            for split in (data.bank, data.test)]
+    return [extract_features(backbone, _loader(split, cfg), device=device, transform=transform,
+                             progress=f"features of the {what}" if cfg.progress else None)
+            for split, what in ((data.bank, "kNN bank"), (data.test, "test split"))]
 
 
 def knn_monitor(backbone: nn.Module, data: DataSplits, cfg: Config, device: torch.device) -> dict[str, float]:
@@ -46,8 +47,8 @@ def classifier_top1(model: nn.Module, data: DataSplits, cfg: Config, device: tor
     if head is None or data.test is None:
         return {}
     transform = eval_transform(cfg.augment, cfg.data.image_size).to(device)
-    logits, labels = extract_features(nn.Sequential(model.backbone, head), _loader(data.test, cfg),
-                                      device=device, transform=transform)
+    logits, labels = extract_features(nn.Sequential(model.backbone, head), _loader(data.test, cfg), device=device,
+                                      transform=transform, progress="classifying the test split" if cfg.progress else None)
     return {"test_top1": float((logits.argmax(dim=1) == labels).double().mean())}
 
 
