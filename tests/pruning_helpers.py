@@ -7,6 +7,7 @@ import torch
 
 from ssl_emp.errors import ConfigError
 from ssl_emp.pruning import DynamicPruner
+from ssl_emp.pruning.registry import method_spec
 
 
 def fake_stats(idx: torch.Tensor, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,6 +28,12 @@ def run_epoch(pruner: DynamicPruner, epoch: int, batch: int = 32, stats=fake_sta
 
 
 def make(method: str = "emp", rate: float = 0.7, n: int = 100, epochs: int = 6, **kw) -> DynamicPruner:
+    """A pruner; a method that reads per-sample inputs (the curation methods' embeddings) gets fixed
+    random ones (seed 0), with a few exact copies so that SemDeDup has duplicates to find."""
+    if "inputs" not in kw and method_spec(method).inputs:
+        emb = torch.randn(n, 8, generator=torch.Generator().manual_seed(0))
+        emb[n // 2: n // 2 + n // 10] = emb[: n // 10]
+        kw["inputs"] = dict.fromkeys(method_spec(method).inputs, emb)
     return DynamicPruner(num_samples=n, method=method, pruning_rate=rate, epochs=epochs, **kw)
 
 
