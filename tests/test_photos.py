@@ -154,3 +154,20 @@ def test_store_size_keeps_the_aspect_ratio_of_a_folder(tmp_path):
                                 cache_dir=str(tmp_path / "c")))
     sizes = {tuple(data.train.read(i).shape[1:]) for i in range(len(data.train))}
     assert sizes == {(18, 24), (24, 18), (18, 18)}  # 4:3 and 3:4 kept, the 20 px square's side cut to 18
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_a_jpeg_is_kept_at_full_size_without_store_size(tmp_path, in_memory):
+    """Without data.store_size a photograph's views are cut from all its pixels: a JPEG is not
+    decoded at a reduced DCT scale (which would keep only about image_size of its shorter side)."""
+    from ssl_emp.data import load_data
+    from ssl_emp.settings import DataConfig
+
+    for cls in ("a", "b"):
+        (tmp_path / "tree" / "train" / cls).mkdir(parents=True)
+        for i in range(2):
+            pixels = np.random.default_rng(i).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "tree" / "train" / cls / f"{i}.jpg", quality=90)
+    data = load_data(DataConfig(dataset="imagefolder", data_dir=str(tmp_path / "tree"), image_size=32,
+                                in_memory=in_memory, cache_dir=str(tmp_path / "c")))
+    assert {tuple(data.train.read(i).shape) for i in range(len(data.train))} == {(3, 300, 400)}

@@ -97,7 +97,7 @@ class IndexedImageFiles(ImageSource):
         return len(self.files)
 
     def read(self, index: int) -> Tensor:
-        image = read_image(self.files[index], self.store_size or self.image_size)
+        image = read_image(self.files[index], self.store_size)  # full size without store_size
         return store_image(image, self.image_size, self.store_size)
 
     def fingerprint(self) -> str:

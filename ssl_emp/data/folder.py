@@ -34,7 +34,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".g
 # Part of the cache key: bump when the decoded format changes. 3: a test split's labels index the
 # training split's classes (2 numbered each split's own folders, so a cache of 2 has wrong labels).
 # 4: images larger than image_size keep their aspect ratio (packed, with their sizes).
-CACHE_VERSION = 4
+CACHE_VERSION = 5
 # Decode into RAM only while the decoded split takes at most this share of the available memory;
 # the rest is for the model, the other split and the data loader.
 MEMORY_SHARE = 0.5
@@ -325,8 +325,10 @@ def _decode_all(entries: list[Entry], source: Path, size: int, store_size: int |
     packed into one flat buffer, with their sizes [N, 2]."""
     images = []
     for _, full, payload in show_progress(entries, desc=f"decoding the {split} split of {source}"):
-        shorter = store_size or size
-        image = read_image(payload, shorter) if isinstance(payload, str) else decode_image(payload, f"{source}:{full}", shorter)
+        # A JPEG is decoded at a reduced DCT scale only down to store_size: with none, at full size, so a
+        # small crop is cut from the photo's own pixels (as torchvision's RandomResizedCrop cuts it).
+        image = (read_image(payload, store_size) if isinstance(payload, str)
+                 else decode_image(payload, f"{source}:{full}", store_size))
         images.append(store_image(image, size, store_size))
     if len({tuple(image.shape[-2:]) for image in images}) <= 1:  # one size: an array, as the named sets
         return torch.stack(images) if images else torch.empty((0, 3, size, size), dtype=torch.uint8), None

@@ -35,7 +35,7 @@ class HFImages(ImageSource):
 
     def read(self, index: int) -> Tensor:
         item = self.table[int(index)][self.column]
-        shorter = self.store_size or self.image_size
+        shorter = self.store_size  # full size without one (a JPEG's DCT scale only down to it)
         if item.get("bytes") is not None:
             image = decode_image(item["bytes"], f"{self.column}[{index}]", shorter)
         else:
