@@ -125,9 +125,10 @@ def knee_eps(eps_values: list[float], fractions: list[float]) -> float:
     """The ε at the knee of the kept-fraction curve: the point farthest below the chord from its first
     to its last point, with ε on a log axis and both axes scaled to [0, 1] (the "kneedle" rule).
 
-    It reads the curve alone, as a user choosing ε from ``eps_curve.png`` would: past the knee,
-    raising ε removes images ever faster for what it costs in similarity. A suggestion for a data
-    set of unknown redundancy, not a tuned value (benchmarks/README.md measures it on planted copies).
+    It reads the curve alone, as a user looking at ``eps_curve.png`` would: where copies stand apart,
+    the curve flattens past the copies and the knee marks where they end. Where they do not, it marks
+    only the steepest bend: a place to look at ``duplicates.png``, not a value to train on
+    (benchmarks/README.md measures it on planted copies).
     """
     order = np.argsort(eps_values)
     x = np.log(np.asarray(eps_values, dtype=np.float64)[order])
