@@ -7,7 +7,8 @@ CFG is a pretrain config or a benchmark config (its base run config is used) who
 ``data.redundancy`` plants copies (docs/method.md "Redundancy probe"): the training set holds U
 unique images and, for a fraction of them, extra exact or near copies. The copies a perfect
 de-duplication drops are known (``extra_copies``), so SemDeDup's removed set at each ε is scored
-against them: precision (removed images that are planted copies), recall (planted copies removed).
+against them: precision (removals that leave one member of a planted group), recall (the planted
+extra copies so removed), whichever member of a group survives.
 Each ``--checkpoint NAME=CKPT`` is an encoder (its backbone's kNN features, as ``ssl-emp curate``
 embeds them). For each it also reports the ε a user would pick from the kept-fraction curve alone
 (``knee_eps``, the rule ``ssl-emp curate`` marks on its ε curve: no knowledge of the copies), and precision / recall there.
@@ -48,16 +49,23 @@ def run_config(path: str, overrides: list[str]) -> Config:
         return load_config(path, overrides)
 
 
-def score(removed: np.ndarray, planted: np.ndarray) -> dict[str, float]:
-    hit = int((removed & planted).sum())
+def score(removed: np.ndarray, unique_of: np.ndarray) -> dict[str, float]:
+    """Precision and recall of a removed set against the planted copies, whichever member of a group
+    survives: of a group of c images (an original and its c − 1 copies) removing up to c − 1 is
+    right, so a group contributes min(removed in it, c − 1) correct removals."""
+    sizes = np.bincount(unique_of)
+    removed_in = np.bincount(unique_of[removed], minlength=len(sizes))
+    hit = int(np.minimum(removed_in, sizes - 1).sum())
+    planted = int((sizes - 1).sum())
     return {"removed": int(removed.sum()), "precision": hit / removed.sum() if removed.any() else float("nan"),
-            "recall": hit / planted.sum() if planted.any() else float("nan"), "kept_fraction": float(1 - removed.mean())}
+            "recall": hit / planted if planted else float("nan"), "kept_fraction": float(1 - removed.mean())}
 
 
 def measure(cfg: Config, checkpoint: str, k: int, seed: int, device: torch.device) -> dict:
     data = load_data(cfg.data)
     if data.unique_of is None:
         raise SystemExit("the config plants no copies: set data.redundancy.unique")
+    unique_of = data.unique_of.numpy()
     planted = extra_copies(data.unique_of).numpy()
     backbone, _ = backbone_from_checkpoint(checkpoint)
     start = time.perf_counter()
@@ -66,11 +74,11 @@ def measure(cfg: Config, checkpoint: str, k: int, seed: int, device: torch.devic
     start = time.perf_counter()
     found = semdedup(emb, k=k, seed=seed, keep="hard")
     cluster_s = time.perf_counter() - start
-    curve = [{"eps": e, **score(found.removed(e), planted)} for e in EPS]
+    curve = [{"eps": e, **score(found.removed(e), unique_of)} for e in EPS]
     knee = knee_eps(EPS, [row["kept_fraction"] for row in curve])
     return {"n": len(planted), "planted": int(planted.sum()), "k": k, "embed_s": round(embed_s, 2),
             "semdedup_s": round(cluster_s, 2), "curve": curve, "knee_eps": knee,
-            "at_knee": score(found.removed(knee), planted)}
+            "at_knee": score(found.removed(knee), unique_of)}
 
 
 def markdown(results: dict) -> str:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 import torch
 
@@ -197,3 +198,14 @@ def test_compare_sweeps_pairs_a_method_of_one_sweep_with_another_by_seed(tmp_pat
     text = capsys.readouterr().out
     assert "differ in epochs (80 -> 10)" in text and "--across-configs`" in text
     assert "| random-dynamic | 0.7 | 0, 1 | 33.50 ± 0.71 | 30.00 ± 0.00 | +3.50 ± 0.71 |" in text
+
+
+def test_curate_planted_scores_groups_whichever_member_survives():
+    planted = _script("curate_planted")
+    unique_of = np.array([0, 1, 2, 0, 0, 1])  # image 0 three times, image 1 twice, image 2 once
+    # Keeping a copy instead of the original is as right as the other way round.
+    copy_kept = planted.score(np.array([1, 0, 0, 0, 1, 1], dtype=bool), unique_of)
+    original_kept = planted.score(np.array([0, 0, 0, 1, 1, 1], dtype=bool), unique_of)
+    assert copy_kept == original_kept and copy_kept["precision"] == 1 and copy_kept["recall"] == 1
+    over = planted.score(np.array([1, 0, 0, 1, 1, 0], dtype=bool), unique_of)  # the whole group of 0 gone
+    assert over["precision"] == 2 / 3 and over["recall"] == 2 / 3
