@@ -104,11 +104,14 @@ def test_eval_unwritable_output_is_refused_before_evaluating(finished, tmp_path,
 
 
 @pytest.mark.slow
-def test_eval_linear_on_one_image_per_class_says_what_to_do(finished, tmp_path, capsys):
+@pytest.mark.parametrize("per_class", [1, 3])
+def test_eval_linear_on_one_image_per_class_says_what_to_do(finished, tmp_path, capsys, per_class):
     for split in ("train", "test"):
         for name in ("a", "b", "c"):
             (tmp_path / "d" / split / name).mkdir(parents=True)
-            Image.fromarray((torch.rand(16, 16, 3) * 255).byte().numpy()).save(tmp_path / "d" / split / name / "0.png")
+            for i in range(per_class):
+                pixels = (torch.rand(16, 16, 3) * 255).byte().numpy()
+                Image.fromarray(pixels).save(tmp_path / "d" / split / name / f"{i}.png")
     code, err = _error(capsys, ["eval", "linear", "--checkpoint", str(finished / "checkpoints" / "final.pt"),
                                 "--dataset", "imagefolder", "--data-dir", str(tmp_path / "d")])
     assert code == 2 and "val_fraction" not in err and "ssl-emp eval knn" in err and "add training images" in err

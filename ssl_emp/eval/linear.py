@@ -52,6 +52,11 @@ def _standardiser(x: Tensor) -> tuple[Tensor, Tensor]:
     return mean, torch.where(std > _MIN_STD, std, torch.ones_like(std))
 
 
+def _smallest_class(fraction: float) -> int:
+    """The fewest images a class needs for ``_stratified_split`` to hold one out (round() as there)."""
+    return next(n for n in range(2, 10**6) if min(round(fraction * n), n - 1) >= 1)
+
+
 def _stratified_split(y: Tensor, fraction: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """Seeded per-class split into (fit, val) indices; each class keeps at least one fit sample."""
     perm = torch.randperm(y.shape[0], generator=generator)
@@ -253,8 +258,11 @@ def linear_probe(
     x, y, xt, yt, num_classes = _check_inputs(train_x, train_y, test_x, test_y, num_classes, device)
     fit_idx, val_idx = _stratified_split(y.cpu(), val_fraction, torch.Generator().manual_seed(seed))
     if val_idx.numel() == 0:
+        # Said in terms a CLI user can act on: the held-out share is the protocol's, not a flag.
         raise ConfigError(
-            f"val_fraction={val_fraction} leaves no validation samples out of {x.shape[0]} training samples"
+            f"the linear probe holds out {val_fraction:g} of each class's training images to choose its weight "
+            f"decay, which leaves none of these {x.shape[0]} (a class needs at least {_smallest_class(val_fraction)} "
+            "images): add training images, or use ssl-emp eval knn"
         )
     fit_idx, val_idx = fit_idx.to(x.device), val_idx.to(x.device)
     x_fit, y_fit, x_val, y_val = x[fit_idx], y[fit_idx], x[val_idx], y[val_idx]
