@@ -11,7 +11,7 @@ against them: precision (removals that leave one member of a planted group), rec
 extra copies so removed), whichever member of a group survives.
 Each ``--checkpoint NAME=CKPT`` is an encoder (its backbone's kNN features, as ``ssl-emp curate``
 embeds them). For each it also reports the ε a user would pick from the kept-fraction curve alone
-(``knee_eps``, the rule ``ssl-emp curate`` marks on its ε curve: no knowledge of the copies), and precision / recall there.
+(``plateau_eps``, the rule ``ssl-emp curate`` marks on its ε curve: no knowledge of the copies), and precision / recall there.
 
 Writes DIR/planted.json (every figure, the command, commit and versions), DIR/planted.md (table)
 and DIR/planted.png (precision, recall and kept fraction against ε).
@@ -33,7 +33,7 @@ import torch
 from ssl_emp.benchmark.grid import load_benchmark
 from ssl_emp.config import Config, load_config
 from ssl_emp.curate.embed import embed
-from ssl_emp.curate.semdedup import knee_eps, semdedup
+from ssl_emp.curate.semdedup import plateau_eps, semdedup
 from ssl_emp.data import load_data
 from ssl_emp.data.redundancy import extra_copies
 from ssl_emp.eval.from_checkpoint import backbone_from_checkpoint
@@ -75,10 +75,10 @@ def measure(cfg: Config, checkpoint: str, k: int, seed: int, device: torch.devic
     found = semdedup(emb, k=k, seed=seed, keep="hard")
     cluster_s = time.perf_counter() - start
     curve = [{"eps": e, **score(found.removed(e), unique_of)} for e in EPS]
-    knee = knee_eps(EPS, [row["kept_fraction"] for row in curve])
+    plateau = plateau_eps(EPS, [row["kept_fraction"] for row in curve])
     return {"n": len(planted), "planted": int(planted.sum()), "k": k, "embed_s": round(embed_s, 2),
-            "semdedup_s": round(cluster_s, 2), "curve": curve, "knee_eps": knee,
-            "at_knee": score(found.removed(knee), unique_of)}
+            "semdedup_s": round(cluster_s, 2), "curve": curve, "plateau_eps": plateau,
+            "at_plateau": score(found.removed(plateau), unique_of)}
 
 
 def markdown(results: dict) -> str:
@@ -86,8 +86,8 @@ def markdown(results: dict) -> str:
     for name, r in results["encoders"].items():
         lines += [f"### {name}: {r['checkpoint']}", "",
                   f"N {r['n']}, planted copies {r['planted']} ({r['planted'] / r['n']:.1%}), k {r['k']} clusters; "
-                  f"ε at the knee of the kept-fraction curve: {r['knee_eps']} "
-                  f"(precision {r['at_knee']['precision']:.3f}, recall {r['at_knee']['recall']:.3f}).", "",
+                  f"ε at the end of the kept curve's flattest stretch: {r['plateau_eps']} "
+                  f"(precision {r['at_plateau']['precision']:.3f}, recall {r['at_plateau']['recall']:.3f}).", "",
                   "| ε | removed | kept fraction | precision | recall |", "|---|---|---|---|---|"]
         lines += [f"| {c['eps']} | {c['removed']} | {c['kept_fraction']:.3f} | {c['precision']:.3f} | {c['recall']:.3f} |"
                   for c in r["curve"]]
@@ -106,7 +106,7 @@ def plot(results: dict, path: Path) -> None:
         eps = [c["eps"] for c in r["curve"]]
         for key in ("precision", "recall", "kept_fraction"):
             ax.plot(eps, [c[key] for c in r["curve"]], marker="o", label=key.replace("_", " "))
-        ax.axvline(r["knee_eps"], color="grey", ls=":", label="knee of the kept curve")
+        ax.axvline(r["plateau_eps"], color="grey", ls=":", label="end of the kept curve's flattest stretch")
         ax.set_xscale("log")
         ax.set_xlabel("ε")
         ax.set_title(name)

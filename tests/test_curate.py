@@ -275,10 +275,12 @@ def test_against_test_finds_planted_test_copies(tmp_path, checkpoint):
     assert sorted(int(r["train_index"]) for r in rows) == sorted(index for _, _, index in sources)
 
 
-def test_knee_eps_is_the_bend_of_the_kept_curve():
-    from ssl_emp.curate.semdedup import knee_eps
+def test_plateau_eps_is_the_end_of_the_flattest_stretch():
+    from ssl_emp.curate.semdedup import plateau_eps
 
-    eps = [0.001, 0.01, 0.1, 0.3]
-    assert knee_eps(eps, [1.0, 0.45, 0.40, 0.0]) == 0.01  # most removed by 0.01, little more until 0.3
-    assert knee_eps(eps, [1.0, 1.0, 1.0, 1.0]) == 0.001  # a flat curve: the most conservative
-    assert knee_eps(list(reversed(eps)), [0.0, 0.40, 0.45, 1.0]) == 0.01  # order of the points does not matter
+    eps = [0.001, 0.002, 0.005, 0.01, 0.1, 0.3]
+    # exact copies: every ε up to 0.005 removes the same 60 %, then other images go
+    assert plateau_eps(eps, [0.4, 0.4, 0.4, 0.39, 0.1, 0.0]) == 0.005
+    # no plateau (copies no closer than similar images): the conservative end
+    assert plateau_eps(eps, [0.99, 0.97, 0.9, 0.7, 0.2, 0.0]) == 0.002
+    assert plateau_eps(list(reversed(eps)), [0.0, 0.1, 0.39, 0.4, 0.4, 0.4]) == 0.005  # order does not matter

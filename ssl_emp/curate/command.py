@@ -24,7 +24,7 @@ from ssl_emp.curate import outputs
 from ssl_emp.curate.clusters import spherical_kmeans
 from ssl_emp.curate.embed import cached_embeddings, embed, file_hash, user_embeddings
 from ssl_emp.curate.prototypes import select_prototypes
-from ssl_emp.curate.semdedup import find_duplicates, kept_root, knee_eps
+from ssl_emp.curate.semdedup import find_duplicates, kept_root, plateau_eps
 from ssl_emp.data import DataSplits, load_data, load_split
 from ssl_emp.data.fingerprint import split_fingerprint
 from ssl_emp.data.keep import write_keep_file
@@ -89,14 +89,14 @@ def _semdedup(out: Path, emb: np.ndarray, data: DataSplits, cfg: Config, times: 
     outputs.write_csv(out / outputs.REMOVED, ["index", "duplicate_of", "cosine", "cluster"],
                       [(i, root[i], f"{cosine[i]:.6f}", clusters.assign[i]) for i in index.tolist()])
     fractions = found.kept_fraction(c.eps_range)
-    knee = knee_eps(c.eps_range, fractions)
-    outputs.write_curve(out, c.eps_range, fractions, len(emb), c.eps, knee)
+    plateau = plateau_eps(c.eps_range, fractions)
+    outputs.write_curve(out, c.eps_range, fractions, len(emb), c.eps, plateau)
     groups = outputs.duplicate_groups(root, removed, cosine, DUPLICATE_GROUPS, GROUP_SIZE)
     if groups:
         outputs.write_duplicates(out / outputs.DUPLICATES_PNG, groups, lambda i: data.train[i][1])
     curve = [{"eps": e, "kept_fraction": f} for e, f in zip(c.eps_range, fractions, strict=True)]
     files = [outputs.REMOVED, outputs.CURVE_CSV, outputs.CURVE_PNG, *([outputs.DUPLICATES_PNG] if groups else [])]
-    return {"kept_mask": ~removed, "eps": c.eps, "knee_eps": knee, "eps_curve": curve, "duplicate_groups": len(groups), "files": files}
+    return {"kept_mask": ~removed, "eps": c.eps, "plateau_eps": plateau, "eps_curve": curve, "duplicate_groups": len(groups), "files": files}
 
 
 def _prototypes(out: Path, emb: np.ndarray, cfg: Config, times: dict[str, float]) -> dict[str, Any]:

@@ -54,9 +54,9 @@ def _save(fig: Any, path: Path) -> None:
 
 
 def write_curve(out: Path, eps_values: Sequence[float], fractions: Sequence[float], n: int, chosen: float,
-                knee: float) -> None:
+                plateau: float) -> None:
     """The kept fraction against ε: ``eps_curve.csv`` and ``eps_curve.png`` (the chosen ε and the
-    curve's knee, a suggestion for data of unknown redundancy, marked)."""
+    end of the curve's flattest stretch, ``plateau_eps``, marked)."""
     import matplotlib.pyplot as plt
 
     write_csv(out / CURVE_CSV, ["eps", "kept", "kept_fraction"],
@@ -64,7 +64,7 @@ def write_curve(out: Path, eps_values: Sequence[float], fractions: Sequence[floa
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(eps_values, fractions, marker="o")
     ax.axvline(chosen, color="gray", ls="--", lw=1, label=f"curate.eps = {chosen:g}")
-    ax.axvline(knee, color="tab:orange", ls=":", lw=1.5, label=f"knee of the curve: {knee:g}")
+    ax.axvline(plateau, color="tab:orange", ls=":", lw=1.5, label=f"end of the flattest stretch: {plateau:g}")
     ax.set(xscale="log", xlabel="ε (removed: cosine > 1 − ε to an earlier member)", ylabel="kept fraction",
            ylim=(0, 1.02), title=f"SemDeDup on {n} images")
     ax.grid(alpha=0.3)

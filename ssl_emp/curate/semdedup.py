@@ -121,23 +121,25 @@ def keep_least_duplicated(dup: Duplicates, budget: int) -> tuple[np.ndarray, flo
     return kept, min(1.0, 1.0 - top)
 
 
-def knee_eps(eps_values: list[float], fractions: list[float]) -> float:
-    """The ε at the knee of the kept-fraction curve: the point farthest below the chord from its first
-    to its last point, with ε on a log axis and both axes scaled to [0, 1] (the "kneedle" rule).
+def plateau_eps(eps_values: list[float], fractions: list[float]) -> float:
+    """The ε at the end of the flattest stretch of the kept-fraction curve (ε on a log axis; of equally
+    flat stretches, the last): the ε a user reads off ``eps_curve.png`` without knowing the copies.
 
-    It reads the curve alone, as a user looking at ``eps_curve.png`` would: where copies stand apart,
-    the curve flattens past the copies and the knee marks where they end. Where they do not, it marks
-    only the steepest bend: a place to look at ``duplicates.png``, not a value to train on
-    (benchmarks/README.md measures it on planted copies).
+    Copies that stand apart from other images make a plateau — every ε on it removes the same copies —
+    and this is its end: exact copies are removed and nothing else. Where no plateau exists (copies no
+    closer than similar images, or no copies), the flattest stretch is the first and the ε the
+    smallest but one: little is removed, and ``duplicates.png`` shows what larger ones would remove.
+    (A "kneedle" knee was tried first and measured: it marked the steepest bend past the copies, and
+    removed 94-97 % of the planted-copy sets; benchmarks/README.md.)
     """
     order = np.argsort(eps_values)
-    x = np.log(np.asarray(eps_values, dtype=np.float64)[order])
-    y = np.asarray(fractions, dtype=np.float64)[order]
-    if len(x) < 3 or x[-1] == x[0] or y[0] == y[-1]:
-        return float(np.asarray(eps_values)[order][0])  # no bend to find: the most conservative ε
-    x = (x - x[0]) / (x[-1] - x[0])
-    y = (y - y[-1]) / (y[0] - y[-1])
-    return float(np.asarray(eps_values)[order][int(np.argmax((1 - x) - y))])
+    eps = np.asarray(eps_values, dtype=np.float64)[order]
+    kept = np.asarray(fractions, dtype=np.float64)[order]
+    if len(eps) < 2:
+        return float(eps[0])
+    slope = (kept[:-1] - kept[1:]) / np.diff(np.log(eps))  # share of the set removed per unit of log ε
+    flattest = np.flatnonzero(slope <= slope.min() + 1e-12)[-1]
+    return float(eps[flattest + 1])
 
 
 def kept_root(dup: Duplicates, removed: np.ndarray) -> np.ndarray:
