@@ -284,3 +284,5 @@ def test_plateau_eps_is_the_end_of_the_flattest_stretch():
     # no plateau (copies no closer than similar images): the conservative end
     assert plateau_eps(eps, [0.99, 0.97, 0.9, 0.7, 0.2, 0.0]) == 0.002
     assert plateau_eps(list(reversed(eps)), [0.0, 0.1, 0.39, 0.4, 0.4, 0.4]) == 0.005  # order does not matter
+    # the tail where almost everything is gone flattens in absolute terms, not in relative ones
+    assert plateau_eps(eps, [0.99, 0.9, 0.5, 0.1, 0.012, 0.01]) == 0.002

@@ -122,8 +122,10 @@ def keep_least_duplicated(dup: Duplicates, budget: int) -> tuple[np.ndarray, flo
 
 
 def plateau_eps(eps_values: list[float], fractions: list[float]) -> float:
-    """The ε at the end of the flattest stretch of the kept-fraction curve (ε on a log axis; of equally
-    flat stretches, the last): the ε a user reads off ``eps_curve.png`` without knowing the copies.
+    """The ε at the end of the flattest stretch of the kept-fraction curve (of equally flat stretches,
+    the last): the ε a user reads off ``eps_curve.png`` without knowing the copies. Flatness is the
+    share of the images still kept that a step in log ε removes (−Δ log kept / Δ log ε), so the tail
+    where almost nothing is left is steep, not flat.
 
     Copies that stand apart from other images make a plateau — every ε on it removes the same copies —
     and this is its end: exact copies are removed and nothing else. Where no plateau exists (copies no
@@ -137,7 +139,8 @@ def plateau_eps(eps_values: list[float], fractions: list[float]) -> float:
     kept = np.asarray(fractions, dtype=np.float64)[order]
     if len(eps) < 2:
         return float(eps[0])
-    slope = (kept[:-1] - kept[1:]) / np.diff(np.log(eps))  # share of the set removed per unit of log ε
+    log_kept = np.log(np.maximum(kept, 1e-12))
+    slope = (log_kept[:-1] - log_kept[1:]) / np.diff(np.log(eps))
     flattest = np.flatnonzero(slope <= slope.min() + 1e-12)[-1]
     return float(eps[flattest + 1])
 
