@@ -71,8 +71,8 @@ class DataConfig:
     # data.dataset: hf (Hugging Face datasets; data_dir: a save_to_disk folder or a hub name):
     hf_image_column: str = "image"  # the column of images
     hf_label_column: str | None = "label"  # the column of class labels (ClassLabel or values); null: none
-    hf_train_split: str = "train"  # the split names pretraining and the kNN bank / the test set read
-    hf_test_split: str = "test"
+    hf_train_split: str = "train"  # the split pretraining and the kNN bank read
+    hf_test_split: str = "test"  # the split the kNN monitor and eval score on
 
 
 @dataclass
