@@ -154,7 +154,10 @@ class CurateConfig:
     2022) on the encoder's embeddings; ranges: ``ssl_emp.curate.params``."""
 
     method: str = "semdedup"  # semdedup | prototypes
-    eps: float = 0.05  # SemDeDup, in (0, 1): a duplicate has cosine > 1 - eps to an earlier member of its cluster
+    # SemDeDup, in (0, 1): a duplicate has cosine > 1 - eps to an earlier member of its cluster; null:
+    # the end of the kept-fraction curve's flattest stretch over eps_range (plateau_eps), which removes
+    # exact copies whole and little else (benchmarks/README.md, "Curation")
+    eps: float | None = None
     k: int = 10  # k-means clusters, an integer >= 1
     iterations: int = 100  # k-means iterations, >= 1 (the official SemDeDup's niter)
     seed: int = 0  # k-means initialisation; keep=random's shuffle; in [0, 2^31)

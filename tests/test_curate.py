@@ -238,7 +238,7 @@ def test_curate_bad_inputs(tmp_path, capsys):
     err = _refused(capsys, ["curate", "--embeddings", str(emb), "--output-dir", str(tmp_path / "o")])
     assert err.endswith(f"has 10 rows but the training split has {DIGITS_TRAIN} images")
     err = _refused(capsys, ["curate", "--embeddings", str(emb), "--output-dir", str(tmp_path / "o"), "--set", "curate.eps=1.5"])
-    assert "curate.eps must be in (0, 1)" in err
+    assert "curate.eps must be null or in (0, 1)" in err
     err = _refused(capsys, ["curate", "--embeddings", str(emb), "--output-dir", str(tmp_path / "o"), "--set",
                             "curate.method=prototypes", "--set", "curate.keep=random"])
     assert "curate.keep must be one of hard, easy for prototypes" in err
@@ -286,3 +286,20 @@ def test_plateau_eps_is_the_end_of_the_flattest_stretch():
     assert plateau_eps(list(reversed(eps)), [0.0, 0.1, 0.39, 0.4, 0.4, 0.4]) == 0.005  # order does not matter
     # the tail where almost everything is gone flattens in absolute terms, not in relative ones
     assert plateau_eps(eps, [0.99, 0.9, 0.5, 0.1, 0.012, 0.01]) == 0.002
+
+
+@pytest.mark.slow
+def test_without_eps_curate_removes_the_copies_at_the_curves_plateau(tmp_path):
+    """The default (curate.eps unset): the end of the ε curve's flattest stretch, which on copies that
+    stand apart removes exactly them; said in curation.json."""
+    emb = tmp_path / "emb.npy"
+    vectors = planted(n_unique=DIGITS_TRAIN - 200, copies=200, dim=32)
+    vectors[-200:] = vectors[:200]  # exact copies
+    np.save(emb, vectors)
+    assert curate("--embeddings", emb, "--output-dir", tmp_path / "o") == 0
+    rec = record(tmp_path / "o")
+    assert rec["eps_chosen"] == "plateau_eps" and rec["eps"] == rec["plateau_eps"]
+    kept = {int(line) for line in (tmp_path / "o" / "kept.txt").read_text().splitlines() if not line.startswith("#")}
+    first_copy = DIGITS_TRAIN - 200
+    assert len(kept) == first_copy and set(range(200, first_copy)) <= kept  # every image without a copy stays
+    assert all((i in kept) != (first_copy + i in kept) for i in range(200))  # one of each pair

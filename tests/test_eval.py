@@ -223,7 +223,7 @@ def test_linear_probe_protocol_determinism_and_rng() -> None:
         ({"train_x": torch.empty(0, 4), "train_y": torch.empty(0, dtype=torch.long)}, "empty"),
         ({"num_classes": 2}, "num_classes"),
         # One sample per class leaves nothing to validate on.
-        ({"train_x": torch.randn(3, 4), "train_y": torch.arange(3)}, "no validation samples"),
+        ({"train_x": torch.randn(3, 4), "train_y": torch.arange(3)}, "leaves none of these 3"),
     ],
 )
 def test_linear_probe_config_errors(kwargs: dict, match: str) -> None:

@@ -15,5 +15,5 @@ def test_results_folder_names_commit_and_command(folder):
     text = " ".join(p.read_text() for p in notes if p.is_file())
     assert text, f"{folder.name}: no SWEEP_COMMIT.txt or README.md"
     assert re.search(r"\b[0-9a-f]{7,40}\b", text), f"{folder.name}: no commit named"
-    assert re.search(r"ssl-emp (benchmark|pretrain)|bash benchmarks/|python benchmarks/", text), \
+    assert re.search(r"ssl-emp (benchmark|pretrain|curate)|bash benchmarks/|python benchmarks/", text), \
         f"{folder.name}: no command"

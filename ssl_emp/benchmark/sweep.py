@@ -303,7 +303,12 @@ def run_benchmark(config: str | Path, output_dir: str | Path, overrides: list[st
     sources = [Path(s) for s in merge_from or []]
     if any(s.resolve() == out.resolve() for s in sources):
         raise ConfigError(f"--merge-from {out} is the output folder itself")
-    fingerprint = data_fingerprint(bench.base.data)  # the data, wherever it lies: what folders are compared by
+    try:
+        fingerprint = data_fingerprint(bench.base.data)  # the data, wherever it lies: what folders are compared by
+    except ConfigError:
+        if not dry_run or out.exists() or sources:
+            raise
+        fingerprint = ""  # listing the grid of a new folder needs no data; running it does
     if dry_run:
         print(format_plan(runs, {row["run_id"] for row in merged_rows(bench, runs, out, sources, fingerprint)}))
         return 0

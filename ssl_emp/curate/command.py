@@ -75,28 +75,31 @@ def _prepare_folder(out: Path) -> None:
 
 
 def _semdedup(out: Path, emb: np.ndarray, data: DataSplits, cfg: Config, times: dict[str, float]) -> dict[str, Any]:
-    """SemDeDup at curate.eps: kept mask, removed.csv, the ε curve and the picture of the groups."""
+    """SemDeDup at curate.eps (unset: the end of the ε curve's flattest stretch): kept mask,
+    removed.csv, the ε curve and the picture of the groups."""
     c = cfg.curate
     with _timed(times, "cluster"):
         clusters = spherical_kmeans(emb, c.k, c.iterations, c.seed)
     with _timed(times, "deduplicate"):
         found = find_duplicates(emb, clusters, c.keep, c.seed, c.block_size)
-        removed = found.removed(c.eps)
+        fractions = found.kept_fraction(c.eps_range)
+        plateau = plateau_eps(c.eps_range, fractions)
+        eps = plateau if c.eps is None else c.eps
+        removed = found.removed(eps)
         root = kept_root(found, removed)
         cosine = np.einsum("ij,ij->i", emb, emb[root])  # to the kept image it leads to
     index = np.flatnonzero(removed)
     index = index[np.argsort(-cosine[index], kind="stable")]
     outputs.write_csv(out / outputs.REMOVED, ["index", "duplicate_of", "cosine", "cluster"],
                       [(i, root[i], f"{cosine[i]:.6f}", clusters.assign[i]) for i in index.tolist()])
-    fractions = found.kept_fraction(c.eps_range)
-    plateau = plateau_eps(c.eps_range, fractions)
-    outputs.write_curve(out, c.eps_range, fractions, len(emb), c.eps, plateau)
+    outputs.write_curve(out, c.eps_range, fractions, len(emb), eps, plateau)
     groups = outputs.duplicate_groups(root, removed, cosine, DUPLICATE_GROUPS, GROUP_SIZE)
     if groups:
         outputs.write_duplicates(out / outputs.DUPLICATES_PNG, groups, lambda i: data.train[i][1])
     curve = [{"eps": e, "kept_fraction": f} for e, f in zip(c.eps_range, fractions, strict=True)]
     files = [outputs.REMOVED, outputs.CURVE_CSV, outputs.CURVE_PNG, *([outputs.DUPLICATES_PNG] if groups else [])]
-    return {"kept_mask": ~removed, "eps": c.eps, "plateau_eps": plateau, "eps_curve": curve, "duplicate_groups": len(groups), "files": files}
+    return {"kept_mask": ~removed, "eps": eps, "eps_chosen": "plateau_eps" if c.eps is None else "curate.eps",
+            "plateau_eps": plateau, "eps_curve": curve, "duplicate_groups": len(groups), "files": files}
 
 
 def _prototypes(out: Path, emb: np.ndarray, cfg: Config, times: dict[str, float]) -> dict[str, Any]:
@@ -154,6 +157,9 @@ def run_curate(args: argparse.Namespace) -> dict[str, Any]:
         backbone, trained = backbone_from_checkpoint(args.checkpoint)
         checkpoint_cfg = dataclasses.asdict(trained)
     cfg = _settings(args, checkpoint_cfg)
+    if args.against == "test" and cfg.curate.method == "prototypes" and cfg.curate.eps is None:
+        raise ConfigError("--against test with curate.method=prototypes needs curate.eps (the similarity that "
+                          "counts as a near-duplicate), e.g. --set curate.eps=0.01")
     out = Path(args.output_dir)
     with _timed(times, "load_data"), progress_enabled(cfg.progress):
         data = load_data(cfg.data)
@@ -168,7 +174,7 @@ def run_curate(args: argparse.Namespace) -> dict[str, Any]:
     contamination = None
     if test_emb is not None:
         with _timed(times, "contamination"):
-            contamination = _contamination(out, emb, test_emb, c.eps)
+            contamination = _contamination(out, emb, test_emb, found.get("eps", c.eps))
         found["files"].append(outputs.CONTAMINATION)
     found["files"] = [outputs.KEPT, *found["files"], outputs.RECORD]
     record = {

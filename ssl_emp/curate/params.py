@@ -22,7 +22,7 @@ def check_curate(c: CurateConfig) -> None:
     _require(c.method in METHODS, f"unknown curate.method '{c.method}' (choose from {', '.join(METHODS)})")
     _require(c.keep in METHODS[c.method],
              f"curate.keep must be one of {', '.join(METHODS[c.method])} for {c.method}, got {c.keep!r}")
-    _require(is_number(c.eps) and 0 < c.eps < 1, f"curate.eps must be in (0, 1), got {c.eps!r}")
+    _require(c.eps is None or (is_number(c.eps) and 0 < c.eps < 1), f"curate.eps must be null or in (0, 1), got {c.eps!r}")
     _require(isinstance(c.eps_range, list) and len(c.eps_range) > 0
              and all(is_number(e) and 0 < e < 1 for e in c.eps_range),
              f"curate.eps_range must be a non-empty list of numbers in (0, 1), got {c.eps_range!r}")
