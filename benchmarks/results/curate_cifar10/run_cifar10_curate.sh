@@ -3,7 +3,7 @@
 # training images 10,000-19,999 of the fixed order), --against test, at several eps; the embeddings are
 # computed once (cached in the output folder) and each eps's curation.json kept.
 export OMP_NUM_THREADS=1 PYTHONPATH=$PWD
-PY=/work/main/.venv/bin/python
+PY=${PY:-.venv/bin/python}
 OUT=runs/curate_cifar10
 for eps in 0.03 0.01 0.02 0.05 0.1; do
   $PY -m ssl_emp curate --checkpoint runs/enc_disjoint_simclr_cpu/checkpoints/final.pt --output-dir $OUT \
