@@ -107,7 +107,7 @@ def _sync_one(ctx: Context, algorithm: str, preset: str, warmup: int = 2, checke
 
 
 def _kornia_reference() -> dict[str, Any]:
-    """kornia's own modules (the view pipeline before issue 23), for comparison with the CPU count."""
+    """kornia's own modules (the view pipeline before the functional ops), for comparison with the CPU count."""
     import kornia.augmentation as K
 
     ops = {

@@ -21,7 +21,7 @@ from ssl_emp.benchmark.stats import (
 
 __all__ = ["MAX_PAIRED_SE_PP", "MIN_RANGE_PP", "protocol_check", "seeds_needed"]
 
-# The criterion of docs/method.md "When a benchmark can tell rules apart", as this project's issue 10
+# The criterion of docs/method.md "When a benchmark can tell rules apart", as this project
 # sets it: a protocol can rank selection rules when full data beats random-dynamic at the highest
 # rate by at least MIN_RANGE_PP points of the primary metric, and the per-seed paired difference
 # (method − random-dynamic) has a standard error of at most MAX_PAIRED_SE_PP points.
