@@ -292,7 +292,7 @@ def _interrupted_hint(args: argparse.Namespace) -> str:
     if args.command == "benchmark":
         return "finished runs and the last checkpoint of the current one are kept (rerun the same command to continue)"
     if args.command == "curate":
-        return "embeddings already saved in --output-dir are reused by a rerun"
+        return "rerun the same command: embeddings it had finished saving in --output-dir are reused"
     if args.command != "pretrain":
         return "nothing was written"
     run_dir = getattr(args, "run_dir", None)

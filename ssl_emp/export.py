@@ -110,7 +110,7 @@ def _configs(cfg: Config, checkpoint: Path) -> tuple[dict, dict, dict]:
         "pretrained_cfg": {"tag": f"ssl-emp-{cfg.algorithm}", "license": None, "paper_ids": None, "origin_url": None},
     }
     model_args = {**cfg.model.backbone_kwargs, "num_classes": 0}
-    # ssl-emp eval's preprocessing: bilinear resize of the whole image (no crop), then normalise.
+    # ssl-emp eval's preprocessing: the shorter side resized to size (bilinear), the centre crop (crop_pct 1), normalised.
     data_config = {"input_size": (3, size, size), "interpolation": "bilinear", "crop_pct": 1.0,
                    "mean": tuple(cfg.augment.mean), "std": tuple(cfg.augment.std)}
     return model_config, model_args, data_config
@@ -157,7 +157,7 @@ def _readme(cfg: Config, checkpoint: Path, folder: Path) -> str:
             f"{'CIFAR' if stem else 'standard timm'} stem. `model.safetensors` holds the backbone alone (no "
             f"projection head, `num_classes=0`: images -> pooled features), `config.json` its timm config.\n\n"
             f"## Load it\n\n" + "\n\n".join(loaders) + "\n\n"
-            f"## Inputs\n\nAs `ssl-emp eval` fed it: RGB resized to {size}x{size} (bilinear, no crop), scaled to "
+            f"## Inputs\n\nAs `ssl-emp eval` fed it: RGB with its shorter side resized to {size} (bilinear) and the centre {size}x{size} crop, scaled to "
             f"[0, 1], normalised with mean {mean} and std {std} (`timm.data.resolve_data_config(model=...)` reads them "
             f"from config.json).\n")
 

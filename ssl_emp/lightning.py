@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from ssl_emp.errors import ConfigError
 from ssl_emp.pruning import DynamicPruner, PrunedSampler
-from ssl_emp.pruning.registry import OWN_RATE
+from ssl_emp.pruning.registry import method_spec
 from ssl_emp.pruning.sampler import FoldedBatchSampler
 
 __all__ = ["PruningCallback"]
@@ -125,7 +125,8 @@ class PruningCallback(pl.Callback):
                               f"epochs={epochs}: pass Trainer(max_epochs={epochs}) (or fewer)")
         if max_epochs > epochs:
             raise ConfigError(f"Trainer(max_epochs={max_epochs}) exceeds the pruner's epochs={epochs}")
-        if self.pruner.method in OWN_RATE and trainer.reload_dataloaders_every_n_epochs != 1:
+        spec = method_spec(self.pruner.method)  # its own rate and reselected each epoch: the size changes
+        if spec.own_rate and not spec.static and trainer.reload_dataloaders_every_n_epochs != 1:
             raise ConfigError(
                 f"method {self.pruner.method!r} keeps a different number of samples each epoch: use "
                 "Trainer(reload_dataloaders_every_n_epochs=1) so Lightning re-measures the DataLoader")

@@ -194,7 +194,7 @@ class Config:
 #: Keys naming files a run reads. In a config file a relative one is relative to the file's folder,
 #: so a config works from any folder; output_dir and data.cache_dir, which a run writes, and every
 #: path given on the command line stay relative to the current folder.
-INPUT_PATHS: tuple[str, ...] = ("data.data_dir", "data.keep_file")
+INPUT_PATHS: tuple[str, ...] = ("data.data_dir", "data.keep_file", "pruning.embeddings")
 
 
 def resolve_input_paths(values: dict[str, Any], folder: str | Path) -> dict[str, Any]:

@@ -175,6 +175,7 @@ def test_embeddings_cache_is_rebuilt_when_checkpoint_or_data_change(tmp_path, ch
     assert run(other) is True
     assert run(other, "--set", "data.train_subset=1000") is False
     assert record(out)["n"] == 1000
+    assert run(other, "--set", "data.train_subset=1000", "--set", "data.image_size=24") is False  # another view
 
 
 def _table_indices(run) -> list[int]:
@@ -303,3 +304,32 @@ def test_without_eps_curate_removes_the_copies_at_the_curves_plateau(tmp_path):
     first_copy = DIGITS_TRAIN - 200
     assert len(kept) == first_copy and set(range(200, first_copy)) <= kept  # every image without a copy stays
     assert all((i in kept) != (first_copy + i in kept) for i in range(200))  # one of each pair
+
+
+@pytest.mark.slow
+def test_duplicates_picture_of_photographs_of_several_sizes(tmp_path):
+    """duplicates.png shows each image through the evaluation view, whatever its size."""
+    from PIL import Image
+
+    for cls, sizes in (("a", [(40, 30), (30, 40), (50, 50)]), ("b", [(36, 24), (24, 36), (45, 30)])):
+        (tmp_path / "d" / "train" / cls).mkdir(parents=True)
+        for i, (w, h) in enumerate(sizes):
+            pixels = np.random.default_rng(i + len(cls)).integers(0, 256, (h, w, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "d" / "train" / cls / f"{i}.png")
+    emb = tmp_path / "emb.npy"
+    vectors = planted(n_unique=6, copies=0, dim=8)
+    vectors[3:] = vectors[:3]  # each image of b a copy of one of a
+    np.save(emb, vectors)
+    flags = ["--embeddings", emb, "--set", "data.dataset=imagefolder", "--data-dir", tmp_path / "d",
+             "--set", "data.image_size=16", "--set", "curate.k=1", "--set", "curate.eps=0.01"]
+    assert curate(*flags, "--output-dir", tmp_path / "o") == 0
+    assert record(tmp_path / "o")["removed"] == 3 and (tmp_path / "o" / "duplicates.png").stat().st_size > 0
+
+
+def test_curate_refuses_what_it_cannot_do_right(tmp_path, checkpoint, capsys):
+    err = _refused(capsys, ["curate", "--checkpoint", str(checkpoint), "--output-dir", str(tmp_path / "o"),
+                            "--set", "curate.eps_range=[0.01,0.01,0.05]"])
+    assert "curate.eps_range must be a non-empty list of distinct numbers" in err
+    err = _refused(capsys, ["curate", "--checkpoint", str(checkpoint), "--output-dir", str(tmp_path / "v"),
+                            "--set", "data.val_fraction=0.2", "--against", "test"])
+    assert "data.val_fraction=0" in err

@@ -26,12 +26,13 @@ from ssl_emp.curate.embed import cached_embeddings, embed, file_hash, user_embed
 from ssl_emp.curate.prototypes import select_prototypes
 from ssl_emp.curate.semdedup import find_duplicates, kept_root, plateau_eps
 from ssl_emp.data import DataSplits, load_data, load_split
+from ssl_emp.data.decode import eval_view
 from ssl_emp.data.fingerprint import split_fingerprint
 from ssl_emp.data.keep import write_keep_file
 from ssl_emp.errors import ConfigError
 from ssl_emp.eval.from_checkpoint import backbone_from_checkpoint
 from ssl_emp.progress import progress_enabled
-from ssl_emp.runtime import resolve_device, versions
+from ssl_emp.runtime import resolve_device, set_threads, versions
 
 DUPLICATE_GROUPS, GROUP_SIZE = 8, 8  # duplicates.png: rows, images per row
 
@@ -95,7 +96,9 @@ def _semdedup(out: Path, emb: np.ndarray, data: DataSplits, cfg: Config, times: 
     outputs.write_curve(out, c.eps_range, fractions, len(emb), eps, plateau)
     groups = outputs.duplicate_groups(root, removed, cosine, DUPLICATE_GROUPS, GROUP_SIZE)
     if groups:
-        outputs.write_duplicates(out / outputs.DUPLICATES_PNG, groups, lambda i: data.train[i][1])
+        # Each tile through the evaluation view: photographs differ in size (and may be large).
+        size = cfg.data.image_size
+        outputs.write_duplicates(out / outputs.DUPLICATES_PNG, groups, lambda i: eval_view(data.train[i][1], size))
     curve = [{"eps": e, "kept_fraction": f} for e, f in zip(c.eps_range, fractions, strict=True)]
     files = [outputs.REMOVED, outputs.CURVE_CSV, outputs.CURVE_PNG, *([outputs.DUPLICATES_PNG] if groups else [])]
     return {"kept_mask": ~removed, "eps": eps, "eps_chosen": "plateau_eps" if c.eps is None else "curate.eps",
@@ -139,6 +142,9 @@ def _embeddings(args: argparse.Namespace, out: Path, backbone: Any, data: DataSp
         emb, reused = cached_embeddings(out, "train", key, lambda: embed(backbone, data.train, cfg, device, "train"))
         test_emb = None
         if args.against == "test":
+            if data.test_is_validation:  # data.test is then part of the training split, not the test set
+                raise ConfigError("--against test with data.val_fraction > 0 would compare against training images "
+                                  "held out for validation: add --set data.val_fraction=0")
             test = data.test if data.test is not None else load_split(cfg.data, "test", data.train.classes)
             if test is None:
                 raise ConfigError(f"--against test: data set '{cfg.data.dataset}' has no test split")
@@ -157,6 +163,7 @@ def run_curate(args: argparse.Namespace) -> dict[str, Any]:
         backbone, trained = backbone_from_checkpoint(args.checkpoint)
         checkpoint_cfg = dataclasses.asdict(trained)
     cfg = _settings(args, checkpoint_cfg)
+    set_threads(cfg.threads)  # faiss and torch at the configured threads, as in pretrain
     if args.against == "test" and cfg.curate.method == "prototypes" and cfg.curate.eps is None:
         raise ConfigError("--against test with curate.method=prototypes needs curate.eps (the similarity that "
                           "counts as a near-duplicate), e.g. --set curate.eps=0.01")
@@ -165,7 +172,9 @@ def run_curate(args: argparse.Namespace) -> dict[str, Any]:
         data = load_data(cfg.data)
         fingerprint = split_fingerprint(cfg.data)
     _prepare_folder(out)
-    key = {"data_fingerprint": fingerprint, "checkpoint_sha1": file_hash(args.checkpoint) if args.checkpoint else ""}
+    # The evaluation view depends on image_size and store_size: embeddings made at others are not reused.
+    key = {"data_fingerprint": fingerprint, "checkpoint_sha1": file_hash(args.checkpoint) if args.checkpoint else "",
+           "view": f"image_size={cfg.data.image_size} store_size={cfg.data.store_size}"}
     emb, test_emb, reused = _embeddings(args, out, backbone, data, cfg, key, times)
     c = cfg.curate
     found = _semdedup(out, emb, data, cfg, times) if c.method == "semdedup" else _prototypes(out, emb, cfg, times)

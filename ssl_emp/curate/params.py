@@ -24,8 +24,8 @@ def check_curate(c: CurateConfig) -> None:
              f"curate.keep must be one of {', '.join(METHODS[c.method])} for {c.method}, got {c.keep!r}")
     _require(c.eps is None or (is_number(c.eps) and 0 < c.eps < 1), f"curate.eps must be null or in (0, 1), got {c.eps!r}")
     _require(isinstance(c.eps_range, list) and len(c.eps_range) > 0
-             and all(is_number(e) and 0 < e < 1 for e in c.eps_range),
-             f"curate.eps_range must be a non-empty list of numbers in (0, 1), got {c.eps_range!r}")
+             and all(is_number(e) and 0 < e < 1 for e in c.eps_range) and len(set(c.eps_range)) == len(c.eps_range),
+             f"curate.eps_range must be a non-empty list of distinct numbers in (0, 1), got {c.eps_range!r}")
     _require(is_int(c.k) and c.k >= 1, f"curate.k must be an integer >= 1, got {c.k!r}")
     _require(is_int(c.iterations) and c.iterations >= 1, f"curate.iterations must be an integer >= 1, got {c.iterations!r}")
     _require(is_int(c.seed) and 0 <= c.seed < 2**31, f"curate.seed must be an integer in [0, 2^31), got {c.seed!r}")

@@ -92,7 +92,10 @@ def _labels(table: Any, column: str | None, classes: list[str] | None, cfg: Data
     values = table[column]
     names = getattr(table.features[column], "names", None)
     if names is not None:
-        return torch.tensor(values, dtype=torch.long), list(names)
+        labels = torch.tensor(values, dtype=torch.long)
+        if len(labels) and (labels < 0).all():  # a split without labels (all -1, e.g. imagenet-1k's test)
+            return None, list(names)
+        return labels, list(names)
     found = sorted({str(v) for v in values})
     classes = found if classes is None else classes
     lookup = {c: i for i, c in enumerate(classes)}

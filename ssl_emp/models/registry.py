@@ -4,7 +4,7 @@ Each ``model.*`` key is range-checked here, in one place, for the models that re
 class names its keys in ``config_keys``; every model reads the backbone's). A key that the chosen
 model does not read is not checked: switching a config's algorithm with ``--set algorithm=...``
 does not ask for the other model's keys to be edited. Used by ``build_model`` and by config
-validation, like ``ssl_emp.pruning.params`` for the pruning methods.
+validation, as ``ssl_emp.pruning.registry`` holds the pruning methods'.
 """
 
 from __future__ import annotations
