@@ -52,12 +52,14 @@ def test_input_paths_in_a_config_file_resolve_against_its_folder(tmp_path, monke
     folder.mkdir()
     config = folder / "run.yaml"
     config.write_text(yaml.safe_dump({"output_dir": "runs/x",
-                                      "data": {"dataset": "imagefolder", "data_dir": "images", "keep_file": "../k.txt"}}))
+                                      "data": {"dataset": "imagefolder", "data_dir": "images", "keep_file": "../k.txt"},
+                                      "pruning": {"method": "semdedup", "rate": 0.5, "embeddings": "e.npy"}}))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     cfg = load_config(config)
     assert cfg.data.data_dir == str(folder / "images") and cfg.data.keep_file == str(tmp_path / "k.txt")
+    assert cfg.pruning.embeddings == str(folder / "e.npy")
     assert cfg.output_dir == "runs/x"  # written, not read: relative to the current folder
     # the command line's paths stay relative to the current folder
     assert load_config(config, ["data.data_dir=mine"]).data.data_dir == "mine"

@@ -106,3 +106,18 @@ def test_hf_without_the_package_is_one_line(tmp_path, tiny_args, hf_folder, caps
     assert main(["pretrain", "--output-dir", str(tmp_path / "run"), *_hf_args(tiny_args, hf_folder)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pip install 'ssl-emp[hf]'" in err, err
+
+
+def test_hf_split_whose_labels_are_all_minus_one_is_unlabelled(tmp_path):
+    """A split published without labels (all -1, as imagenet-1k's test split) is read as unlabelled,
+    as the torchvision sets' are, not as class -1."""
+    datasets = pytest.importorskip("datasets")
+    from ssl_emp.data.load import load_split
+    from ssl_emp.settings import DataConfig
+
+    images = [Image.fromarray(np.zeros((20, 20, 3), dtype=np.uint8)) for _ in range(4)]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["cat", "dog"])})
+    datasets.DatasetDict(train=datasets.Dataset.from_dict({"image": images, "label": [-1] * 4}, features=features)
+                         ).save_to_disk(str(tmp_path / "hf"))
+    split = load_split(DataConfig(dataset="hf", data_dir=str(tmp_path / "hf"), image_size=16), "train")
+    assert split.labels is None and len(split) == 4
