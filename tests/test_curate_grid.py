@@ -163,3 +163,20 @@ def test_a_grid_method_that_reads_embeddings_names_its_source(tmp_path, capsys):
         capsys, ["benchmark", "--config", str(config), "--output-dir", str(tmp_path / "o")])
     assert not (tmp_path / "o").exists()
 
+
+
+def test_a_diverged_pre_run_fails_its_runs_and_the_sweep_goes_on(tmp_path, monkeypatch, capsys):
+    """Like a run's own divergence: no row for the runs that needed the pre-run, the others run, exit 1."""
+    import ssl_emp.benchmark.sweep
+    from ssl_emp.errors import TrainingDiverged
+
+    def diverged(*args, **kwargs):
+        raise TrainingDiverged("loss is nan at epoch 1 (the pre-run)")
+
+    monkeypatch.setattr(ssl_emp.benchmark.sweep, "prepare_embeddings", diverged)
+    grid = {"methods": ["random-dynamic", "semdedup@prerun"], "rates": [0.5], "seeds": [0],
+            "embeddings": {"prerun": {"prerun_epochs": 1}}, "method_params": {"semdedup@prerun": {"curate_k": 4}}}
+    out = tmp_path / "bench"
+    assert benchmark(bench_file(tmp_path, grid, epochs=1, data={"train_subset": N}), out) == 1
+    assert set(rows_by_id(out)) == {"random-dynamic_r0.5_s0"}
+    assert "semdedup@prerun_r0.5_s0" in capsys.readouterr().out.split("diverged and have no row:")[-1]

@@ -338,12 +338,13 @@ def _run_grid(bench: Benchmark, runs: list[RunSpec], out: Path, rows: dict[str, 
     failed: list[str] = []
     for k, run in enumerate(todo):
         index = f"[{order[run.run_id] + 1}/{len(runs)}]"
-        if run.embed_source is not None:  # once per (source, seed): cached in the folder, so cheap to ask again
-            _say(f"{index} embeddings {run.embed_source} for seed {run.seed}")
-            prepare_embeddings(bench.embeddings[run.embed_source], bench.base, run.seed, out)
-        _say(f"{index} start {run.run_id}")
         t0 = time.perf_counter()
         try:
+            if run.embed_source is not None:  # once per (source, seed): cached in the folder, so cheap to ask again
+                _say(f"{index} embeddings {run.embed_source} for seed {run.seed}")
+                # a pre-run that diverges fails the runs that need it, like their own divergence
+                prepare_embeddings(bench.embeddings[run.embed_source], bench.base, run.seed, out)
+            _say(f"{index} start {run.run_id}")
             row = execute_run(run, bench.linear_probe)
         except TrainingDiverged as exc:
             failed.append(run.run_id)
