@@ -224,6 +224,7 @@ def _curate(args: argparse.Namespace) -> int:
 def _views(args: argparse.Namespace) -> int:
     from ssl_emp.config import finalize, load_config
     from ssl_emp.data import preview
+    from ssl_emp.runtime import set_threads
 
     if not args.output and not args.raw:
         raise ConfigError("views needs --output PNG, --raw FILE.npy or both")
@@ -233,6 +234,7 @@ def _views(args: argparse.Namespace) -> int:
         raise ConfigError("views --output and --raw name the same file")
     data_dir = [f"data.data_dir={json.dumps(args.data_dir)}"] if args.data_dir else []
     cfg = finalize(load_config(args.config, [*args.overrides, *data_dir]))
+    set_threads(cfg.threads)
     image, raw = preview.preview(cfg, args.images, args.views, args.seed)
     if raw_path:
         preview.write_npy(raw, raw_path)
