@@ -29,7 +29,6 @@ from ssl_emp.pruning.registry import METHODS, method_spec
 from ssl_emp.runtime import DEVICES, OPTIMIZERS
 from ssl_emp.settings import (
     INPUT_PATHS,
-    MAX_YAML_BYTES,
     AugmentConfig,
     Config,
     DataConfig,
@@ -47,12 +46,11 @@ from ssl_emp.settings import (
     is_number,
     merge_values,
     parse_override,
-    parse_yaml,
-    read_yaml,
     redundant_size,
     resolve_input_paths,
     save_config,
 )
+from ssl_emp.yaml_io import MAX_YAML_BYTES, parse_yaml, read_yaml
 
 __all__ = [
     "CHOICES", "INPUT_PATHS", "MAX_LR", "MAX_YAML_BYTES", "RANGES", "Range", "AugmentConfig", "Config", "DataConfig", "EvalConfig", "LoggingConfig",
