@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import tarfile
 from pathlib import Path
 
 import pytest
 
+from ssl_emp.data import folder
 from tests.helpers import bench_file, benchmark, forbid_training, results, split_sweep
 from tests.reliability_helpers import one_line, pretrain
 from tests.test_data import _write_tree
@@ -91,6 +94,32 @@ def test_resume_accepts_a_moved_data_folder_and_refuses_other_data(tmp_path, tin
     shutil.rmtree(moved)
     shutil.copytree(two, moved)  # other images where the trained-on folder was
     assert pretrain(tmp_path / "run", tiny_args, *args, "--data-dir", str(moved), "--resume") == 2
+    assert "the data (fingerprint" in one_line(capsys)
+
+
+def _tar(folder: Path, archive: Path) -> Path:
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="data")
+    return archive
+
+
+def test_resume_accepts_a_copy_of_the_archive_and_refuses_another_archive(tmp_path, tiny_args, monkeypatch, capsys):
+    """An archive is identified by its bytes: a copy (a new mtime, as a download or ``cp`` gives) is the
+    same data set, another archive under the same name is not."""
+    monkeypatch.setattr(folder, "DIGEST_DIR", tmp_path / "digests")
+    one, two = _trees(tmp_path)
+    archive = _tar(one, tmp_path / "data.tar.gz")
+    args = ["--set", "data.dataset=imagefolder", "--set", "optim.batch_size=4", "--set", "eval.eval_every=0",
+            "--set", "eval.knn_k=3", "--set", f"data.cache_dir={tmp_path / 'cache'}", "--epochs", "1"]
+    assert pretrain(tmp_path / "run", tiny_args, *args, "--data-dir", str(archive)) == 0
+    copy = tmp_path / "copy" / "data.tar.gz"
+    copy.parent.mkdir()
+    shutil.copyfile(archive, copy)
+    os.utime(copy, ns=(archive.stat().st_atime_ns, archive.stat().st_mtime_ns + 10**12))
+    capsys.readouterr()
+    assert pretrain(tmp_path / "run", tiny_args, *args, "--data-dir", str(copy), "--resume") == 0
+    _tar(two, copy)  # other images where the trained-on archive was
+    assert pretrain(tmp_path / "run", tiny_args, *args, "--data-dir", str(copy), "--resume") == 2
     assert "the data (fingerprint" in one_line(capsys)
 
 

@@ -2,7 +2,7 @@
 run is resumed or a benchmark folder is continued or merged.
 
 An image folder *is* its data set, so its fingerprint is the decoded-image cache's (every image's
-relative path, size and mtime; an archive's size and mtime): a folder moved elsewhere keeps it, a
+relative path, size and mtime; an archive's size and bytes): a folder moved elsewhere keeps it, a
 folder with other images does not. The other sets are fixed files (torchvision checks them) or
 embedded arrays: their name and the subset they are cut to identify them.
 """

@@ -27,7 +27,7 @@ from ssl_emp.data.decode import decode_image, read_image, store_image, stored_si
 from ssl_emp.errors import ConfigError, RunFailed
 from ssl_emp.progress import show_progress
 from ssl_emp.run.checkpoint import safe_torch_load
-from ssl_emp.run.files import atomic_torch_save, sweep_temp_files
+from ssl_emp.run.files import atomic_torch_save, atomic_write_text, sweep_temp_files
 from ssl_emp.settings import DataConfig
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")  # .gif: its first frame
@@ -38,6 +38,8 @@ CACHE_VERSION = 5
 # Decode into RAM only while the decoded split takes at most this share of the available memory;
 # the rest is for the model, the other split and the data loader.
 MEMORY_SHARE = 0.5
+# Where archive_digest remembers an archive's sha1 (keyed by its path, size, mtime and inode).
+DIGEST_DIR = Path.home() / ".cache" / "ssl-emp" / "digests"
 
 # (name inside the split, name for messages, file path or the image's bytes)
 Entry = tuple[str, str, "bytes | str"]
@@ -235,15 +237,41 @@ def _say(notes: list[str]) -> None:
 
 def _fingerprint(root: Path, files: list[Path] | None) -> str:
     """Changes whenever the data does: every image's path, size and mtime for a folder (a folder's
-    own mtime does not change when files inside its sub-folders do); an archive's size and mtime."""
+    own mtime does not change when files inside its sub-folders do); an archive's size and content."""
     if files is None:
-        stat = root.stat()
-        return f"{stat.st_size}|{stat.st_mtime_ns}"
+        return f"{root.stat().st_size}|{archive_digest(root)}"
     digest = hashlib.sha1()
     for path in files:
         stat = path.stat()
         # os.fsencode: a name that is not UTF-8 (decoded with surrogate escapes) has its bytes back
         digest.update(os.fsencode(f"{path.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n"))
+    return digest.hexdigest()
+
+
+def archive_digest(path: Path) -> str:
+    """sha1 of an archive's bytes. Its mtime alone would change with every copy of the same archive
+    (a download, a ``cp``), and a benchmark folder or a run made with it could no longer be continued.
+    The digest is remembered under the file's size, mtime and inode in ``~/.cache/ssl-emp/digests``,
+    so the archive is read once per copy, not at every start (reading it costs less than decoding it,
+    which the first run does anyway)."""
+    stat = path.stat()
+    key = hashlib.sha1(os.fsencode(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}|{stat.st_dev}"))
+    memo = DIGEST_DIR / f"{key.hexdigest()[:16]}.txt"
+    try:
+        known = memo.read_text().split()
+        if len(known) == 2 and known[0] == key.hexdigest():
+            return known[1]
+    except (OSError, UnicodeDecodeError):
+        pass
+    digest = hashlib.sha1()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    try:  # a memo that cannot be written costs a re-read next time, nothing else
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(memo, f"{key.hexdigest()} {digest.hexdigest()}\n")
+    except (OSError, RunFailed):
+        pass
     return digest.hexdigest()
 
 
