@@ -13,11 +13,15 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import ssl_emp.pruning.diagnostics
 import ssl_emp.run.files
+from ssl_emp.config import load_config
+from ssl_emp.curate.embed import cached_embeddings
+from ssl_emp.data.fingerprint import split_fingerprint
 from ssl_emp.errors import RunFailed
 from ssl_emp.run.checkpoint import load_checkpoint
 from ssl_emp.run.files import atomic_torch_save, atomic_write_text, sweep_temp_files
@@ -163,6 +167,33 @@ def test_ctrl_c_before_the_first_checkpoint_then_the_same_command_starts_clean(t
     rows = list(csv.reader((out / "steps.csv").read_text().splitlines()))
     assert rows[0] == ["step", "epoch", "lr", "loss"] and all(r[0].isdigit() for r in rows[1:])
     assert [r[0] for r in rows[1:]] == [str(i) for i in range(1, 5)]  # 128 images / 64: 2 steps x 2 epochs
+
+
+def _curation(tmp_path: Path, args: list[str]) -> list[str]:
+    """A semdedup run's arguments: it writes embeddings.json before its first epoch."""
+    cfg = load_config(None, [arg for arg in args if "=" in arg and not arg.startswith("-")])
+    folder = tmp_path / "emb"
+    folder.mkdir()
+    cached_embeddings(folder, "train", {"data_fingerprint": split_fingerprint(cfg.data)},
+                      lambda: np.random.default_rng(0).normal(size=(128, 8)).astype(np.float32))
+    return ["--method", "semdedup", "--pruning-rate", "0.5", "--set", f"pruning.embeddings={folder / 'embeddings_train.npy'}"]
+
+
+@pytest.mark.parametrize("extra", ["tensorboard", "curation"])
+def test_a_run_stopped_before_its_first_checkpoint_starts_again_whatever_it_wrote(tmp_path, tiny_args, capsys, extra):
+    """A run's own files written before its first checkpoint (the TensorBoard folder, a curation
+    method's embeddings.json) never make the folder look like a user's."""
+    out = tmp_path / "run"
+    args = [*tiny_args, *FAST, "--set", "log_every=1"]
+    args += ["--set", "logging.tensorboard=true"] if extra == "tensorboard" else _curation(tmp_path, args)
+    with interrupt_after(0, exc=KeyboardInterrupt):  # Ctrl-C at the first step: before the first checkpoint
+        assert pretrain(out, args) == 130
+    assert "rerun the same command to start again" in one_line(capsys)
+    assert pretrain(out, args) == 0
+    assert "stopped before its first checkpoint" in capsys.readouterr().err
+    assert load_checkpoint(out / "checkpoints" / "final.pt")["epoch"] == 0
+    if extra == "tensorboard":  # the stopped attempt's events are gone with it
+        assert len(list((out / "tensorboard").iterdir())) == 1
 
 
 @pytest.mark.slow

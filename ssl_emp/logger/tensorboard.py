@@ -22,8 +22,7 @@ from ssl_emp.errors import ConfigError
 from ssl_emp.logger.sink import scalars_of
 from ssl_emp.run.layout import RunLayout
 
-#: TensorBoard's event file names: this prefix, then the wall-clock second the writer opened the file.
-EVENTS_PREFIX = "events.out.tfevents."
+EVENTS_PREFIX = RunLayout.events_prefix
 
 
 def _sort_before_now(folder: Path) -> None:

@@ -8,6 +8,7 @@ only rank 0 writes and locks.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +26,7 @@ MARKER_NAME = RunLayout.marker_name
 MARKER_TEXT = "ssl-emp run folder, format 1\n"
 STEPS_HEADER = "step,epoch,lr,loss"
 # What a run writes before its first checkpoint; removed when such a run is started again.
-_UNSTARTED = ("config", "metrics", "steps")  # RunLayout's names
+_UNSTARTED = ("config", "metrics", "steps", "embeddings")  # RunLayout's names
 # Written only after the last checkpoint: their presence without checkpoints means a finished run
 # whose checkpoints/ were removed (to free disk), not one to start again.
 _FINISHED = ("summary", "pruning_table")
@@ -120,7 +121,8 @@ class Run:
             raise ConfigError(f"{self.dir} holds a run that got past its first checkpoint ({past}) but has no "
                               f"checkpoint left in {self.ckpt_dir}; choose another --output-dir")
         ours = {MARKER_NAME, *(path.name for path in self._files(_UNSTARTED))}
-        foreign = sorted(p.name for p in entries if not (p.name in ours and p.is_file() or self._empty_ckpt_dir(p)))
+        foreign = sorted(p.name for p in entries
+                         if not (p.name in ours and p.is_file() or self._empty_ckpt_dir(p) or self._events_only(p)))
         if foreign:
             raise ConfigError(f"{self.dir} holds files no ssl-emp run wrote ({', '.join(foreign[:3])}"
                               f"{', ...' if len(foreign) > 3 else ''}); choose another --output-dir")
@@ -136,6 +138,11 @@ class Run:
     def _empty_ckpt_dir(self, path: Path) -> bool:
         # What a run killed while writing its first checkpoint leaves once its temp file is swept.
         return path == self.ckpt_dir and path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+
+    def _events_only(self, path: Path) -> bool:
+        # The TensorBoard folder of a run stopped before its first checkpoint: event files only.
+        return (path == self.layout.tensorboard and path.is_dir() and not path.is_symlink()
+                and all(p.is_file() and p.name.startswith(RunLayout.events_prefix) for p in path.iterdir()))
 
     def _logged_past_first_checkpoint(self) -> bool:
         # Epoch e's metrics line is written just before epoch e's checkpoint: a line of epoch 1 or
@@ -164,6 +171,8 @@ class Run:
         self.mark()
         for path in found:
             path.unlink()
+        if self._events_only(self.layout.tensorboard):  # its curves would show the stopped attempt's steps
+            shutil.rmtree(self.layout.tensorboard)
 
     def log(self, name: str, line: str) -> None:
         if self.is_main:

@@ -21,6 +21,8 @@ class RunLayout:
 
     lock_name = ".lock"  # fcntl lock held by the writing process (ssl_emp.run.lock)
     marker_name = ".ssl-emp-run"  # written first: what marks the folder as this project's run
+    # TensorBoard's event file names: this prefix, then the wall-clock second the writer opened the file.
+    events_prefix = "events.out.tfevents."
 
     @property
     def lock(self) -> Path:
