@@ -36,9 +36,6 @@ class Stripes(ImageSource):
         x = (torch.arange(w) + i) % period < period // 2
         return (x.to(torch.uint8) * 255).expand(3, h, w).contiguous()
 
-    def fingerprint(self) -> str:
-        return f"stripes-{self.offset}-{self.n}"
-
 
 def test_a_source_added_in_a_test_trains_through_pretrain(tmp_path, tiny_args, monkeypatch):
     monkeypatch.setitem(DATASETS, "stripes", DatasetSpec(lambda cfg, split, classes: Stripes(32 if split == "train" else 8, 0 if split == "train" else 32), reads_files=False))  # noqa: E501

@@ -3,7 +3,6 @@ images of varied sizes (in memory or memory-mapped), image files decoded on acce
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -25,18 +24,12 @@ class IndexedImages(ImageSource):
         self.images = images
         self.labels = labels
         self.classes = classes
-        self._fingerprint: str | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def read(self, index: int) -> Tensor:
         return self.images[index]
-
-    def fingerprint(self) -> str:
-        if self._fingerprint is None:  # hashed once, on demand: a named set is identified by its name
-            self._fingerprint = hashlib.sha1(self.images.contiguous().numpy().tobytes()).hexdigest()[:16]
-        return self._fingerprint
 
     def take(self, keep: Tensor) -> IndexedImages:
         return IndexedImages(self.images[keep], None if self.labels is None else self.labels[keep], self.classes)
@@ -71,11 +64,6 @@ class PackedImages(ImageSource):
         h, w = self.sizes[index].tolist()
         return self.data[int(self.offsets[index]):int(self.offsets[index + 1])].view(3, h, w)
 
-    def fingerprint(self) -> str:
-        digest = hashlib.sha1(self.sizes.numpy().tobytes())
-        digest.update(self.data.numpy().tobytes())
-        return digest.hexdigest()[:16]
-
     def uniform_size(self) -> tuple[int, int] | None:
         if len(self.sizes) and bool((self.sizes == self.sizes[0]).all()):
             return int(self.sizes[0, 0]), int(self.sizes[0, 1])
@@ -86,12 +74,11 @@ class IndexedImageFiles(ImageSource):
     """Images decoded on access (sets too large to hold in RAM), at their ``stored_size``."""
 
     def __init__(self, files: list[str], labels: Tensor | None, classes: list[str] | None, image_size: int,
-                 store_size: int | None = None, fingerprint: str = ""):
+                 store_size: int | None = None):
         self.files = files
         self.labels = labels
         self.classes = classes
         self.image_size, self.store_size = image_size, store_size
-        self._fingerprint = fingerprint  # the folder's (``folder_fingerprint``), given by its reader
 
     def __len__(self) -> int:
         return len(self.files)
@@ -100,15 +87,10 @@ class IndexedImageFiles(ImageSource):
         image = read_image(self.files[index], self.store_size)  # full size without store_size
         return store_image(image, self.image_size, self.store_size)
 
-    def fingerprint(self) -> str:
-        digest = hashlib.sha1(self._fingerprint.encode())
-        digest.update("\0".join(self.files).encode("utf-8", "surrogateescape"))
-        return digest.hexdigest()[:16]
-
     def take(self, keep: Tensor) -> IndexedImageFiles:
         labels = None if self.labels is None else self.labels[keep]
         return IndexedImageFiles([self.files[i] for i in keep.tolist()], labels, self.classes, self.image_size,
-                                 self.store_size, self._fingerprint)
+                                 self.store_size)
 
 
 class Labelled(Dataset):

@@ -42,9 +42,6 @@ class HFImages(ImageSource):
             image = read_image(item["path"], shorter)
         return store_image(image, self.image_size, self.store_size)
 
-    def fingerprint(self) -> str:
-        return self.table._fingerprint  # datasets' own: changes with every transform of the table
-
 
 def _datasets() -> Any:
     """The ``datasets`` package, or a one-line ConfigError saying how to install it."""

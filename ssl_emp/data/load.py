@@ -22,8 +22,8 @@ from torch import Tensor
 
 from ssl_emp.data.datasets import DataSplits, IndexedImageFiles, IndexedImages, PackedImages, check_fits
 from ssl_emp.data.decode import resize_square
-from ssl_emp.data.folder import load_imagefolder_split
-from ssl_emp.data.hf import load_hf_split
+from ssl_emp.data.folder import folder_fingerprint, load_imagefolder_split
+from ssl_emp.data.hf import hf_fingerprint, load_hf_split
 from ssl_emp.data.junk import inject_junk
 from ssl_emp.data.keep import keep_subset
 from ssl_emp.data.redundancy import make_redundant
@@ -110,16 +110,37 @@ def _imagefolder_set(cfg: DataConfig, split: str, classes: list[str] | None) -> 
     return IndexedImages(images, labels, classes) if sizes is None else PackedImages(images, sizes, labels, classes)
 
 
+def _folder_identity(cfg: DataConfig) -> list[str]:
+    """An image folder *is* its data set: its files' names, sizes and mtimes, or an archive's bytes
+    (``folder_fingerprint``), wherever it lies."""
+    if cfg.data_dir is None:
+        return []
+    root = Path(cfg.data_dir).expanduser()
+    if not root.exists():
+        raise ConfigError(f"data dir not found: {root}")
+    try:
+        return [folder_fingerprint(root)]
+    except OSError as exc:
+        raise ConfigError(f"cannot read data dir {root}: {exc.strerror or exc}") from exc
+
+
+def _hf_identity(cfg: DataConfig) -> list[str]:
+    return [hf_fingerprint(cfg), cfg.hf_train_split, cfg.hf_test_split, cfg.hf_image_column]
+
+
 SplitLoader = Callable[[DataConfig, str, list[str] | None], ImageSource | None]
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A named data set: how to load a split, and what its config may say."""
+    """A named data set: how to load a split, what its config may say and what identifies its data."""
 
     load: SplitLoader  # (config, split, the training split's classes) -> the split, or None if absent
     reads_files: bool = True  # False: embedded in a package; data.data_dir must stay unset
     train_splits: tuple[str, ...] = ("train",)  # the data.train_split values it has
+    # What identifies the data at data.data_dir, read without decoding it (ssl_emp.data.fingerprint);
+    # None: fixed files (torchvision checks them) or embedded arrays, identified by the name alone.
+    identity: Callable[[DataConfig], list[str]] | None = None
 
 
 def _torchvision(name: str) -> SplitLoader:
@@ -134,8 +155,9 @@ DATASETS: dict[str, DatasetSpec] = {
     "cifar100": DatasetSpec(_torchvision("cifar100")),
     # "train+unlabeled" trains on the 100,000 unlabelled images too (the kNN bank stays "train").
     "stl10": DatasetSpec(_torchvision("stl10"), train_splits=("train", "train+unlabeled")),
-    "imagefolder": DatasetSpec(lambda cfg, split, classes: _imagefolder_set(cfg, split, classes)),
-    "hf": DatasetSpec(load_hf_split),  # Hugging Face datasets (ssl_emp.data.hf)
+    "imagefolder": DatasetSpec(lambda cfg, split, classes: _imagefolder_set(cfg, split, classes),
+                               identity=_folder_identity),
+    "hf": DatasetSpec(load_hf_split, identity=_hf_identity),  # Hugging Face datasets (ssl_emp.data.hf)
 }
 
 

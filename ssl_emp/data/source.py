@@ -1,24 +1,23 @@
 """The data-source contract: what every data set the toolkit trains on is.
 
 A source is one class: its length, ``read(index)`` (one uint8 RGB image [3, H, W] at its own size),
-``labels`` (int64 [N] or None), ``classes`` (names or None) and ``fingerprint()`` (what identifies
-its images). Everything downstream (subsets, the held-out split, pruning, ``curate``, the views, the
-evaluation transform) goes through these; a new source is one file and one line in
-``ssl_emp.data.load.DATASETS``. Sources are ``Dataset``s yielding ``(index, image)``: the index is
-what the pruner keys its per-sample table on.
+``labels`` (int64 [N] or None) and ``classes`` (names or None). Everything downstream (subsets, the
+held-out split, pruning, ``curate``, the views, the evaluation transform) goes through these; a new
+source is one file and one line in ``ssl_emp.data.load.DATASETS``, whose ``fingerprint`` says what
+identifies the data at ``data.data_dir`` before anything is decoded (what a resume or a benchmark
+folder compares, ``ssl_emp.data.fingerprint``). Sources are ``Dataset``s yielding ``(index, image)``:
+the index is what the pruner keys its per-sample table on.
 """
 
 from __future__ import annotations
-
-import hashlib
 
 from torch import Tensor
 from torch.utils.data import Dataset
 
 
 class ImageSource(Dataset):
-    """Base of every data source; subclasses set ``labels``/``classes`` and implement ``__len__``,
-    ``read`` and ``fingerprint``."""
+    """Base of every data source; subclasses set ``labels``/``classes`` and implement ``__len__``
+    and ``read``."""
 
     labels: Tensor | None = None
     classes: list[str] | None = None
@@ -28,10 +27,6 @@ class ImageSource(Dataset):
 
     def read(self, index: int) -> Tensor:
         """Image ``index`` as uint8 RGB [3, H, W], at the size the source stores it."""
-        raise NotImplementedError
-
-    def fingerprint(self) -> str:
-        """A short digest that changes whenever the images (or their order) do."""
         raise NotImplementedError
 
     def __getitem__(self, index: int) -> tuple[int, Tensor]:
@@ -66,11 +61,6 @@ class SubsetSource(ImageSource):
 
     def read(self, index: int) -> Tensor:
         return self.source.read(int(self.keep[index]))
-
-    def fingerprint(self) -> str:
-        digest = hashlib.sha1(self.source.fingerprint().encode())
-        digest.update(self.keep.numpy().tobytes())
-        return digest.hexdigest()[:16]
 
     def take(self, keep: Tensor) -> ImageSource:
         return SubsetSource(self.source, self.keep[keep])
