@@ -1,5 +1,6 @@
 import tarfile
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -121,3 +122,30 @@ def test_train_subset_offset_gives_a_disjoint_fixed_subset():
     assert not any(bytes(x.flatten().tolist()) in rows for x in second.images)  # digits has no exact repeats
     with pytest.raises(ConfigError, match="train_subset_offset"):
         load_split(DataConfig(train_subset=300, train_subset_offset=1600), "train")
+
+
+class _FakeSTL10:
+    """torchvision's STL10 as the loader sees it: NCHW uint8 data, labels, classes."""
+
+    classes = ["a", "b"]
+
+    def __init__(self, root, split, download):
+        n = 24 if split.startswith("train") else 8
+        self.data = np.random.default_rng(0).integers(0, 256, (n, 3, 48, 48), dtype=np.uint8)
+        self.labels = np.arange(n) % 2
+
+
+def test_stl10_larger_than_image_size_keeps_its_pixels_and_trains(tmp_path, monkeypatch, tiny_args):
+    """Views of a 96-px STL-10 image at 64 px are cut from its own pixels, not from a 64-px copy
+    (here 48 px at image_size 16); data.store_size bounds what is kept."""
+    import torchvision.datasets
+
+    from ssl_emp.cli import main
+
+    monkeypatch.setattr(torchvision.datasets, "STL10", _FakeSTL10)
+    cfg = DataConfig(dataset="stl10", data_dir=str(tmp_path), image_size=16)
+    assert load_data(cfg).train.images.shape == (24, 3, 48, 48)
+    cfg.store_size = 32
+    assert load_data(cfg).train.images.shape == (24, 3, 32, 32)
+    assert main(["pretrain", "--output-dir", str(tmp_path / "run"), *tiny_args, "--set", "data.dataset=stl10",
+                 "--data-dir", str(tmp_path), "--set", "optim.batch_size=8", "--epochs", "1"]) == 0

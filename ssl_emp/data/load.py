@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ssl_emp.data.datasets import DataSplits, IndexedImageFiles, IndexedImages, PackedImages, check_fits
-from ssl_emp.data.decode import resize_square
+from ssl_emp.data.decode import resize_square, stored_size
 from ssl_emp.data.folder import folder_fingerprint, load_imagefolder_split
 from ssl_emp.data.hf import hf_fingerprint, load_hf_split
 from ssl_emp.data.junk import inject_junk
@@ -94,9 +94,12 @@ def _torchvision_set(name: str, cfg: DataConfig, split: str) -> IndexedImages:
     except OSError as exc:  # download without network
         raise ConfigError(f"could not download {name} into {root}: {exc}") from exc
     labels = None if (labels < 0).all() else labels  # STL10 "unlabeled" split has label -1
-    if images.shape[-2:] != (cfg.image_size, cfg.image_size):
-        check_fits(len(images), cfg.image_size, f"the {split} split of {name}")
-    return IndexedImages(resize_square(images, cfg.image_size), labels, classes)
+    # Images larger than image_size (STL-10's 96 px for 64-px views) keep their pixels, as a folder's
+    # do, so that views are cropped from them in the workers rather than from a downscaled copy.
+    side = stored_size(images.shape[-2], images.shape[-1], cfg.image_size, cfg.store_size)[0]  # square in, square out
+    if images.shape[-1] != side:
+        check_fits(len(images), side, f"the {split} split of {name}")
+    return IndexedImages(resize_square(images, side), labels, classes)
 
 
 def _imagefolder_set(cfg: DataConfig, split: str, classes: list[str] | None) -> ImageSource | None:
