@@ -14,6 +14,9 @@ pruning diagnostics. The three lines of the integration::
     #     return (weights * loss_i).mean()
     trainer = pl.Trainer(max_epochs=E, callbacks=[callback], use_distributed_sampler=False)
 
+Photographs (images of their own sizes) take ``view_batch_sampler`` with ``CroppedViews``: views
+cut from each image's own pixels, seeded by (seed, epoch, index).
+
 ``use_distributed_sampler=False`` is required under DDP: Lightning would otherwise wrap the
 pruned sampler in a DistributedSampler. The sampler shards the kept set itself, reading rank and
 world size from torch.distributed when the DataLoader is iterated.
@@ -29,6 +32,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from ssl_emp.data.views import EpochTagged
 from ssl_emp.errors import ConfigError
 from ssl_emp.pruning import DynamicPruner, PrunedSampler
 from ssl_emp.pruning.registry import method_spec
@@ -106,6 +110,15 @@ class PruningCallback(pl.Callback):
         has no negatives, and dropping it would leave a kept sample untrained.
         """
         return FoldedBatchSampler(self.pruner.sampler(), batch_size)
+
+    def view_batch_sampler(self, batch_size: int) -> EpochTagged:
+        """``batch_sampler`` with each index tagged by the pruner's epoch, for photographs:
+        ``DataLoader(CroppedViews(source, views=2, size=S, scale=..., seed=...), batch_sampler=...)``
+        yields ``(idx, uint8 [B, 2, 3, S, S])``, each view cut from the image's own pixels
+        (``ssl_emp.data.views``) and seeded by (seed, epoch, index): the same views whatever
+        ``num_workers`` is, and again after a resume. Flips and colours then run on the device
+        (``ssl_emp.augment.view_augmentation(..., crop=False)``)."""
+        return EpochTagged(self.batch_sampler(batch_size), lambda: self.pruner.epoch)
 
     def update(
         self, idx: Tensor, loss: Tensor, align: Tensor | None = None, entropy: Tensor | None = None,
@@ -186,7 +199,9 @@ class PruningCallback(pl.Callback):
         loaders = trainer.train_dataloader
         if not isinstance(loaders, DataLoader):
             return  # a collection of loaders or a custom iterable: the user's responsibility
-        sampler = getattr(loaders.batch_sampler, "sampler", None)
+        batches = loaders.batch_sampler
+        batches = batches.batches if isinstance(batches, EpochTagged) else batches
+        sampler = getattr(batches, "sampler", None)
         if not isinstance(sampler, PrunedSampler):
             sampler = loaders.sampler
         if not (isinstance(sampler, PrunedSampler) and sampler._pruner is self.pruner):

@@ -12,6 +12,8 @@ import torch.distributed as dist
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
+from ssl_emp.data.source import ImageSource
+from ssl_emp.data.views import CroppedViews
 from ssl_emp.errors import ConfigError
 from ssl_emp.lightning import PruningCallback
 from tests.helpers import ROOT, assert_same_table, child_env, load_script, rank_records, torchrun
@@ -141,3 +143,53 @@ def test_a_trainer_without_an_epoch_limit_is_refused_at_the_start() -> None:
     with pytest.raises(ConfigError, match=r"Trainer\(max_epochs=-1\) trains without an epoch limit"):
         H.trainer([callback], -1).fit(module)
     assert module.seen == {}
+
+
+class _Photos(ImageSource):
+    """Images of their own sizes (4:3 and 3:4), as a photo source has."""
+
+    def __init__(self, n: int):
+        rng = torch.Generator().manual_seed(0)
+        self.images = [torch.randint(0, 256, (3, 24, 32) if i % 2 else (3, 32, 24), generator=rng, dtype=torch.uint8)
+                       for i in range(n)]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def read(self, index: int) -> torch.Tensor:
+        return self.images[index]
+
+
+class _PhotoSimCLR(H.TinySimCLR):
+    """TinySimCLR on views cut from photographs in the workers; records each batch's views."""
+
+    def __init__(self, callback: PruningCallback, source: ImageSource, workers: int):
+        super().__init__(callback)
+        self.source, self.workers, self.views = source, workers, {}
+
+    def train_dataloader(self) -> DataLoader:
+        views = CroppedViews(self.source, views=2, size=8, scale=(0.2, 1.0), seed=3)
+        return DataLoader(views, batch_sampler=self.callback.view_batch_sampler(self.batch_size), num_workers=self.workers)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        idx, views = batch  # uint8 [B, 2, 3, 8, 8]
+        for i, v in zip(idx.tolist(), views, strict=True):
+            self.views[(self.current_epoch, i)] = v
+        x = views.float().flatten(2)[..., :64] / 255
+        return super().training_step((idx, x[:, 0], x[:, 1]), batch_idx)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_photographs_train_with_views_seeded_by_epoch_and_index(workers: int) -> None:
+    """Views cut from each photograph's own pixels, the same for (epoch, index) whatever the workers."""
+    source = _Photos(H.NUM_IMAGES)  # random-dynamic: epoch 1 keeps some of epoch 0's images (EMP: none)
+    callback = PruningCallback(num_samples=H.NUM_IMAGES, method="random-dynamic", pruning_rate=0.5, epochs=2, seed=2)
+    module = _PhotoSimCLR(callback, source, workers)
+    H.trainer([callback], 2).fit(module)
+    assert sorted(i for e, i in module.views if e == 1) == callback.pruner.kept_indices(1).tolist()
+    direct = CroppedViews(source, views=2, size=8, scale=(0.2, 1.0), seed=3)
+    for (epoch, index), views in list(module.views.items())[::17]:
+        assert torch.equal(views, direct[(epoch, index)][1])
+    first = {i: v for (e, i), v in module.views.items() if e == 0}
+    both = [i for (e, i) in module.views if e == 1 and i in first]
+    assert both and not any(torch.equal(first[i], module.views[(1, i)]) for i in both)  # new crops each epoch
