@@ -4,7 +4,7 @@ The sections and the generic helpers (merging, diffs, saving, ``--set`` parsing)
 ``ssl_emp.settings`` and are re-exported here, so ``from ssl_emp.config import Config`` is the one
 import users need. This module adds loading and validation. Validation asks the module that
 implements each setting which values exist: the models (``ssl_emp.models``, with their own table
-of ``model.*`` keys), the data sets (``ssl_emp.data.load``), the view presets (``ssl_emp.augment``),
+of ``model.*`` keys), the data sets (``ssl_emp.data.registry``), the view presets (``ssl_emp.augment``),
 the optimizers and devices (``ssl_emp.runtime``) and the pruning methods (``ssl_emp.pruning.params``).
 Those modules import their sections from ``ssl_emp.settings``, never from here: no import cycle.
 """
@@ -20,7 +20,8 @@ from typing import Any
 from ssl_emp.augment import PRESET_NAMES, SUPERVISED_KNOBS, VIEW_KNOBS
 from ssl_emp.curate.params import METHODS as CURATE_METHODS
 from ssl_emp.curate.params import check_curate
-from ssl_emp.data.load import DATASETS, dataset_spec
+from ssl_emp.data.dali import BACKENDS, dali_module
+from ssl_emp.data.registry import DATASETS, dataset_spec
 from ssl_emp.errors import ConfigError
 from ssl_emp.models import MODELS, model_keys, validate_model_config
 from ssl_emp.pruning.curation import check_embeddings_setting
@@ -163,6 +164,7 @@ RANGES: dict[str, Range] = {
 CHOICES: dict[str, tuple[str, ...]] = {
     "algorithm": tuple(MODELS), "device": DEVICES, "data.dataset": tuple(DATASETS), "augment.preset": PRESET_NAMES,
     "optim.name": OPTIMIZERS, "pruning.method": METHODS, "curate.method": tuple(CURATE_METHODS),
+    "data.backend": BACKENDS,
 }
 
 
@@ -213,6 +215,7 @@ def check_redundancy(d: DataConfig) -> None:
 
 def _check_data(d: DataConfig) -> None:
     spec = dataset_spec(d.dataset)
+    _choice(d.backend, CHOICES["data.backend"], "data.backend")
     if not spec.reads_files:
         with_files = "|".join(name for name, s in DATASETS.items() if s.reads_files)
         _require(d.data_dir is None,
@@ -224,6 +227,11 @@ def _check_data(d: DataConfig) -> None:
         raise ConfigError(f"data.train_split must be 'train' (or {', '.join(others)}), got {d.train_split!r}")
     _require(d.store_size is None or (is_int(d.store_size) and is_int(d.image_size) and d.store_size >= d.image_size),
              f"data.store_size must be null or an integer >= data.image_size ({d.image_size}), got {d.store_size!r}")
+    _require(d.backend != "dali" or (d.dataset == "imagefolder" and not d.in_memory),
+             f"data.backend=dali reads an image folder's files from disk: set data.dataset=imagefolder and "
+             f"data.in_memory=false (got dataset {d.dataset!r}, in_memory {d.in_memory})")
+    if d.backend == "dali":
+        dali_module()  # installed: said before any data is read
     _require(d.train_subset_offset == 0 or d.train_subset is not None,
              "data.train_subset_offset needs data.train_subset (the number of images to keep after it)")
     check_redundancy(d)

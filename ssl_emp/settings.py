@@ -44,7 +44,7 @@ class RedundancyConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "digits"  # the data set, a name of ssl_emp.data.load.DATASETS
+    dataset: str = "digits"  # the data set, a name of ssl_emp.data.registry.DATASETS
     data_dir: str | None = None  # its folder (or .tar/.tar.gz of an image-folder tree); embedded sets read none
     download: bool = False  # torchvision sets only, and only when asked
     image_size: int = 16  # side in pixels of the training views and of the evaluation view
@@ -67,6 +67,10 @@ class DataConfig:
     in_memory: bool = True  # hold decoded uint8 images in RAM (small-image sets)
     cache_dir: str | None = None  # decoded-image cache; default ~/.cache/ssl-emp/decoded
     num_workers: int = 0  # DataLoader worker processes (0: load in the training process)
+    # The training input of photographs: "torch" (views cut in the DataLoader workers, ssl_emp.data.views)
+    # or "dali" (NVIDIA DALI decodes each view's crop, on the GPU with CUDA; an image folder read from
+    # disk, data.in_memory=false; the ssl-emp[dali] extra; data.num_workers is then DALI's threads).
+    backend: str = "torch"
     # Train on these training images only: a kept.txt of `ssl-emp curate` (its indices, the data's fingerprint).
     keep_file: str | None = None
     # data.dataset: hf (Hugging Face datasets; data_dir: a save_to_disk folder or a hub name):

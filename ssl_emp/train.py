@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from lightly.utils.scheduler import cosine_warmup_schedule
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ssl_emp import distributed
@@ -25,9 +25,11 @@ from ssl_emp.augment import crop_scale, view_augmentation
 from ssl_emp.config import Config, finalize
 from ssl_emp.curate.embed import pruning_embeddings
 from ssl_emp.data import DataSplits, check_classes, load_data
-from ssl_emp.data.datasets import loader_generator
+from ssl_emp.data.dali import DaliViews
+from ssl_emp.data.datasets import IndexedImageFiles, loader_generator
 from ssl_emp.data.fingerprint import data_fingerprint, split_fingerprint
 from ssl_emp.data.redundancy import redundancy_diagnostics
+from ssl_emp.data.source import ImageSource
 from ssl_emp.data.views import CroppedViews, EpochTagged, cuts_views
 from ssl_emp.errors import ConfigError, TrainingDiverged
 from ssl_emp.eval.monitor import monitors
@@ -67,7 +69,7 @@ class Trainer:
     world: int
     state: TrainState
     net: nn.Module  # the model as stepped: wrapped by DDP and/or torch.compile as configured
-    loader: DataLoader
+    loader: DataLoader | DaliViews
     augment: nn.Module
     base_lrs: list[float]
     labels: Tensor | None  # train labels on the device, only for a model that needs them
@@ -116,14 +118,7 @@ def build(cfg: Config, run: Run) -> Trainer:
     if pruner.budget is not None and -(-pruner.budget // world) < 2:
         raise ConfigError(f"pruning.rate {cfg.pruning.rate} keeps {pruner.budget} images: fewer than 2 per rank")
     size = cfg.data.image_size
-    dataset, batches = data.train, FoldedBatchSampler(pruner.sampler(), cfg.optim.batch_size)
-    cut = cuts_views(data.train, size)
-    if cut:  # photographs: each view cut from the image's own pixels in the workers (ssl_emp.data.views)
-        dataset = CroppedViews(data.train, model.num_views, size, crop_scale(cfg.augment, size), cfg.seed)
-        batches = EpochTagged(batches, lambda: pruner.epoch)
-    loader = DataLoader(dataset, batch_sampler=batches,
-                        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
-                        persistent_workers=cfg.data.num_workers > 0, generator=loader_generator(cfg.seed))
+    loader, cut = train_loader(cfg, data.train, pruner, model.num_views, device)
     return Trainer(
         cfg=cfg, run=run, data=data, device=device, world=world,
         state=TrainState(model, optimizer, pruner, device), net=net, loader=loader,
@@ -132,6 +127,28 @@ def build(cfg: Config, run: Run) -> Trainer:
         autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"),
         memory_format=layout, embeddings=embeddings,
     )
+
+
+def train_loader(cfg: Config, train: ImageSource, pruner: DynamicPruner, views: int,
+                 device: torch.device) -> tuple[DataLoader | DaliViews, bool]:
+    """The epoch's kept set in batches, ``(index, images)``, and whether its views come already cut:
+    CIFAR-sized images whole (cut on the device), photographs' views cut in the DataLoader workers
+    (``ssl_emp.data.views``), or decoded and cut by DALI (``ssl_emp.data.dali``)."""
+    size, scale = cfg.data.image_size, crop_scale(cfg.augment, cfg.data.image_size)
+    batches = FoldedBatchSampler(pruner.sampler(), cfg.optim.batch_size)
+    if cfg.data.backend == "dali":
+        if not isinstance(train, IndexedImageFiles):
+            raise ConfigError(f"data.backend=dali reads image files; this training set ({type(train).__name__}) has none")
+        return DaliViews(train.files, EpochTagged(batches, lambda: pruner.epoch), views, size, scale, cfg.seed,
+                         device, threads=max(1, cfg.data.num_workers)), True
+    dataset: Dataset = train
+    cut = cuts_views(train, size)
+    if cut:  # photographs: each view cut from the image's own pixels in the workers
+        dataset = CroppedViews(train, views, size, scale, cfg.seed)
+        batches = EpochTagged(batches, lambda: pruner.epoch)
+    return DataLoader(dataset, batch_sampler=batches, num_workers=cfg.data.num_workers,
+                      pin_memory=device.type == "cuda", persistent_workers=cfg.data.num_workers > 0,
+                      generator=loader_generator(cfg.seed)), cut
 
 
 def record_embeddings(t: Trainer, resumed: bool) -> None:

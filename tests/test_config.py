@@ -72,7 +72,7 @@ def test_missing_and_invalid_config_files(tmp_path):
 def test_choices_come_from_the_modules_that_implement_them():
     from ssl_emp.augment import PRESET_NAMES
     from ssl_emp.cli import build_parser
-    from ssl_emp.data.load import DATASETS
+    from ssl_emp.data.registry import DATASETS
     from ssl_emp.models import MODELS
     from ssl_emp.runtime import DEVICES, OPTIMIZERS, TIMM_OPT
 
@@ -91,7 +91,7 @@ def test_choices_come_from_the_modules_that_implement_them():
 
 
 def test_data_set_rules_come_from_its_spec(monkeypatch):
-    from ssl_emp.data.load import DATASETS
+    from ssl_emp.data.registry import DATASETS
 
     with pytest.raises(ConfigError, match=r"data.train_split must be 'train' \(or 'train\+unlabeled' for stl10\)"):
         load_config(None, ["data.train_split=train+unlabeled"])

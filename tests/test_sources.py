@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from ssl_emp.cli import main
-from ssl_emp.data.load import DATASETS, DatasetSpec
+from ssl_emp.data.registry import DATASETS, DatasetSpec
 from ssl_emp.data.source import ImageSource
 from ssl_emp.run.checkpoint import load_checkpoint
 from tests.helpers import Interrupt, interrupt_after, resume

@@ -2,7 +2,9 @@
 on this machine. A temporary folder of JPEGs at 300-600 px (benchmarks/photo_input.py's, from
 scikit-image's sample photographs, or smooth random images where scikit-image is missing) is decoded
 once into memory (timed), then the loader alone (its workers cut two 224-px views per photo) and the
-training step (views finished and ResNet-50 SimCLR stepped on the GPU) are timed in images/s."""
+training step (views finished and ResNet-50 SimCLR stepped on the GPU) are timed in images/s; then
+the same loader with ``data.backend=dali`` (NVIDIA DALI decoding each view's crop on the GPU), where
+DALI is installed."""
 
 from __future__ import annotations
 
@@ -54,6 +56,22 @@ def photo_overrides(folder: Path, cache: Path) -> list[str]:
             "progress=false", "log_every=1000000"]
 
 
+def _dali_loader(folder: Path, tmp: Path) -> float | str:
+    """images/s of the DALI loader alone on the same folder (its first epoch, the pipeline built in it)."""
+    try:
+        import nvidia.dali  # noqa: F401
+    except ImportError:
+        return "skipped: NVIDIA DALI not installed (pip install -e '.[dali]')"
+    overrides = [*photo_overrides(folder, tmp / "cache"), "data.backend=dali", "data.in_memory=false"]
+    t = trainer(PHOTO_CONFIG, overrides, str(tmp / "run_dali"))
+    t.state.pruner.set_epoch(0)
+    seen, t0 = 0, time.perf_counter()
+    for _, images in t.loader:
+        seen += len(images)
+    _synchronize(t.device)
+    return round(seen / (time.perf_counter() - t0), 1)
+
+
 def step_photo_input(ctx: Context) -> dict[str, Any]:
     from ssl_emp.train import train_step
 
@@ -71,6 +89,7 @@ def step_photo_input(ctx: Context) -> dict[str, Any]:
         for _, images in t.loader:  # the loader alone: what the workers deliver
             seen += len(images)
         result["loader_images_per_s"] = round(seen / (time.perf_counter() - t0), 1)
+        result["dali_loader_images_per_s"] = _dali_loader(folder, Path(tmp))
         stored = t.data.train.stacked() if t.data.train.stacked() is not None else t.data.train.data
         result["stored_mib_per_1000_photos"] = round(stored.numel() / len(t.data.train) / 2**20 * 1000, 1)
         ctx.save(result)

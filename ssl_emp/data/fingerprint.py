@@ -4,7 +4,7 @@ run is resumed or a benchmark folder is continued or merged.
 An image folder *is* its data set, so its fingerprint is the decoded-image cache's (every image's
 relative path, size and mtime; an archive's size and bytes): a folder moved elsewhere keeps it, a
 folder with other images does not; a Hugging Face folder by its tables' own fingerprints. Each data
-set says which in its ``DatasetSpec.identity`` (``ssl_emp.data.load.DATASETS``). The other sets are
+set says which in its ``DatasetSpec.identity`` (``ssl_emp.data.registry.DATASETS``). The other sets are
 fixed files (torchvision checks them) or embedded arrays: their name and the subset they are cut to
 identify them.
 """
@@ -15,14 +15,13 @@ import dataclasses
 import hashlib
 import json
 
+from ssl_emp.data.registry import dataset_spec
 from ssl_emp.settings import DataConfig
 
 
 def data_fingerprint(cfg: DataConfig) -> str:
     """A short hex digest that changes whenever the images the config reads do: the data set's
     name and subset, and what its ``DatasetSpec.identity`` says of the data at ``data.data_dir``."""
-    from ssl_emp.data.load import dataset_spec  # here: load imports keep, which imports this module
-
     parts = [cfg.dataset, str(cfg.train_subset), str(cfg.test_subset), str(cfg.train_subset_offset)]
     identity = dataset_spec(cfg.dataset).identity
     if identity is not None:

@@ -3,7 +3,7 @@
 A source is one class: its length, ``read(index)`` (one uint8 RGB image [3, H, W] at its own size),
 ``labels`` (int64 [N] or None) and ``classes`` (names or None). Everything downstream (subsets, the
 held-out split, pruning, ``curate``, the views, the evaluation transform) goes through these; a new
-source is one file and one line in ``ssl_emp.data.load.DATASETS``, whose ``fingerprint`` says what
+source is one file and one line in ``ssl_emp.data.registry.DATASETS``, whose ``fingerprint`` says what
 identifies the data at ``data.data_dir`` before anything is decoded (what a resume or a benchmark
 folder compares, ``ssl_emp.data.fingerprint``). Sources are ``Dataset``s yielding ``(index, image)``:
 the index is what the pruner keys its per-sample table on.
