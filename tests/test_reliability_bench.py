@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ssl_emp.data import folder
+from ssl_emp.data import cache
 from tests.helpers import bench_file, benchmark, forbid_training, results, split_sweep
 from tests.reliability_helpers import one_line, pretrain
 from tests.test_data import _write_tree
@@ -106,7 +106,7 @@ def _tar(folder: Path, archive: Path) -> Path:
 def test_resume_accepts_a_copy_of_the_archive_and_refuses_another_archive(tmp_path, tiny_args, monkeypatch, capsys):
     """An archive is identified by its bytes: a copy (a new mtime, as a download or ``cp`` gives) is the
     same data set, another archive under the same name is not."""
-    monkeypatch.setattr(folder, "DIGEST_DIR", tmp_path / "digests")
+    monkeypatch.setattr(cache, "DIGEST_DIR", tmp_path / "digests")
     one, two = _trees(tmp_path)
     archive = _tar(one, tmp_path / "data.tar.gz")
     args = ["--set", "data.dataset=imagefolder", "--set", "optim.batch_size=4", "--set", "eval.eval_every=0",
