@@ -86,3 +86,20 @@ def test_dali_settings_it_cannot_serve_are_one_line(tmp_path, tiny_args, capsys,
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and 'pip install "ssl-emp[dali]"' in err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_an_image_dali_cannot_decode_is_one_line_naming_the_files(tmp_path):
+    from ssl_emp.data.dali import DaliViews
+    from ssl_emp.data.views import EpochTagged
+    from ssl_emp.errors import ConfigError
+
+    _photos(tmp_path / "p", per_class=2)
+    files = sorted(str(p) for p in (tmp_path / "p" / "train").rglob("*.jpg"))
+    with open(files[1], "rb") as handle:
+        head = handle.read(300)
+    with open(files[1], "wb") as handle:
+        handle.write(head)  # a truncated JPEG: its header reads, its pixels do not
+    views = DaliViews(files, EpochTagged([[0, 1], [2, 3]], lambda: 0), 2, 16, (0.2, 1.0), 0, torch.device("cpu"))
+    with pytest.raises(ConfigError) as err:
+        list(views)
+    assert "\n" not in str(err.value) and files[1] in str(err.value)

@@ -60,10 +60,16 @@ class DaliViews:
         if not tagged:
             return
         epoch = tagged[0][0][0]
-        pipe = self._pipeline([[index for _, index in batch] for batch in tagged], epoch)
+        batches = [[index for _, index in batch] for batch in tagged]
+        pipe = self._pipeline(batches, epoch)
         try:
-            for _ in tagged:
-                idx, *views = pipe.run()
+            for batch in batches:
+                try:
+                    idx, *views = pipe.run()
+                except RuntimeError as exc:  # DALI's many-line operator error: one line naming the files
+                    named = ", ".join(self.files[i] for i in batch[:3]) + (", ..." if len(batch) > 3 else "")
+                    reason = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "unknown error")
+                    raise ConfigError(f"DALI cannot decode an image of the batch ({named}): {reason}") from exc
                 yield _to_torch(idx, CPU).view(-1), torch.stack([_to_torch(v, self.device) for v in views], 1)
         finally:
             del pipe  # its threads and buffers, before the next epoch builds another
