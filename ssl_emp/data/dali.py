@@ -68,8 +68,7 @@ class DaliViews:
                     idx, *views = pipe.run()
                 except RuntimeError as exc:  # DALI's many-line operator error: one line naming the files
                     named = ", ".join(self.files[i] for i in batch[:3]) + (", ..." if len(batch) > 3 else "")
-                    reason = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "unknown error")
-                    raise ConfigError(f"DALI cannot decode an image of the batch ({named}): {reason}") from exc
+                    raise ConfigError(f"DALI cannot decode an image of the batch ({named}): {_reason(exc)}") from exc
                 yield _to_torch(idx, CPU).view(-1), torch.stack([_to_torch(v, self.device) for v in views], 1)
         finally:
             del pipe  # its threads and buffers, before the next epoch builds another
@@ -105,6 +104,15 @@ class DaliViews:
         pipe = pipeline()
         pipe.build()
         return pipe
+
+
+def _reason(exc: Exception) -> str:
+    """The operator and the cause from DALI's many-line error ("Error in CPU operator `X`, ...
+    encountered: CAUSE")."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    operator = next((line.split("`")[1] for line in lines if line.count("`") >= 2), "DALI")
+    cause = lines[lines.index("encountered:") + 1] if "encountered:" in lines[:-1] else (lines or ["unknown error"])[-1]
+    return f"{operator}: {cause}"
 
 
 def _to_torch(batch: Any, device: torch.device) -> Tensor:
