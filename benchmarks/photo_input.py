@@ -203,13 +203,39 @@ def _images_per_s(dataset: torch.utils.data.Dataset, sampler: Any, n: int) -> fl
     return seen / (time.perf_counter() - t0)
 
 
+DALI = "NVIDIA DALI, CPU mode, 1 thread: decode the crop (decoders.image_random_crop), resize"
+
+
+def _dali_images_per_s(files: list[str]) -> float:
+    """Images per second of ``data.backend=dali``'s input (``DaliViews``) in DALI's CPU mode with one
+    thread, after its first batch (the pipeline's build left out), batches of 32, 2 views each."""
+    from ssl_emp.data.dali import DaliViews
+    from ssl_emp.data.views import EpochTagged
+
+    batches = [list(range(start, min(start + 32, len(files)))) for start in range(0, len(files), 32)]
+    views = iter(DaliViews(files, EpochTagged(batches, lambda: 0), 2, SIZE, SCALE, 0, torch.device("cpu"), threads=1))
+    next(views)
+    t0, seen = time.perf_counter(), 0
+    for _, batch in views:
+        seen += batch.shape[0]
+    return seen / (time.perf_counter() - t0)
+
+
 def speed(files: list[str], rounds: int) -> list[dict[str, Any]]:
-    """Interleaved rounds (A B C ... A B C ...) of every pipeline: the machine's load falls on all alike."""
+    """Interleaved rounds (A B C ... A B C ...) of every pipeline: the machine's load falls on all alike.
+    DALI's input runs in each round too where NVIDIA DALI is installed."""
     pipelines = _pipelines(files)
-    results: dict[str, list[float]] = {name: [] for name in pipelines}
+    try:
+        import nvidia.dali  # noqa: F401
+        dali = True
+    except ImportError:
+        dali = False
+    results: dict[str, list[float]] = {name: [] for name in [*pipelines, *([DALI] if dali else [])]}
     for _ in range(rounds):
         for name, (dataset, sampler) in pipelines.items():
             results[name].append(_images_per_s(dataset, sampler, len(files)))
+        if dali:
+            results[DALI].append(_dali_images_per_s(files))
     return [{"pipeline": name, "images_per_s": [round(v, 1) for v in values],
              "median": round(float(np.median(values)), 1)} for name, values in results.items()]
 
