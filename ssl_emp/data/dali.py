@@ -116,11 +116,8 @@ def _reason(exc: Exception) -> str:
 
 
 def _to_torch(batch: Any, device: torch.device) -> Tensor:
-    """A DALI batch of equal-shape samples as one torch tensor on ``device``, copied by DALI's own
-    ``feed_ndarray`` (on the current CUDA stream: no host sync)."""
-    from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
-
-    dense = batch.as_tensor()
-    out = torch.empty(dense.shape(), dtype=to_torch_type[dense.dtype], device=device)
-    stream = torch.cuda.current_stream(device) if device.type == "cuda" else None
-    return feed_ndarray(dense, out, cuda_stream=stream)
+    """A DALI batch of equal-shape samples as one torch tensor on ``device``, without a copy: DLPack,
+    as DALI's own ``DALIGenericIterator`` does with the dynamic executor (the tensor keeps DALI's
+    buffer alive, and DLPack orders the hand-over against the consumer's CUDA stream: no host sync)."""
+    with device:
+        return torch.from_dlpack(batch.as_tensor())
