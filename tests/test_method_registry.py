@@ -103,8 +103,8 @@ def test_a_stateful_method_defined_here_trains_through_pretrain_and_resumes_exac
         assert resume(tmp_path / "split") == 0
     a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "final.pt")["pruner"]
     b = load_checkpoint(tmp_path / "split" / "checkpoints" / "final.pt")["pruner"]
-    assert a["version"] == 3 and a["config"]["params"]["explore"] == 0.25
-    assert 0 < int(a["above-mean"]["count"].sum()) and torch.equal(a["above-mean"]["count"], b["above-mean"]["count"])
+    assert a["version"] == 4 and a["config"]["params"]["explore"] == 0.25
+    assert 0 < int(a["method_state"]["count"].sum()) and torch.equal(a["method_state"]["count"], b["method_state"]["count"])
     assert torch.equal(a["kept"], b["kept"]) and a["sample_visits"] == b["sample_visits"] == 3 * 128
     summary = json.loads((tmp_path / "straight" / "summary.json").read_text())
     assert summary["achieved_rate"] == pytest.approx(0.5)

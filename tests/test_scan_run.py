@@ -28,7 +28,7 @@ def test_state_dict_round_trip_mid_cycle_resumes_exactly(stop: int, tmp_path):
     path = tmp_path / "pruner.pt"
     torch.save(reference.state_dict(), path)
     state = torch.load(path, weights_only=True)
-    assert state["version"] == 3 and set(state["scan"]) == {"prev_loss", "warmup_end", "candidates", "candidates_epoch"}
+    assert state["version"] == 4 and set(state["method_state"]) == {"prev_loss", "warmup_end", "candidates", "candidates_epoch"}
     resumed = scan(epochs=11)
     resumed.load_state_dict(state)
     for epoch in range(stop, 11):
@@ -67,16 +67,16 @@ def test_resume_mid_probe_epoch_marks_the_same_candidates():
 
 
 def test_other_methods_keep_state_version_2_and_scan_needs_its_state():
-    assert make("emp", 0.5).state_dict()["version"] == 2 and "scan" not in make("infobatch", 0.0).state_dict()
+    assert make("emp", 0.5).state_dict()["version"] == 2 and "method_state" not in make("infobatch", 0.0).state_dict()
     pruner = scan(epochs=6)
     for epoch in range(4):
         run_scan_epoch(pruner, epoch, SCALES[epoch])
     state = pruner.state_dict()
-    broken = {k: v for k, v in state.items() if k != "scan"}
+    broken = {k: v for k, v in state.items() if k != "method_state"}
     fresh = scan(epochs=6)
     assert_one_line_config_error(lambda: fresh.load_state_dict(broken), "SCAN state")
     assert fresh.epoch == -1  # a refused load leaves the pruner as it was
-    short = {**state, "scan": {**state["scan"], "candidates": torch.zeros(5, dtype=torch.bool)}}
+    short = {**state, "method_state": {**state["method_state"], "candidates": torch.zeros(5, dtype=torch.bool)}}
     assert_one_line_config_error(lambda: fresh.load_state_dict(short), "(300,)")
 
 
@@ -91,15 +91,15 @@ def test_cli_scan_run_interrupted_and_resumed_equals_the_uninterrupted_run(tmp_p
     with interrupt_after(3 * 4), pytest.raises(Interrupt):  # three full epochs of 256 / 64 steps
         main(["pretrain", "--output-dir", str(tmp_path / "split"), *common])
     ckpt = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
-    assert ckpt["epoch"] == 2 and ckpt["pruner"]["scan"]["warmup_end"] == 2
-    assert bool(ckpt["pruner"]["scan"]["candidates"].any())
+    assert ckpt["epoch"] == 2 and ckpt["pruner"]["method_state"]["warmup_end"] == 2
+    assert bool(ckpt["pruner"]["method_state"]["candidates"].any())
     assert resume(tmp_path / "split") == 0
     a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "final.pt")
     b = load_checkpoint(tmp_path / "split" / "checkpoints" / "final.pt")
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     assert torch.equal(a["pruner"]["kept"], b["pruner"]["kept"]) and a["pruner"]["kept"].numel() < 256
-    assert torch.equal(a["pruner"]["scan"]["candidates"], b["pruner"]["scan"]["candidates"])
+    assert torch.equal(a["pruner"]["method_state"]["candidates"], b["pruner"]["method_state"]["candidates"])
     assert a["pruner"]["sample_visits"] == b["pruner"]["sample_visits"] < 4 * 256
     assert (tmp_path / "split" / "steps.csv").read_text() == (tmp_path / "straight" / "steps.csv").read_text()
 
@@ -129,7 +129,7 @@ def test_two_gloo_ranks_mark_the_same_candidates(tmp_path: Path):
     torchrun(Path(script.__file__), tmp_path, timeout=180)
     ranks = rank_records(tmp_path)
     cfg = script.CONFIG
-    assert ranks[0]["state"]["scan"]["warmup_end"] == ranks[1]["state"]["scan"]["warmup_end"] == 3
+    assert ranks[0]["state"]["method_state"]["warmup_end"] == ranks[1]["state"]["method_state"]["warmup_end"] == 3
     for epoch in range(cfg["epochs"]):
         assert torch.equal(ranks[0]["kept"][epoch], ranks[1]["kept"][epoch])
         assert torch.equal(ranks[0]["candidates"][epoch], ranks[1]["candidates"][epoch])
@@ -151,3 +151,19 @@ def test_two_gloo_ranks_mark_the_same_candidates(tmp_path: Path):
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_a_version_3_state_with_scan_under_its_name_still_loads():
+    """Checkpoints written before version 4 kept SCAN's state under "scan": they resume the same."""
+    pruner = scan(epochs=6)
+    for epoch in range(4):
+        run_scan_epoch(pruner, epoch, SCALES[epoch])
+    state = pruner.state_dict()
+    legacy = {**{k: v for k, v in state.items() if k != "method_state"}, "version": 3, "scan": state["method_state"]}
+    a, b = scan(epochs=6), scan(epochs=6)
+    a.load_state_dict(state)
+    b.load_state_dict(legacy)
+    for p in (a, b):
+        run_scan_epoch(p, 4, SCALES[4])
+    assert torch.equal(a.kept_indices(), b.kept_indices())
+    assert torch.equal(a.method_state.candidates, b.method_state.candidates)

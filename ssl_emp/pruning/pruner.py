@@ -45,10 +45,14 @@ from ssl_emp.pruning.spec import OBJECTIVES, EpochRows, MethodState, Selection, 
 from ssl_emp.pruning.state import SampleTable
 
 # 2: entropy and raw-observation columns, objective in the config. 3: an entry named after a stateful
-# method with its state (SCAN's warm-up, cycle and candidates under "scan"). Only a stateful method
-# writes 3: every other method's state is unchanged, so it stays 2 and older code still reads it.
+# method with its state (SCAN's warm-up, cycle and candidates under "scan"); read, no longer written.
+# 4: that state under METHOD_STATE, whatever the method's name (a method named "table" would have
+# overwritten the table). Only a stateful method writes 4: every other method's state is unchanged, so
+# it stays 2 and older code still reads it.
 _STATE_VERSION = 2
-_METHOD_STATE_VERSION = 3
+_METHOD_STATE_VERSION = 4
+_VERSIONS = (1, _STATE_VERSION, 3, _METHOD_STATE_VERSION)
+METHOD_STATE = "method_state"
 
 
 def _integer(name: str, value: object, low: int | None = None, high: int | None = None) -> int:
@@ -412,7 +416,7 @@ class DynamicPruner:
         """Plain tensors/ints/floats/strs (loads with ``torch.load(weights_only=True)``)."""
         self._settle("state_dict")
         empty_long = torch.zeros(0, dtype=torch.int64)
-        method_state = {} if self._state is None else {self.method: self._state.state_dict()}
+        method_state = {} if self._state is None else {METHOD_STATE: self._state.state_dict()}
         return {
             "version": _STATE_VERSION if self._state is None else _METHOD_STATE_VERSION,
             "config": self._config(),
@@ -429,15 +433,14 @@ class DynamicPruner:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a ``state_dict`` saved by a pruner with the same configuration (version 1, 2 or 3).
+        """Restore a ``state_dict`` saved by a pruner with the same configuration (version 1 to 4).
 
         Anything buffered by ``update()`` and not yet flushed is discarded.
         """
         version = state.get("version") if isinstance(state, dict) else None
-        if version not in (1, _STATE_VERSION, _METHOD_STATE_VERSION):
+        if version not in _VERSIONS:
             got = version if isinstance(state, dict) else type(state).__name__
-            raise ConfigError(f"not a DynamicPruner state_dict of version 1, {_STATE_VERSION} or "
-                              f"{_METHOD_STATE_VERSION}: got {got!r}")
+            raise ConfigError(f"not a DynamicPruner state_dict of version {', '.join(map(str, _VERSIONS))}: got {got!r}")
         # Version 1 predates the supervised objective: its runs were contrastive.
         saved = {"objective": "contrastive", **state["config"]}
         for key, value in self._config().items():
@@ -445,7 +448,7 @@ class DynamicPruner:
                 raise ConfigError(f"state_dict was saved with {key}={saved.get(key)!r}, this pruner has {value!r}")
         method_state = self._fresh_state()
         if method_state is not None:  # before anything changes: a state without it leaves the pruner as it was
-            method_state.load_state_dict(state.get(self.method))
+            method_state.load_state_dict(state.get(METHOD_STATE if version == _METHOD_STATE_VERSION else self.method))
         self._table.load_state_dict(state["table"], version)
         self._state = method_state
         self._pending = []
