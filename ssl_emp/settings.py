@@ -232,14 +232,14 @@ def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def config_diff(saved: dict[str, Any], wanted: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
     """The keys in which two config dicts (``asdict(Config)``) differ, as ``section.key (saved ->
-    wanted)``, sorted; keys in ``ignore`` (dotted) aside. The one config diff: resume checks and
-    benchmark folders both use it."""
+    wanted)``, sorted; keys in ``ignore`` (dotted; a section's name: all its keys) aside. The one config
+    diff: resume checks and benchmark folders both use it."""
     # A key a config lacks was added to Config after it was written; its default keeps the
     # earlier behaviour, so a run or sweep started before the field existed can still be resumed.
     defaults = _flat(dataclasses.asdict(Config()))
     a, b = {**defaults, **_flat(saved)}, {**defaults, **_flat(wanted)}
     return [f"{k} ({a.get(k)!r} -> {b.get(k)!r})" for k in sorted(set(a) | set(b))
-            if k not in ignore and a.get(k) != b.get(k)]
+            if k not in ignore and k.split(".")[0] not in ignore and a.get(k) != b.get(k)]
 
 
 def merge_values(obj: Any, values: dict[str, Any], prefix: str = "", update_dicts: bool = False) -> None:

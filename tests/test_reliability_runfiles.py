@@ -184,6 +184,15 @@ def test_resume_without_config_yaml_continues_with_the_checkpoint_config(run_cop
     assert capsys.readouterr().err == ""
 
 
+def test_resume_ignores_the_curate_section_which_pretraining_never_reads(run_copy, capsys):
+    """curate.* (read only by `ssl-emp curate`) may differ, as after its default changed; a key that
+    changes training may not."""
+    assert main(["pretrain", "--output-dir", str(run_copy), "--resume", "--no-progress", "--set", "curate.eps=0.01",
+                 "--set", "curate.k=7"]) == 0
+    assert main(["pretrain", "--output-dir", str(run_copy), "--resume", "--no-progress", "--set", "optim.lr=0.5"]) == 2
+    assert "optim.lr" in one_line(capsys)
+
+
 def test_pretrain_with_an_over_long_output_dir_is_bad_input(tmp_path, tiny_args, capsys):
     assert pretrain(tmp_path / TOO_LONG, tiny_args, *FAST) == 2
     assert "File name too long" in one_line(capsys)

@@ -23,9 +23,10 @@ from ssl_emp.runtime import machine, versions
 # without changing what it computes: where it runs and writes, what it logs, how it reads the data.
 # data.num_workers: every loader has its own generator (ssl_emp.data.datasets.loader_generator), so 0
 # and 2 workers give the same weights (tests/test_workers_and_signals.py). data.data_dir: the data is
-# compared by its fingerprint instead (data_changes), so a moved folder is the same data.
+# compared by its fingerprint instead (data_changes), so a moved folder is the same data. curate: the
+# whole section, which only `ssl-emp curate` reads (a curation method in a run takes its own params).
 NEUTRAL_KEYS = ("output_dir", "progress", "device", "threads", "log_every", "logging.tensorboard", "data.data_dir",
-                "data.num_workers", "data.cache_dir")
+                "data.num_workers", "data.cache_dir", "curate")
 
 
 def data_changes(saved: dict[str, Any], saved_data: str | None, wanted: dict[str, Any], wanted_data: str) -> list[str]:
