@@ -71,6 +71,10 @@ def test_dali_views_differ_per_epoch_and_are_cut_from_the_photo(tmp_path):
     assert first[0][1].shape == (3, 2, 3, 16, 16) and first[0][1].dtype == torch.uint8
     again = list(views)
     assert all(torch.equal(a[1], b[1]) for a, b in zip(first, again, strict=True))  # same epoch, same views
+    # data.num_workers (DALI's threads) is a neutral key: the views do not depend on it
+    threads = DaliViews(files, EpochTagged([[0, 1, 2], [3, 4]], lambda: 0), 2, 16, (0.2, 1.0), 0,
+                        torch.device("cpu"), threads=3)
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(first, threads, strict=True))
     epoch["e"] = 1
     assert not torch.equal(list(views)[0][1], first[0][1])
 
