@@ -134,6 +134,20 @@ def test_every_method_vs_random_dynamic_with_intervals():
     assert "| 0.7 | emp | 0.700 ± 0.000 | +1.00 ± 1.00 | 3 | [-1.48, +3.48] |" in old and "Δ kNN vs random-dynamic" in old
 
 
+def test_a_static_rule_is_paired_with_random_static_at_its_rate():
+    title = "Static rules vs random-static"
+    rows = [*_sup("random-static", 0.5, [0.80, 0.81, 0.82]), *_sup("random-dynamic", 0.5, [0.80, 0.80, 0.80]),
+            *_sup("prototypes@enc", 0.5, [0.78, 0.80, 0.80]), *_sup("emp", 0.5, [0.9, 0.9, 0.9])]
+    for r in rows:
+        r["compute_visits"] = 110 if r["method"].startswith("prototypes") else 100
+    text = _section(render_markdown(rows, PLAN), title)
+    # per seed -2, -1, -2: mean -1.67, std 0.58; a dynamic rule (emp) and random-static itself are not listed
+    assert "| 0.5 | prototypes@enc | 110 ± 0 | -1.67 ± 0.58 | 3 | [-3.10, -0.23] |" in text.replace("**", "")
+    assert "| emp |" not in text and "| random-static |" not in text
+    without = [r for r in rows if r["method"] != "random-static"]
+    assert f"## {title}" not in render_markdown(without, PLAN)
+
+
 def test_repeatability_table_shows_only_logged_signals():
     text = _section(render_markdown(SUPERVISED, PLAN), "Signal repeatability")
     assert "near 0 the score is noise on this data" in text and "0.10 for SimCLR loss" in text

@@ -25,6 +25,7 @@ from ssl_emp.benchmark.stats import (
     METRIC_LABELS,
     ORACLE,
     REFERENCE,
+    STATIC_REFERENCE,
     Cell,
     count_plot_rate,
     group_cells,
@@ -43,6 +44,7 @@ from ssl_emp.benchmark.tables import (
     redundancy_table,
     repeatability_table,
     results_table,
+    static_vs_random_table,
     versus_reference_table,
 )
 from ssl_emp.errors import ConfigError
@@ -74,6 +76,17 @@ def _intro(rows: list[dict[str, Any]], plan: dict[str, Any] | None, key: str) ->
             f"{METRIC_LABELS[key]} per target rate in **bold**. InfoBatch sets its own rate (`own`); its achieved "
             "rate is reported, never forced.", ""]
     return out
+
+
+def _static_section(cells: list[Cell], key: str, label: str) -> list[str]:
+    """Static rules against the random subset chosen once, when the grid has both."""
+    table = static_vs_random_table(cells, key)
+    if table is None:
+        return []
+    return [f"## Static rules vs {STATIC_REFERENCE}", "", f"A static rule keeps one set for every epoch. Per-seed "
+            f"difference of {label} (method − {STATIC_REFERENCE} at the same rate, same seed), as above: does "
+            f"choosing that one set by the rule's score beat choosing it at random? Compute includes a curation "
+            f"method's embedding pass ({STATIC_REFERENCE}: the training visits alone).", "", table, ""]
 
 
 def _diagnostics(cells: list[Cell], key: str, injected: float | None, folder: Path,
@@ -149,6 +162,7 @@ def render_markdown(rows: list[dict[str, Any]], plan: dict[str, Any] | None = No
             "interval mean ± t(0.975, n − 1) · std/√n (Student t), in **bold** when it excludes 0. A method that sets "
             "its own rate is paired with the reference run nearest its achieved rate (within half an epoch).", "",
             versus_reference_table(cells, key), "",
+            *_static_section(cells, key, label),
             f"## EMP vs {REFERENCE}", "", emp_vs_random(cells, key=key), "",
             "## EMP vs each baseline", "", f"Paired per-seed difference of {label} (pp), mean ± std over the "
             "seeds both finished; positive: EMP is better.", "", emp_vs_baselines(cells, key=key), ""]

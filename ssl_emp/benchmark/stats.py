@@ -17,11 +17,14 @@ from typing import Any
 from ssl_emp.benchmark.grid import DEDUP, SHORTER
 from ssl_emp.benchmark.results import run_counts
 from ssl_emp.config import redundant_size
-from ssl_emp.pruning import FULL_DATA, METHODS
+from ssl_emp.benchmark.sources import split_method
+from ssl_emp.pruning import FULL_DATA, METHODS, method_spec
+from ssl_emp.pruning.methods import RANDOM_STATIC
 
 HEADLINE_RATE = 0.7  # the rate the spec singles out (EMP's regime: r >= 0.7)
 REFERENCE = "random-dynamic"  # every selection rule is compared with it, seed by seed
 EQUAL_COMPUTE = SHORTER  # ... and with full data for (1 − r)·E epochs
+STATIC_REFERENCE = RANDOM_STATIC.name  # ... and a static rule with a random subset chosen once
 METRIC_LABELS = {"test_top1": "test top-1", "knn_top1": "kNN top-1", "linear_top1": "linear top-1"}
 TOL = 1e-9  # rates and means closer than this are equal (they come from float arithmetic)
 # The compute axis: a run's visits and wall time plus its curation's (docs/method.md, "Compute of a
@@ -161,6 +164,27 @@ def versus_reference(cells: list[Cell], key: str, ref: str = REFERENCE) -> list[
         if c.method in (ref, FULL_DATA) or c.target_rate is None:
             continue
         b = find_cell(cells, ref, c.target_rate)
+        p = paired(c, b, key) if b is not None else None
+        if p is not None:
+            out.append((c, p))
+    return out
+
+
+def is_static_rule(method: str) -> bool:
+    """A grid method whose registered rule selects once (``semdedup@disjoint`` included), other than the
+    full-data reference and random-static itself."""
+    base, _ = split_method(method)
+    return base in METHODS and base not in (FULL_DATA, STATIC_REFERENCE) and method_spec(base).static
+
+
+def versus_static(cells: list[Cell], key: str) -> list[tuple[Cell, Paired]]:
+    """Every static rule at a fixed rate paired seed by seed with random-static at that rate: whether
+    choosing the one kept set by its score beats choosing it at random."""
+    out = []
+    for c in cells:
+        if c.target_rate is None or not is_static_rule(c.method):
+            continue
+        b = find_cell(cells, STATIC_REFERENCE, c.target_rate)
         p = paired(c, b, key) if b is not None else None
         if p is not None:
             out.append((c, p))

@@ -12,6 +12,7 @@ from ssl_emp.benchmark.stats import (
     METRIC_LABELS,
     ORACLE,
     REFERENCE,
+    STATIC_REFERENCE,
     TOL,
     Cell,
     Paired,
@@ -22,6 +23,7 @@ from ssl_emp.benchmark.stats import (
     rate_label,
     same_rate,
     versus,
+    versus_static,
 )
 from ssl_emp.pruning import FULL_DATA
 from ssl_emp.run.summary import REPEATABILITY_KEYS
@@ -37,6 +39,7 @@ __all__ = [
     "redundancy_table",
     "repeatability_table",
     "results_table",
+    "static_vs_random_table",
     "versus_reference_table",
 ]
 
@@ -137,6 +140,21 @@ def versus_reference_table(cells: list[Cell], key: str) -> str:
         lines.append(f"| {rate_label(c.target_rate)} | {c.method} | {_fmt(c.stat('achieved_rate'), 1, 3)} | "
                      f"{_ci_text(refs[REFERENCE].get(id(c), (None, None))[1])} | "
                      f"{_ci_text(None if short is None else short[1])} | {which} |")
+    return "\n".join(lines)
+
+
+def static_vs_random_table(cells: list[Cell], key: str) -> str | None:
+    """Every static rule minus random-static at its rate, seed by seed (``versus_static``): the same
+    kept-set size, chosen once by the rule's score or at random; None when the grid has no such pair."""
+    pairs = versus_static(cells, key)
+    if not pairs:
+        return None
+    s = metric_short_name(key)
+    lines = [f"| target r | method | compute (visits) | Δ {s} vs {STATIC_REFERENCE} (pp) | n | 95 % CI (pp) |",
+             "| ---: | --- | ---: | ---: | ---: | ---: |"]
+    for c, p in pairs:
+        lines.append(f"| {rate_label(c.target_rate)} | {c.method} | {_fmt(c.stat('compute_visits'), 1, 0)} | "
+                     f"{_ci_text(p)} |")
     return "\n".join(lines)
 
 
