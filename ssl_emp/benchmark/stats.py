@@ -16,8 +16,8 @@ from typing import Any
 
 from ssl_emp.benchmark.grid import DEDUP, SHORTER
 from ssl_emp.benchmark.results import run_counts
-from ssl_emp.config import redundant_size
 from ssl_emp.benchmark.sources import split_method
+from ssl_emp.config import redundant_size
 from ssl_emp.pruning import FULL_DATA, METHODS, method_spec
 from ssl_emp.pruning.methods import RANDOM_STATIC
 
