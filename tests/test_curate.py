@@ -238,6 +238,11 @@ def test_curate_bad_inputs(tmp_path, capsys):
     np.save(emb, np.ones((10, 4), dtype=np.float32))
     err = _refused(capsys, ["curate", "--embeddings", str(emb), "--output-dir", str(tmp_path / "o")])
     assert err.endswith(f"has 10 rows but the training split has {DIGITS_TRAIN} images")
+    zero = planted(n_unique=DIGITS_TRAIN, copies=0, dim=4)
+    zero[7] = 0
+    np.save(tmp_path / "zero.npy", zero)
+    err = _refused(capsys, ["curate", "--embeddings", str(tmp_path / "zero.npy"), "--output-dir", str(tmp_path / "o")])
+    assert err.endswith("has 1 all-zero rows (first: row 7); cosine similarity needs a non-zero feature vector per image")
     err = _refused(capsys, ["curate", "--embeddings", str(emb), "--output-dir", str(tmp_path / "o"), "--set", "curate.eps=1.5"])
     assert "curate.eps must be null or in (0, 1)" in err
     err = _refused(capsys, ["curate", "--embeddings", str(emb), "--output-dir", str(tmp_path / "o"), "--set",

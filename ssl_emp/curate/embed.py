@@ -108,6 +108,11 @@ def user_embeddings(path: str | Path, n: int, what: str = "--embeddings") -> np.
         raise ConfigError(f"{what} {path} has {emb.shape[0]} rows but the training split has {n} images")
     if not np.isfinite(emb).all():
         raise ConfigError(f"{what} {path} contains NaN or inf")
+    # A zero row has no direction: normalised it would be similar to nothing and always kept.
+    zero = np.flatnonzero(~np.any(emb != 0, axis=1))
+    if zero.size:
+        raise ConfigError(f"{what} {path} has {zero.size} all-zero rows (first: row {zero[0]}); "
+                          "cosine similarity needs a non-zero feature vector per image")
     return normalised(emb)
 
 
