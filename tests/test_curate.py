@@ -248,9 +248,13 @@ def test_curate_bad_inputs(tmp_path, capsys):
     err = _refused(capsys, ["curate", "--embeddings", str(emb), "--output-dir", str(tmp_path / "o"), "--set",
                             "curate.method=prototypes", "--set", "curate.keep=random"])
     assert "curate.keep must be one of hard, easy for prototypes" in err
+    np.save(emb, planted(n_unique=DIGITS_TRAIN, copies=0, dim=4))
+    err = _refused(capsys, ["curate", "--embeddings", str(emb), "--output-dir", str(tmp_path / "o"),
+                            "--set", f"curate.k={DIGITS_TRAIN + 1}"])
+    assert err.endswith(f"curate.k={DIGITS_TRAIN + 1} clusters is more than the {DIGITS_TRAIN} images")
+    assert not (tmp_path / "o").exists()  # every refusal above came before anything was written
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "notes.txt").write_text("mine")
-    np.save(emb, planted(n_unique=DIGITS_TRAIN, copies=0, dim=4))
     err = _refused(capsys, ["curate", "--embeddings", str(emb), "--output-dir", str(tmp_path / "taken")])
     assert "did not write" in err and (tmp_path / "taken" / "notes.txt").read_text() == "mine"
 
@@ -337,4 +341,4 @@ def test_curate_refuses_what_it_cannot_do_right(tmp_path, checkpoint, capsys):
     assert "curate.eps_range must be a non-empty list of distinct numbers" in err
     err = _refused(capsys, ["curate", "--checkpoint", str(checkpoint), "--output-dir", str(tmp_path / "v"),
                             "--set", "data.val_fraction=0.2", "--against", "test"])
-    assert "data.val_fraction=0" in err
+    assert "data.val_fraction=0" in err and not (tmp_path / "v").exists()  # refused before embedding anything

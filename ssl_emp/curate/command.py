@@ -25,7 +25,7 @@ from ssl_emp.curate.clusters import spherical_kmeans
 from ssl_emp.curate.embed import cached_embeddings, embed, file_hash, user_embeddings
 from ssl_emp.curate.prototypes import select_prototypes
 from ssl_emp.curate.semdedup import find_duplicates, kept_root, plateau_eps
-from ssl_emp.data import DataSplits, load_data, load_split
+from ssl_emp.data import DataSplits, ImageSource, load_data, load_split
 from ssl_emp.data.decode import eval_view
 from ssl_emp.data.fingerprint import split_fingerprint
 from ssl_emp.data.keep import write_keep_file
@@ -65,12 +65,17 @@ def _settings(args: argparse.Namespace, checkpoint_cfg: dict[str, Any] | None) -
     return finalize(cfg)
 
 
-def _prepare_folder(out: Path) -> None:
-    """Create ``out``, or reuse it if curate wrote it (its cached embeddings); refuse anything else's."""
+def _check_folder(out: Path) -> None:
+    """``out`` may be new, empty or curate's own (its cached embeddings are reused); anything else is refused."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--output-dir {out} is a file, not a folder")
     if out.is_dir() and any(out.iterdir()) and not (out / outputs.MARKER).is_file():
         raise ConfigError(f"--output-dir {out} holds files that ssl-emp curate did not write; choose another folder")
+
+
+def _prepare_folder(out: Path) -> None:
+    """Create ``out`` (checked again: time has passed since ``_check_folder``) and mark it curate's."""
+    _check_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / outputs.MARKER).touch()
 
@@ -132,24 +137,28 @@ def _contamination(out: Path, emb: np.ndarray, test_emb: np.ndarray, eps: float)
             "share": len(hit) / len(test_emb), "file": outputs.CONTAMINATION}
 
 
-def _embeddings(args: argparse.Namespace, out: Path, backbone: Any, data: DataSplits, cfg: Config, key: dict[str, str],
-                times: dict[str, float]) -> tuple[np.ndarray, np.ndarray | None, bool]:
-    """Training (and, with ``--against test``, test) embeddings; whether the training ones were reused."""
+def _embeddings(out: Path, backbone: Any, data: DataSplits, test: ImageSource | None, cfg: Config,
+                key: dict[str, str], device: str | None, times: dict[str, float]) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """The backbone's training (and, given ``test``, test) embeddings, cached in ``out``; whether the
+    training ones were reused."""
     with _timed(times, "embed"), progress_enabled(cfg.progress):
-        if backbone is None:
-            return user_embeddings(args.embeddings, len(data.train)), None, False
-        device = resolve_device(args.device)
-        emb, reused = cached_embeddings(out, "train", key, lambda: embed(backbone, data.train, cfg, device, "train"))
+        dev = resolve_device(device)
+        emb, reused = cached_embeddings(out, "train", key, lambda: embed(backbone, data.train, cfg, dev, "train"))
         test_emb = None
-        if args.against == "test":
-            if data.test_is_validation:  # data.test is then part of the training split, not the test set
-                raise ConfigError("--against test with data.val_fraction > 0 would compare against training images "
-                                  "held out for validation: add --set data.val_fraction=0")
-            test = data.test if data.test is not None else load_split(cfg.data, "test", data.train.classes)
-            if test is None:
-                raise ConfigError(f"--against test: data set '{cfg.data.dataset}' has no test split")
-            test_emb, _ = cached_embeddings(out, "test", key, lambda: embed(backbone, test, cfg, device, "test"))
+        if test is not None:
+            test_emb, _ = cached_embeddings(out, "test", key, lambda: embed(backbone, test, cfg, dev, "test"))
     return emb, test_emb, reused
+
+
+def _test_split(data: DataSplits, cfg: Config) -> ImageSource:
+    """``--against test``'s images: the data set's test split, refused in one line where it has none."""
+    if data.test_is_validation:  # data.test is then part of the training split, not the test set
+        raise ConfigError("--against test with data.val_fraction > 0 would compare against training images "
+                          "held out for validation: add --set data.val_fraction=0")
+    test = data.test if data.test is not None else load_split(cfg.data, "test", data.train.classes)
+    if test is None:
+        raise ConfigError(f"--against test: data set '{cfg.data.dataset}' has no test split")
+    return test
 
 
 def run_curate(args: argparse.Namespace) -> dict[str, Any]:
@@ -168,14 +177,25 @@ def run_curate(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError("--against test with curate.method=prototypes needs curate.eps (the similarity that "
                           "counts as a near-duplicate), e.g. --set curate.eps=0.01")
     out = Path(args.output_dir)
+    _check_folder(out)  # before the data are read and embedded, which can take minutes
     with _timed(times, "load_data"), progress_enabled(cfg.progress):
         data = load_data(cfg.data)
         fingerprint = split_fingerprint(cfg.data)
+        test = _test_split(data, cfg) if args.against == "test" else None
+    # What can be refused is checked before the folder is made and anything is embedded: a user's bad
+    # embeddings file or k leaves nothing behind.
+    user_emb = None
+    if backbone is None:
+        with _timed(times, "embed"):
+            user_emb = user_embeddings(args.embeddings, len(data.train))
+    if cfg.curate.k > len(data.train):
+        raise ConfigError(f"curate.k={cfg.curate.k} clusters is more than the {len(data.train)} images")
     _prepare_folder(out)
     # The evaluation view depends on image_size and store_size: embeddings made at others are not reused.
     key = {"data_fingerprint": fingerprint, "checkpoint_sha1": file_hash(args.checkpoint) if args.checkpoint else "",
            "view": f"image_size={cfg.data.image_size} store_size={cfg.data.store_size}"}
-    emb, test_emb, reused = _embeddings(args, out, backbone, data, cfg, key, times)
+    emb, test_emb, reused = ((user_emb, None, False) if user_emb is not None
+                             else _embeddings(out, backbone, data, test, cfg, key, args.device, times))
     c = cfg.curate
     found = _semdedup(out, emb, data, cfg, times) if c.method == "semdedup" else _prototypes(out, emb, cfg, times)
     kept = np.flatnonzero(found.pop("kept_mask"))
