@@ -117,6 +117,7 @@ def _curate_options(c: argparse.ArgumentParser) -> None:
                    help="override a config key, e.g. --set curate.eps=0.02 (repeatable)")
     c.add_argument("--against", choices=["test"], help="also list test images with a near-duplicate in the training split")
     c.add_argument("--device", choices=_devices(), default="auto", help="where to embed (default: auto)")
+    c.add_argument("--threads", type=_positive_int, metavar="N", help=f"{_THREADS_HELP} (sets threads)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -253,6 +253,9 @@ def test_curate_bad_inputs(tmp_path, capsys):
                             "--set", f"curate.k={DIGITS_TRAIN + 1}"])
     assert err.endswith(f"curate.k={DIGITS_TRAIN + 1} clusters is more than the {DIGITS_TRAIN} images")
     assert not (tmp_path / "o").exists()  # every refusal above came before anything was written
+    assert main(["curate", "--embeddings", str(emb), "--output-dir", str(tmp_path / "t"), "--threads", "1"]) == 0
+    assert json.loads((tmp_path / "t" / "curation.json").read_text())["threads"] == 1  # its timings' threads
+    assert _refused(capsys, ["curate", "--embeddings", str(emb), "--output-dir", str(tmp_path / "t"), "--threads", "0"])
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "notes.txt").write_text("mine")
     err = _refused(capsys, ["curate", "--embeddings", str(emb), "--output-dir", str(tmp_path / "taken")])

@@ -48,6 +48,7 @@ def _settings(args: argparse.Namespace, checkpoint_cfg: dict[str, Any] | None) -
     """The config file (or the checkpoint's run config, or the defaults), ``--data-dir``, ``--set``;
     the model and view settings stay the checkpoint's, which its weights were trained with."""
     overrides = list(args.overrides) + ([f"data.data_dir={json.dumps(args.data_dir)}"] if args.data_dir else [])
+    overrides += [f"threads={args.threads}"] if getattr(args, "threads", None) else []
     if args.config or checkpoint_cfg is None:
         cfg = load_config(args.config, overrides)
     else:
@@ -212,7 +213,7 @@ def run_curate(args: argparse.Namespace) -> dict[str, Any]:
         "data": {"dataset": cfg.data.dataset, "data_dir": cfg.data.data_dir, "fingerprint": fingerprint},
         "embeddings": {"source": "checkpoint" if args.checkpoint else "file", "path": args.checkpoint or args.embeddings,
                        "dim": emb.shape[1], "reused": reused, **key},
-        "contamination": contamination, "time_s": times, "versions": versions(),
+        "contamination": contamination, "time_s": times, "threads": cfg.threads, "versions": versions(),
     }
     outputs.write_record(out / outputs.RECORD, record)
     outputs.remove_stale(out, record["files"])
