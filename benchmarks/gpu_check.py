@@ -72,7 +72,7 @@ PLAN = {
     "pytest_cuda": "pytest -m cuda",
     "sync": "a SimCLR, MoCo and supervised EMP step under sync-debug error mode",
     "throughput": "ssl-emp vs lightly SimCLR, ResNet-18, batch 512, bf16, eager and compiled",
-    "faiss": "faiss-gpu kNN vs the CPU index",
+    "faiss": "faiss-gpu kNN and curate's k-means vs the CPU",
     "two_epochs": "2 epochs of cifar10_simclr_resnet18.yaml on CIFAR-10",
     "photo_input": "the photo input path of imagefolder_simclr_resnet50_gpu.yaml (decode, loader, ResNet-50 steps)",
 }

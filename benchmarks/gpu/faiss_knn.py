@@ -1,4 +1,5 @@
-"""The ``faiss`` step: faiss-gpu kNN against the CPU index on the same features (identical top-1)."""
+"""The ``faiss`` step: faiss-gpu kNN against the CPU index on the same features (identical top-1), and
+curate's spherical k-means on both (the same mean cosine to the centroids, within 0.01)."""
 
 from __future__ import annotations
 
@@ -39,5 +40,21 @@ def step_faiss(ctx: Context, bank: int = 50_000, queries: int = 10_000, dim: int
         out[f"{name}_top1"] = float((preds[name] == test_y).double().mean())
     out["top1_disagreements"] = int((preds["cpu"] != preds["gpu"]).sum())
     out["identical_top1"] = out["top1_disagreements"] == 0
-    out["status"] = "ok" if out["identical_top1"] else "failed"
+    out["kmeans"] = _kmeans(train_x.numpy())
+    out["status"] = "ok" if out["identical_top1"] and out["kmeans"]["same_quality"] else "failed"
+    return out
+
+
+def _kmeans(x: Any, k: int = 100, iterations: int = 20) -> dict[str, Any]:
+    """``ssl-emp curate``'s clustering on the CPU and the GPU: time and mean cosine to the centroid
+    (the clusterings differ in detail: the two sum in different orders)."""
+    from ssl_emp.curate.clusters import spherical_kmeans
+
+    out: dict[str, Any] = {"n": int(x.shape[0]), "k": k, "iterations": iterations}
+    for name, use_gpu in (("cpu", False), ("gpu", True)):
+        t0 = time.perf_counter()
+        clusters = spherical_kmeans(x, k, iterations, seed=0, use_gpu=use_gpu)
+        out[f"{name}_seconds"] = round(time.perf_counter() - t0, 2)
+        out[f"{name}_mean_cos"] = round(float(clusters.cos_to_centroid.mean()), 4)
+    out["same_quality"] = abs(out["cpu_mean_cos"] - out["gpu_mean_cos"]) <= 0.01
     return out

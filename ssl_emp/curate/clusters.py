@@ -1,6 +1,6 @@
 """Spherical k-means on L2-normalised embeddings (faiss), as SemDeDup's ``clustering/clustering.py``
-runs it: ``faiss.Kmeans(d, k, niter, seed, spherical=True)``, then each point's nearest centroid
-by inner product."""
+runs it: ``faiss.Kmeans(d, k, niter, seed, spherical=True, gpu=use_gpu)``, then each point's nearest
+centroid by inner product."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import faiss
 import numpy as np
 
 from ssl_emp.errors import ConfigError
+from ssl_emp.eval.knn import faiss_has_gpu
 
 
 @dataclass(frozen=True)
@@ -32,11 +33,13 @@ def normalised(emb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
-def spherical_kmeans(emb: np.ndarray, k: int, iterations: int, seed: int) -> Clusters:
+def spherical_kmeans(emb: np.ndarray, k: int, iterations: int, seed: int, use_gpu: bool | None = None) -> Clusters:
     """k-means on the unit sphere of the rows of ``emb`` (normalised here), seeded.
 
     faiss' defaults stay as the official code leaves them: it trains on at most 256 points per
-    centroid (a seeded subsample when N > 256 k) and then assigns every point.
+    centroid (a seeded subsample when N > 256 k) and then assigns every point. On the GPU when faiss
+    has GPU support and ``use_gpu`` is not False, as the kNN; a seed repeats its clustering on the
+    same kind of device (GPU and CPU sum in different orders).
     """
     x = normalised(emb)
     n, d = x.shape
@@ -44,7 +47,10 @@ def spherical_kmeans(emb: np.ndarray, k: int, iterations: int, seed: int) -> Clu
         raise ConfigError(f"curate.k={k} clusters is more than the {n} images")
     # min_points_per_centroid only sets when faiss prints a warning (fewer than 39 points per
     # centroid); small sets are legitimate here, so that warning is silenced.
-    kmeans = faiss.Kmeans(d, k, niter=iterations, seed=seed, spherical=True, min_points_per_centroid=1)
+    if use_gpu and not faiss_has_gpu():
+        raise ConfigError("use_gpu=True but this faiss build has no GPU support (or sees no GPU)")
+    gpu = use_gpu is not False and faiss_has_gpu()
+    kmeans = faiss.Kmeans(d, k, niter=iterations, seed=seed, spherical=True, min_points_per_centroid=1, gpu=gpu)
     kmeans.train(x)
     sim, nearest = kmeans.index.search(x, 1)
     return Clusters(nearest[:, 0].astype(np.int64), sim[:, 0].astype(np.float32), kmeans.centroids.astype(np.float32))

@@ -65,7 +65,8 @@ def bank_limited_k(k: int, bank_size: int, bank: object | None = None) -> int:
     return bank_size
 
 
-def _faiss_has_gpu() -> bool:
+def faiss_has_gpu() -> bool:
+    """Whether this faiss build has GPU support and sees a GPU (the ``faiss-gpu`` extra on a GPU machine)."""
     get_num_gpus = getattr(faiss, "get_num_gpus", None)
     return bool(get_num_gpus is not None and get_num_gpus() > 0)
 
@@ -90,7 +91,7 @@ def _check_knn_args(
         raise ConfigError(f"temperature={temperature} is below {_MIN_TEMPERATURE:.2g}: exp(sim / T) overflows float64")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ConfigError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    if use_gpu and not _faiss_has_gpu():
+    if use_gpu and not faiss_has_gpu():
         raise ConfigError("use_gpu=True but this faiss build has no GPU support (or sees no GPU)")
     return x, y
 
@@ -130,7 +131,7 @@ def _iter_scores(
     bank = _to_faiss(x)
     index: faiss.Index = faiss.IndexFlatIP(bank.shape[1])
     gpu_resources = None
-    if use_gpu is not False and _faiss_has_gpu() and k <= _GPU_MAX_K:
+    if use_gpu is not False and faiss_has_gpu() and k <= _GPU_MAX_K:
         # The resources object must outlive the index; it is held for the whole generator.
         gpu_resources = faiss.StandardGpuResources()
         index = faiss.index_cpu_to_gpu(gpu_resources, 0, index)
