@@ -233,6 +233,27 @@ def test_a_kept_file_of_other_data_or_with_bad_indices_is_refused(tmp_path, caps
         assert words in err
 
 
+@pytest.mark.slow
+def test_resume_compares_the_kept_file_by_its_bytes_not_its_path(tmp_path, capsys):
+    """A kept file edited between a run and its --resume is other data (it trained silently on the new
+    indices); a copy of the same file elsewhere is the same data."""
+    from tests.conftest import TINY
+
+    cfg = load_config(None, ["data.image_size=16"])
+    kept = tmp_path / "kept.txt"
+    write_keep_file(kept, list(range(0, 400, 2)), DIGITS_TRAIN, split_fingerprint(cfg.data))
+    run = tmp_path / "run"
+    args = ["pretrain", "--output-dir", str(run), *TINY, "--epochs", "1", "--set", "eval.eval_every=0"]
+    assert main([*args, "--set", f"data.keep_file={kept}"]) == 0, capsys.readouterr().err
+    moved = tmp_path / "elsewhere" / "kept.txt"
+    moved.parent.mkdir()
+    shutil.copy(kept, moved)
+    assert main([*args, "--resume", "--set", f"data.keep_file={moved}"]) == 0, capsys.readouterr().err
+    write_keep_file(kept, [1, *range(2, 400, 2)], DIGITS_TRAIN, split_fingerprint(cfg.data))  # same count, index 0 -> 1
+    err = _refused(capsys, [*args, "--resume", "--set", f"data.keep_file={kept}"])
+    assert "the data (fingerprint" in err
+
+
 def test_curate_bad_inputs(tmp_path, capsys):
     emb = tmp_path / "emb.npy"
     np.save(emb, np.ones((10, 4), dtype=np.float32))

@@ -14,13 +14,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from pathlib import Path
 
 from ssl_emp.data.registry import dataset_spec
+from ssl_emp.errors import ConfigError
 from ssl_emp.settings import DataConfig
 
 
-def data_fingerprint(cfg: DataConfig) -> str:
-    """A short hex digest that changes whenever the images the config reads do: the data set's
+def source_fingerprint(cfg: DataConfig) -> str:
+    """A short hex digest that changes whenever the images of the source change: the data set's
     name and subset, and what its ``DatasetSpec.identity`` says of the data at ``data.data_dir``."""
     parts = [cfg.dataset, str(cfg.train_subset), str(cfg.test_subset), str(cfg.train_subset_offset)]
     identity = dataset_spec(cfg.dataset).identity
@@ -29,14 +31,28 @@ def data_fingerprint(cfg: DataConfig) -> str:
     return hashlib.sha1("\0".join(parts).encode()).hexdigest()[:16]
 
 
+def data_fingerprint(cfg: DataConfig) -> str:
+    """What a run trains on, wherever its files lie: ``source_fingerprint``, and with ``data.keep_file``
+    that file's bytes, so a kept file edited between a run and its ``--resume`` is other data while a
+    copy of it elsewhere is the same (the path itself, like ``data.data_dir``, is a neutral key)."""
+    source = source_fingerprint(cfg)
+    if cfg.keep_file is None:
+        return source
+    try:
+        kept = hashlib.sha1(Path(cfg.keep_file).expanduser().read_bytes()).hexdigest()
+    except OSError as exc:
+        raise ConfigError(f"cannot read data.keep_file {cfg.keep_file}: {exc.strerror or exc}") from None
+    return hashlib.sha1(f"{source}\0keep_file\0{kept}".encode()).hexdigest()[:16]
+
+
 # The data settings that decide which image sits at which training index, beyond the source.
 _INDEX_KEYS = ("train_split", "val_fraction", "inject_noise", "redundancy")
 
 
 def split_fingerprint(cfg: DataConfig) -> str:
-    """``data_fingerprint`` and the settings that place each image at its training index
+    """``source_fingerprint`` and the settings that place each image at its training index
     (``val_fraction``, the junk and redundancy probes): what a kept file of indices is valid for."""
     settings = {key: getattr(cfg, key) for key in _INDEX_KEYS}
     settings["redundancy"] = dataclasses.asdict(cfg.redundancy)
-    settings["source"] = data_fingerprint(cfg)
+    settings["source"] = source_fingerprint(cfg)
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]

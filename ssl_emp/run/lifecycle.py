@@ -23,10 +23,11 @@ from ssl_emp.runtime import machine, versions
 # without changing what it computes: where it runs and writes, what it logs, how it reads the data.
 # data.num_workers: every loader has its own generator (ssl_emp.data.datasets.loader_generator), so 0
 # and 2 workers give the same weights (tests/test_workers_and_signals.py). data.data_dir: the data is
-# compared by its fingerprint instead (data_changes), so a moved folder is the same data. curate: the
+# compared by its fingerprint instead (data_changes), so a moved folder is the same data; data.keep_file
+# likewise, by its bytes (ssl_emp.data.fingerprint.data_fingerprint). curate: the
 # whole section, which only `ssl-emp curate` reads (a curation method in a run takes its own params).
 NEUTRAL_KEYS = ("output_dir", "progress", "device", "threads", "log_every", "logging.tensorboard", "data.data_dir",
-                "data.num_workers", "data.cache_dir", "curate")
+                "data.keep_file", "data.num_workers", "data.cache_dir", "curate")
 
 
 def data_changes(saved: dict[str, Any], saved_data: str | None, wanted: dict[str, Any], wanted_data: str) -> list[str]:
@@ -34,7 +35,7 @@ def data_changes(saved: dict[str, Any], saved_data: str | None, wanted: dict[str
     from the one wanted; a record from before fingerprints were kept (None) has only the data
     folder's path to compare."""
     if saved_data is None:
-        return [d for d in config_diff(saved, wanted) if d.startswith("data.data_dir ")]
+        return [d for d in config_diff(saved, wanted) if d.startswith(("data.data_dir ", "data.keep_file "))]
     if saved_data != wanted_data:
         return [f"the data (fingerprint {saved_data} -> {wanted_data}: other images, or the same files changed)"]
     return []
