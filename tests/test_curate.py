@@ -234,9 +234,9 @@ def test_a_kept_file_of_other_data_or_with_bad_indices_is_refused(tmp_path, caps
 
 
 @pytest.mark.slow
-def test_resume_compares_the_kept_file_by_its_bytes_not_its_path(tmp_path, capsys):
+def test_a_kept_file_counts_by_its_bytes_on_resume_and_is_not_needed_to_evaluate(tmp_path, capsys):
     """A kept file edited between a run and its --resume is other data (it trained silently on the new
-    indices); a copy of the same file elsewhere is the same data."""
+    indices); a copy of the same file elsewhere is the same data; eval reads none (it failed without it)."""
     from tests.conftest import TINY
 
     cfg = load_config(None, ["data.image_size=16"])
@@ -252,6 +252,9 @@ def test_resume_compares_the_kept_file_by_its_bytes_not_its_path(tmp_path, capsy
     write_keep_file(kept, [1, *range(2, 400, 2)], DIGITS_TRAIN, split_fingerprint(cfg.data))  # same count, index 0 -> 1
     err = _refused(capsys, [*args, "--resume", "--set", f"data.keep_file={kept}"])
     assert "the data (fingerprint" in err
+    kept.unlink()
+    moved.unlink()  # evaluation needs no kept file: its bank is the whole labelled split
+    assert main(["eval", "knn", "--checkpoint", str(run / "checkpoints" / "final.pt")]) == 0, capsys.readouterr().err
 
 
 def test_curate_bad_inputs(tmp_path, capsys):

@@ -61,6 +61,9 @@ def evaluate_checkpoint(path: str, protocol: str, dataset: str | None = None, da
     elif data_dir is not None:
         cfg.data.data_dir = data_dir
     cfg.data.train_split = "train"
+    # The kNN bank and the probe's training set are the whole labelled split: the kept file only chose
+    # what pretraining saw, and it may be gone or made for the run's data, not --dataset's.
+    cfg.data.keep_file = None
     validate(cfg)
     dev = resolve_device(device)
     with progress_enabled(cfg.progress):
