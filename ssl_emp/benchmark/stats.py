@@ -180,15 +180,7 @@ def is_static_rule(method: str) -> bool:
 def versus_static(cells: list[Cell], key: str) -> list[tuple[Cell, Paired]]:
     """Every static rule at a fixed rate paired seed by seed with random-static at that rate: whether
     choosing the one kept set by its score beats choosing it at random."""
-    out = []
-    for c in cells:
-        if c.target_rate is None or not is_static_rule(c.method):
-            continue
-        b = find_cell(cells, STATIC_REFERENCE, c.target_rate)
-        p = paired(c, b, key) if b is not None else None
-        if p is not None:
-            out.append((c, p))
-    return out
+    return [(c, p) for c, p in versus_reference(cells, key, STATIC_REFERENCE) if is_static_rule(c.method)]
 
 
 def epochs_of(c: Cell) -> int | None:

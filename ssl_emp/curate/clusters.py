@@ -10,7 +10,7 @@ import faiss
 import numpy as np
 
 from ssl_emp.errors import ConfigError
-from ssl_emp.eval.knn import faiss_has_gpu
+from ssl_emp.eval.knn import faiss_gpu
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,12 @@ def normalised(emb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
+def check_cluster_count(k: int, n: int, key: str = "curate.k") -> None:
+    """k-means needs at least as many points as clusters; ``key`` names the setting in the error."""
+    if k > n:
+        raise ConfigError(f"{key}={k} clusters is more than the {n} images")
+
+
 def spherical_kmeans(emb: np.ndarray, k: int, iterations: int, seed: int, use_gpu: bool | None = None) -> Clusters:
     """k-means on the unit sphere of the rows of ``emb`` (normalised here), seeded.
 
@@ -43,14 +49,11 @@ def spherical_kmeans(emb: np.ndarray, k: int, iterations: int, seed: int, use_gp
     """
     x = normalised(emb)
     n, d = x.shape
-    if k > n:
-        raise ConfigError(f"curate.k={k} clusters is more than the {n} images")
+    check_cluster_count(k, n)
     # min_points_per_centroid only sets when faiss prints a warning (fewer than 39 points per
     # centroid); small sets are legitimate here, so that warning is silenced.
-    if use_gpu and not faiss_has_gpu():
-        raise ConfigError("use_gpu=True but this faiss build has no GPU support (or sees no GPU)")
-    gpu = use_gpu is not False and faiss_has_gpu()
-    kmeans = faiss.Kmeans(d, k, niter=iterations, seed=seed, spherical=True, min_points_per_centroid=1, gpu=gpu)
+    kmeans = faiss.Kmeans(d, k, niter=iterations, seed=seed, spherical=True, min_points_per_centroid=1,
+                          gpu=faiss_gpu(use_gpu))
     kmeans.train(x)
     sim, nearest = kmeans.index.search(x, 1)
     return Clusters(nearest[:, 0].astype(np.int64), sim[:, 0].astype(np.float32), kmeans.centroids.astype(np.float32))

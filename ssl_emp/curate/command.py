@@ -21,7 +21,7 @@ import numpy as np
 
 from ssl_emp.config import Config, config_from_dict, finalize, load_config, merge_values, parse_override
 from ssl_emp.curate import outputs
-from ssl_emp.curate.clusters import spherical_kmeans
+from ssl_emp.curate.clusters import check_cluster_count, spherical_kmeans
 from ssl_emp.curate.embed import cached_embeddings, embed, file_hash, user_embeddings
 from ssl_emp.curate.prototypes import select_prototypes
 from ssl_emp.curate.semdedup import find_duplicates, kept_root, plateau_eps
@@ -48,7 +48,7 @@ def _settings(args: argparse.Namespace, checkpoint_cfg: dict[str, Any] | None) -
     """The config file (or the checkpoint's run config, or the defaults), ``--data-dir``, ``--set``;
     the model and view settings stay the checkpoint's, which its weights were trained with."""
     overrides = list(args.overrides) + ([f"data.data_dir={json.dumps(args.data_dir)}"] if args.data_dir else [])
-    overrides += [f"threads={args.threads}"] if getattr(args, "threads", None) else []
+    overrides += [f"threads={args.threads}"] if args.threads else []
     if args.config or checkpoint_cfg is None:
         cfg = load_config(args.config, overrides)
     else:
@@ -189,8 +189,7 @@ def run_curate(args: argparse.Namespace) -> dict[str, Any]:
     if backbone is None:
         with _timed(times, "embed"):
             user_emb = user_embeddings(args.embeddings, len(data.train))
-    if cfg.curate.k > len(data.train):
-        raise ConfigError(f"curate.k={cfg.curate.k} clusters is more than the {len(data.train)} images")
+    check_cluster_count(cfg.curate.k, len(data.train))
     _prepare_folder(out)
     # The evaluation view depends on image_size and store_size: embeddings made at others are not reused.
     key = {"data_fingerprint": fingerprint, "checkpoint_sha1": file_hash(args.checkpoint) if args.checkpoint else "",

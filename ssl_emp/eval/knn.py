@@ -65,10 +65,17 @@ def bank_limited_k(k: int, bank_size: int, bank: object | None = None) -> int:
     return bank_size
 
 
-def faiss_has_gpu() -> bool:
-    """Whether this faiss build has GPU support and sees a GPU (the ``faiss-gpu`` extra on a GPU machine)."""
+def _faiss_has_gpu() -> bool:
     get_num_gpus = getattr(faiss, "get_num_gpus", None)
     return bool(get_num_gpus is not None and get_num_gpus() > 0)
+
+
+def faiss_gpu(use_gpu: bool | None) -> bool:
+    """Whether faiss should run on the GPU: when this build has GPU support and sees a GPU (the
+    ``faiss-gpu`` extra on a GPU machine) unless ``use_gpu`` is False; True without one is refused."""
+    if use_gpu and not _faiss_has_gpu():
+        raise ConfigError("use_gpu=True but this faiss build has no GPU support (or sees no GPU)")
+    return use_gpu is not False and _faiss_has_gpu()
 
 
 def _check_knn_args(
@@ -91,8 +98,7 @@ def _check_knn_args(
         raise ConfigError(f"temperature={temperature} is below {_MIN_TEMPERATURE:.2g}: exp(sim / T) overflows float64")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ConfigError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    if use_gpu and not faiss_has_gpu():
-        raise ConfigError("use_gpu=True but this faiss build has no GPU support (or sees no GPU)")
+    faiss_gpu(use_gpu)  # refused here, before any feature is moved, when asked for and absent
     return x, y
 
 
@@ -131,7 +137,7 @@ def _iter_scores(
     bank = _to_faiss(x)
     index: faiss.Index = faiss.IndexFlatIP(bank.shape[1])
     gpu_resources = None
-    if use_gpu is not False and faiss_has_gpu() and k <= _GPU_MAX_K:
+    if faiss_gpu(use_gpu) and k <= _GPU_MAX_K:
         # The resources object must outlive the index; it is held for the whole generator.
         gpu_resources = faiss.StandardGpuResources()
         index = faiss.index_cpu_to_gpu(gpu_resources, 0, index)

@@ -21,7 +21,7 @@ import hashlib
 import numpy as np
 import torch
 
-from ssl_emp.curate.clusters import normalised, spherical_kmeans
+from ssl_emp.curate.clusters import check_cluster_count, normalised, spherical_kmeans
 from ssl_emp.curate.prototypes import prototype_ranking
 from ssl_emp.curate.semdedup import Duplicates, find_duplicates, keep_least_duplicated
 from ssl_emp.errors import ConfigError
@@ -48,9 +48,7 @@ _LAST: dict[tuple[str, int, int, int], Duplicates] = {}
 
 def _embeddings(ctx: SelectionContext) -> np.ndarray:
     emb = normalised(ctx.inputs[EMBEDDINGS].numpy())
-    k = int(ctx.params["curate_k"])
-    if k > len(emb):
-        raise ConfigError(f"pruning.params.curate_k={k} clusters is more than the {len(emb)} images")
+    check_cluster_count(int(ctx.params["curate_k"]), len(emb), "pruning.params.curate_k")
     return emb
 
 
