@@ -31,6 +31,18 @@ def source_fingerprint(cfg: DataConfig) -> str:
     return hashlib.sha1("\0".join(parts).encode()).hexdigest()[:16]
 
 
+def keep_file_bytes(path: str | Path) -> bytes:
+    """The bytes of ``data.keep_file``, its absence or unreadability one line (read by the fingerprint
+    and by ``ssl_emp.data.keep.read_keep_file``)."""
+    path = Path(path).expanduser()
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"data.keep_file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read data.keep_file {path}: {exc.strerror or exc}") from None
+
+
 def data_fingerprint(cfg: DataConfig) -> str:
     """What a run trains on, wherever its files lie: ``source_fingerprint``, and with ``data.keep_file``
     that file's bytes, so a kept file edited between a run and its ``--resume`` is other data while a
@@ -38,10 +50,7 @@ def data_fingerprint(cfg: DataConfig) -> str:
     source = source_fingerprint(cfg)
     if cfg.keep_file is None:
         return source
-    try:
-        kept = hashlib.sha1(Path(cfg.keep_file).expanduser().read_bytes()).hexdigest()
-    except OSError as exc:
-        raise ConfigError(f"cannot read data.keep_file {cfg.keep_file}: {exc.strerror or exc}") from None
+    kept = hashlib.sha1(keep_file_bytes(cfg.keep_file)).hexdigest()
     return hashlib.sha1(f"{source}\0keep_file\0{kept}".encode()).hexdigest()[:16]
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ssl_emp.data.datasets import DataSplits
-from ssl_emp.data.fingerprint import split_fingerprint
+from ssl_emp.data.fingerprint import keep_file_bytes, split_fingerprint
 from ssl_emp.errors import ConfigError
 from ssl_emp.run.files import atomic_write_text
 from ssl_emp.settings import DataConfig
@@ -36,11 +36,9 @@ def read_keep_file(path: str | Path, n: int, fingerprint: str) -> Tensor:
     file of other data, or with an index that is not one of the ``n`` or that repeats, is refused."""
     path = Path(path).expanduser()
     try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        raise ConfigError(f"data.keep_file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read data.keep_file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        lines = keep_file_bytes(path).decode().splitlines()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read data.keep_file {path}: {exc}") from None
     found = _HEADER_RE.match(lines[0]) if lines else None
     if found is None:
         raise ConfigError(f"data.keep_file {path} has no '# ssl-emp kept training indices' header naming its data "
